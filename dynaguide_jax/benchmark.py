@@ -1,0 +1,134 @@
+"""Guided-inference benchmark: prints JSON lines (never asserted in tests).
+
+Setting (issue 2 / REFERENCE.md section 7): DinoV2 ViT-S/14 features at 224 px computed once per
+call, the paper's 6-layer dynamics model (384 wide, 256 patches + proprio + action token), K = 20
+positive goals, 10 DDIM steps, M = 4 repeats, horizon 16, action dim 7. Base policy: the
+Gaussian-mixture stand-in (its epsilon costs next to nothing), so the figures measure the
+guidance machinery, which dominates the cost of a guided chunk. Random weights.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+from dynaguide_jax.diffusion import DDIMSchedule
+from dynaguide_jax.diffusion.sampler import _guided_sample_jit
+from dynaguide_jax.dynamics import DynamicsConfig, init_dynamics
+from dynaguide_jax.dynamics.model import flops_per_sample
+from dynaguide_jax.encoders import DinoV2Config, init_dinov2
+from dynaguide_jax.encoders.dinov2 import flops_per_image
+from dynaguide_jax.guidance import DynaGuide, GoalSet
+from dynaguide_jax.policy import line_prototypes, mixture_eps, mixture_params
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    batch_sizes: tuple[int, ...] = (1, 64)
+    dtypes: tuple[str, ...] = ("float32", "bfloat16")
+    repeats: int = 4
+    num_goals: int = 20
+    reps: int = 10
+    unroll: int = 1
+    quick: bool = False
+    preset: str = "paper"  # "small": tiny models, to check the pipeline in seconds
+
+
+def _timed(fn, reps):
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def environment() -> dict:
+    dev = jax.devices()[0]
+    return {"device": dev.device_kind, "platform": dev.platform, "jax": jax.__version__,
+            "python": platform.python_version(), "cpu": platform.processor() or platform.machine()}
+
+
+def run_benchmark(cfg: BenchConfig, emit=print) -> list[dict]:
+    schedule = DDIMSchedule()
+    if cfg.preset == "paper":
+        enc_base, dyn_base, size = DinoV2Config.preset("vits14"), DynamicsConfig(), 224
+    elif cfg.preset == "small":
+        enc_base = DinoV2Config(hidden_size=64, num_layers=2, num_heads=4, pos_grid=4)
+        dyn_base, size = DynamicsConfig.preset("small"), 56
+    else:
+        raise ValueError(f"preset must be 'paper' or 'small', got {cfg.preset!r}")
+    enc_params = init_dinov2(enc_base, jax.random.key(0), size)
+    dyn_params = init_dynamics(dyn_base, jax.random.key(1))
+    policy = mixture_params(line_prototypes(4, 16, 7), schedule)
+    feat = dyn_base.predicted_tokens * dyn_base.feature_dim
+    goals = GoalSet.create(jax.random.normal(jax.random.key(2), (cfg.num_goals, feat)))
+    env = environment()
+    # each guidance evaluation = dynamics forward + backward to the actions only (no weight
+    # gradients): 2x forward; plus the final metric and one encoder pass
+    evals = cfg.repeats * schedule.num_inference_steps
+    flop_chunk = flops_per_image(enc_base, size) + (2 * evals + 1) * flops_per_sample(dyn_base)
+    results = []
+    for dtype in cfg.dtypes:
+        guide = DynaGuide(dynamics=dyn_base.replace(dtype=dtype), encoder=enc_base.replace(dtype=dtype),
+                          image_size=size)
+        params = {"dynamics": dyn_params, "encoder": enc_params, "goals": goals, "sigma": 30.0}
+        for b in cfg.batch_sizes:
+            imgs = jax.random.randint(jax.random.key(3), (b, 1, 200, 200, 3), 0, 256).astype(jnp.uint8)
+            obs = {"images": imgs, "proprio": jnp.zeros((b, 15))}
+            cond = jnp.zeros((b, 1))
+            for guided in (True, False):
+                g, gp, go = (guide, params, obs) if guided else (None, None, None)
+
+                def call(seed=0):
+                    return _guided_sample_jit(
+                        mixture_eps, policy, cond, g, gp, go, jax.random.key(seed), jnp.float32(1.5), None,
+                        schedule=schedule, action_shape=(16, 7), repeats=cfg.repeats, mode="repeat",
+                        unroll=cfg.unroll).actions
+
+                t0 = time.perf_counter()
+                jax.block_until_ready(call())
+                compile_s = time.perf_counter() - t0
+                reps = 1 if cfg.quick else cfg.reps
+                sec = _timed(call, reps)
+                row = {"bench": "guided_chunk" if guided else "unguided_chunk", "batch": b, "dtype": dtype,
+                       "latency_ms": round(sec * 1e3, 3), "chunks_per_s": round(b / sec, 2),
+                       "compile_s": round(compile_s, 2), "repeats_M": cfg.repeats, "goals_K": cfg.num_goals,
+                       "ddim_steps": schedule.num_inference_steps, "unroll": cfg.unroll, "timed_reps": reps,
+                       "policy": "gaussian-mixture stand-in", "preset": cfg.preset,
+                       **env}
+                if guided:
+                    row["model_tflop_per_chunk"] = round(flop_chunk / 1e12, 4)
+                    row["achieved_tflop_s"] = round(flop_chunk * b / sec / 1e12, 3)
+                results.append(row)
+                emit(json.dumps(row))
+    return results
+
+
+def main(argv=None):  # ``python benchmarks/guided_inference.py`` and ``dynaguide bench``
+    import argparse
+
+    from dynaguide_jax.cli_config import add_dataclass_args, dataclass_from_args
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataclass_args(p, BenchConfig)
+    p.add_argument("--out", help="also append the JSON lines to this file")
+    args = p.parse_args(argv)
+    cfg = dataclass_from_args(BenchConfig, args)
+    if jax.devices()[0].platform == "cpu" and args.batch_sizes == list(BenchConfig.batch_sizes):
+        # a batch-64 guided chunk is ~60 TFLOP: minutes per repetition on a laptop-class CPU
+        cfg = dataclasses.replace(cfg, batch_sizes=(1, 4))
+    rows = run_benchmark(cfg)
+    if args.out:
+        with open(args.out, "a") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+    return 0
+
+
+__all__ = ["BenchConfig", "run_benchmark", "main"]

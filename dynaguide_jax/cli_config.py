@@ -1,0 +1,49 @@
+"""Turn frozen config dataclasses into argparse flags and back (one flag per field)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _optional_int(text: str):
+    return None if text.lower() == "none" else int(text)
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip=()) -> None:
+    """``--field-name`` for every field of ``cls`` with its default and type."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        hint = str(hints[f.name])
+        kw: dict = {"default": f.default, "dest": f.name}
+        if "tuple" in hint:
+            elem = float if "float" in hint else int if "int" in hint else str
+            kw.update(nargs="+", type=elem, help=f"default: {' '.join(map(str, f.default))}")
+        elif hints[f.name] is bool:
+            kw.update(type=_parse_bool, help=f"true/false (default: {f.default})")
+        elif "None" in hint and "int" in hint:
+            kw.update(type=_optional_int, help=f"integer or none (default: {f.default})")
+        else:
+            base = {"int": int, "float": float}.get(getattr(hints[f.name], "__name__", ""), str)
+            kw.update(type=base, help=f"default: {f.default}")
+        parser.add_argument(flag, **kw)
+
+
+def dataclass_from_args(cls, args: argparse.Namespace, **overrides):
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    for k, v in values.items():
+        if isinstance(v, list):
+            values[k] = tuple(v)
+    values.update(overrides)
+    return cls(**values)

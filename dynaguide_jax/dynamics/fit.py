@@ -1,0 +1,59 @@
+"""A compact single-device training loop for the dynamics model (demos, small data).
+
+The sharded, resumable trainer for large datasets lives in ``dynaguide_jax.training``; this one
+is a jitted Adam step over in-memory batches with the original's noise augmentation.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import optax
+from tqdm.auto import tqdm
+
+from dynaguide_jax.diffusion.schedule import DDIMSchedule
+from dynaguide_jax.dynamics.config import DynamicsConfig
+from dynaguide_jax.dynamics.loss import dynamics_loss, noise_actions
+
+
+def make_train_step(config: DynamicsConfig, optimizer: optax.GradientTransformation,
+                    schedule: DDIMSchedule | None = None):
+    """``step(params, opt_state, batch, key, progress) -> (params, opt_state, loss)``, jitted.
+
+    With a ``schedule``, actions are noised as the original's ``--noised`` training does.
+    """
+
+    @jax.jit
+    def step(params, opt_state, batch, key, progress):
+        k_noise, k_drop = jax.random.split(key)
+        if schedule is not None:
+            batch = dict(batch, actions=noise_actions(k_noise, batch["actions"], schedule, progress))
+        loss, grads = jax.value_and_grad(lambda p: dynamics_loss(config, p, batch, k_drop))(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return step
+
+
+def fit_dynamics(config: DynamicsConfig, params, batches: Iterator[dict] | Callable[[int], dict],
+                 *, steps: int, key, learning_rate: float = 1e-4,
+                 schedule: DDIMSchedule | None = None, progress: bool = True):
+    """Train for ``steps`` Adam steps (the original's optimizer); returns ``(params, losses)``.
+
+    ``batches`` is an iterator of batches or a function ``step -> batch``.
+    """
+    opt = optax.adam(learning_rate)
+    opt_state = opt.init(params)
+    step_fn = make_train_step(config, opt, schedule)
+    get = batches if callable(batches) else (lambda _i: next(batches))
+    losses = []
+    # disable=None: a live bar on terminals, silent in logs and CI
+    bar = tqdm(range(steps), desc="train dynamics", disable=None if progress else True, leave=False)
+    for i in bar:
+        key, sub = jax.random.split(key)
+        params, opt_state, loss = step_fn(params, opt_state, get(i), sub, jnp.float32(i / steps))
+        losses.append(float(loss))
+        if i % 10 == 0:
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    return params, losses

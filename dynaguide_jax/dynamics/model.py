@@ -1,0 +1,81 @@
+"""The DynaGuide latent dynamics model: (DinoV2 patches, proprio, action chunk) -> future patches."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dynaguide_jax.dynamics.config import DynamicsConfig
+from dynaguide_jax.layers import SelfAttention, compute_dtype
+
+
+class PostNormEncoderLayer(nn.Module):
+    """torch ``TransformerEncoderLayer`` (batch_first, post-norm, ReLU FFN, dropout everywhere)."""
+
+    cfg: DynamicsConfig
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool = True):
+        c, dt = self.cfg, compute_dtype(self.cfg.dtype)
+        drop = lambda h: nn.Dropout(c.dropout)(h, deterministic=deterministic)  # noqa: E731
+        ln = lambda name: nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=dt, name=name)  # noqa: E731
+        h = SelfAttention(c.num_heads, dt, c.dropout, name="self_attn")(x, deterministic)
+        x = ln("norm1")(x + drop(h))
+        h = drop(nn.relu(nn.Dense(c.ffn_dim, dtype=dt, name="linear1")(x)))
+        h = nn.Dense(c.feature_dim, dtype=dt, name="linear2")(h)
+        return ln("norm2")(x + drop(h))
+
+
+class LatentDynamics(nn.Module):
+    """Predicts the DinoV2 patch tokens ``horizon`` steps ahead.
+
+    ``apply(params, patches[B, C*P, D], proprio[B, p] | None, actions[B, H, A])``
+    -> predicted patches ``[B, predicted_tokens, D]`` (float32).
+    """
+
+    config: DynamicsConfig
+
+    @nn.compact
+    def __call__(self, patches, proprio, actions, deterministic: bool = True):
+        c, dt = self.config, compute_dtype(self.config.dtype)
+        b = actions.shape[0]
+        n_img = c.num_cameras * c.patches_per_camera
+        if patches.shape[1:] != (n_img, c.feature_dim):
+            raise ValueError(f"patches must be [B, {n_img}, {c.feature_dim}], got {patches.shape}")
+        if actions.shape[1:] != (c.horizon, c.action_dim):
+            raise ValueError(f"actions must be [B, {c.horizon}, {c.action_dim}], got {actions.shape}")
+        tokens = [patches.astype(dt)]
+        if c.proprio_dim is not None:
+            if proprio is None or proprio.shape[1:] != (c.proprio_dim,):
+                got = None if proprio is None else proprio.shape
+                raise ValueError(f"proprio must be [B, {c.proprio_dim}], got {got}")
+            tokens.append(nn.Dense(c.feature_dim, dtype=dt, name="proprio_embedder")(proprio)[:, None])
+        # kernel-1 Conv1d == per-step Dense; flatten channel-major ("b d t -> b 1 (d t)")
+        a = nn.Dense(c.action_channels, dtype=dt, name="action_embedder")(actions)
+        tokens.append(jnp.swapaxes(a, 1, 2).reshape(b, 1, c.feature_dim))
+        x = jnp.concatenate(tokens, axis=1)
+        pos = self.param("pos_embedding", nn.initializers.normal(1.0), (1, c.num_tokens, c.feature_dim))
+        x = x + pos.astype(x.dtype)
+        for i in range(c.num_layers):
+            x = PostNormEncoderLayer(c, name=f"layers_{i}")(x, deterministic)
+        return x[:, : c.predicted_tokens].astype(jnp.float32)
+
+
+def init_dynamics(config: DynamicsConfig, key: jax.Array):
+    """Random params for ``LatentDynamics(config)``."""
+    c = config
+    patches = jnp.zeros((1, c.num_cameras * c.patches_per_camera, c.feature_dim))
+    proprio = None if c.proprio_dim is None else jnp.zeros((1, c.proprio_dim))
+    actions = jnp.zeros((1, c.horizon, c.action_dim))
+    return LatentDynamics(c).init(key, patches, proprio, actions)["params"]
+
+
+def predict_future_patches(config: DynamicsConfig, params, patches, proprio, actions):
+    """Deterministic (eval-mode) prediction; the function guidance differentiates through."""
+    return LatentDynamics(config).apply({"params": params}, patches, proprio, actions)
+
+
+def flops_per_sample(config: DynamicsConfig) -> float:
+    """Approximate forward FLOPs for one sample (benchmarks report utilisation with it)."""
+    t, d, f = config.num_tokens, config.feature_dim, config.ffn_dim
+    return float(config.num_layers * (2 * t * (4 * d * d + 2 * d * f) + 4 * t * t * d))

@@ -1,0 +1,64 @@
+"""DynaGuide guidance: the metric of the latent dynamics model's prediction against goal sets."""
+from __future__ import annotations
+
+import dataclasses
+
+
+from dynaguide_jax.dynamics.config import DynamicsConfig
+from dynaguide_jax.dynamics.model import predict_future_patches
+from dynaguide_jax.encoders.dinov2 import DinoV2
+from dynaguide_jax.encoders.dinov2_config import DinoV2Config
+from dynaguide_jax.encoders.preprocess import preprocess
+from dynaguide_jax.guidance.base import Guidance
+from dynaguide_jax.guidance.metric import guidance_metric
+
+
+def encode_cameras(encoder: DinoV2Config, encoder_params, images, image_size: int = 224):
+    """Raw images ``[B, C, H, W, 3]`` (uint8 / 0..255) -> DinoV2 patches ``[B, C*P, D]``.
+
+    Cameras are folded into the batch, so the encoder runs once for all of them.
+    """
+    if images.ndim != 5:
+        raise ValueError(f"images must be [B, cameras, H, W, 3], got shape {images.shape}")
+    b, c = images.shape[:2]
+    x = preprocess(images.reshape(b * c, *images.shape[2:]), image_size)
+    patches = DinoV2(encoder).apply({"params": encoder_params}, x)["patches"]
+    return patches.reshape(b, c * patches.shape[1], patches.shape[2])
+
+
+@dataclasses.dataclass(frozen=True)
+class DynaGuide(Guidance):
+    """Steer toward/away from goal features through the dynamics model.
+
+    params: ``{"dynamics": ..., "goals": GoalSet, "sigma": float, "encoder": ... (only when
+    observations are raw images)}``.
+    obs / features: ``{"patches": [B, C*P, D]}`` or ``{"images": [B, C, H, W, 3]}``, plus
+    ``"proprio": [B, p]`` when the dynamics model uses proprioception.
+    """
+
+    dynamics: DynamicsConfig
+    encoder: DinoV2Config | None = None
+    distance: str = "l2"
+    image_size: int = 224
+
+    def prepare(self, params, obs):
+        """Encode images once per sampling call (the original re-encoded at every step)."""
+        if "patches" in obs:
+            return obs
+        if "images" not in obs:
+            raise KeyError("DynaGuide observations need 'patches' or 'images'")
+        if self.encoder is None or "encoder" not in params:
+            raise ValueError("raw images need DynaGuide(encoder=...) and params['encoder']")
+        feats = dict(obs)
+        feats["patches"] = encode_cameras(self.encoder, params["encoder"], feats.pop("images"),
+                                          self.image_size)
+        return feats
+
+    def predict(self, params, features, actions):
+        return predict_future_patches(self.dynamics, params["dynamics"], features["patches"],
+                                      features.get("proprio"), actions)
+
+    def metric(self, params, features, actions):
+        z = self.predict(params, features, actions)
+        return guidance_metric(z, params["goals"], params["sigma"], self.distance)
+

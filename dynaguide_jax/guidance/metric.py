@@ -1,0 +1,112 @@
+"""The DynaGuide guidance metric over positive (attracting) and negative (repelling) goal sets.
+
+``d(z) = LSE_i(-dist(g+_i, z) / σ) - LSE_j(-dist(g-_j, z) / σ)``, with ``dist`` the plain L2
+distance (the original code, ``torch.cdist``) or the squared L2 distance (the paper's formula).
+Computed in float32 whatever the model's compute dtype.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from dynaguide_jax._checks import check_finite, is_concrete
+
+DISTANCES = ("l2", "squared_l2")
+
+
+@struct.dataclass
+class GoalSet:
+    """Goal embeddings ``[K, F]`` (flattened features); either side may be ``None``."""
+
+    positive: jax.Array | None = None
+    negative: jax.Array | None = None
+
+    @classmethod
+    def create(cls, positive=None, negative=None) -> "GoalSet":
+        """Build and validate a goal set from arrays ``[K, ...features]``."""
+        goals = cls(
+            positive=None if positive is None else jnp.asarray(positive, jnp.float32),
+            negative=None if negative is None else jnp.asarray(negative, jnp.float32),
+        )
+        goals.validate()
+        return goals
+
+    def validate(self) -> None:
+        """Raise on empty sets, mismatched feature shapes or non-finite goals."""
+        for name in ("positive", "negative"):
+            g = getattr(self, name)
+            if g is None or not hasattr(g, "shape"):
+                continue  # None, or a placeholder object used by jax transformations
+            if g.ndim < 2:
+                raise ValueError(f"{name} goals must be [K, ...features], got shape {g.shape}")
+            if g.shape[0] == 0:
+                raise ValueError(f"{name} goal set is empty; pass None to drop that side instead")
+        if self.positive is None and self.negative is None:
+            raise ValueError("a GoalSet needs positive goals, negative goals, or both")
+        p, n = self.positive, self.negative
+        if p is not None and n is not None and hasattr(p, "shape") and hasattr(n, "shape"):
+            if p.shape[1:] != n.shape[1:]:
+                raise ValueError(f"positive goals {p.shape} and negative goals {n.shape} differ in feature shape")
+        check_finite("positive goals", p)
+        check_finite("negative goals", n)
+
+    @property
+    def feature_size(self) -> int:
+        g = self.positive if self.positive is not None else self.negative
+        size = 1
+        for s in g.shape[1:]:
+            size *= s
+        return size
+
+
+def pairwise_distance(z, goals, distance: str = "l2"):
+    """``[B, F] x [K, F] -> [B, K]`` distances via ``|z|² - 2 z·g + |g|²`` at full precision.
+
+    The expanded form keeps memory at ``B x K`` (the difference tensor would be ``B x K x F``); the
+    clamp and the ``sqrt`` guard keep gradients finite when a sample sits on a goal.
+    """
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+    hi = jax.lax.Precision.HIGHEST
+    z = z.astype(jnp.float32)
+    goals = goals.astype(jnp.float32)
+    sq = (jnp.sum(z * z, -1, keepdims=True) - 2.0 * jnp.matmul(z, goals.T, precision=hi)
+          + jnp.sum(goals * goals, -1)[None])
+    sq = jnp.maximum(sq, 0.0)
+    if distance == "squared_l2":
+        return sq
+    safe = jnp.where(sq > 1e-12, sq, 1.0)
+    return jnp.where(sq > 1e-12, jnp.sqrt(safe), 0.0)
+
+
+def guidance_metric(predicted, goals: GoalSet, sigma, distance: str = "l2"):
+    """Score predicted features ``[B, ...]`` against ``goals``: higher is closer to the positives
+    and farther from the negatives. Returns ``[B]`` float32."""
+    z = jnp.asarray(predicted)
+    if z.ndim < 2:
+        raise ValueError(f"predicted features must be [B, ...features], got shape {z.shape}")
+    z = z.reshape(z.shape[0], -1)
+    goals.validate()
+    if z.shape[1] != goals.feature_size:
+        raise ValueError(
+            f"predicted features flatten to {z.shape[1]} values but goals have {goals.feature_size}"
+        )
+    if is_concrete(sigma) and not float(jnp.min(jnp.asarray(sigma))) > 0.0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    check_finite("predicted features", z)
+    d = jnp.zeros(z.shape[0], jnp.float32)
+    if goals.positive is not None:
+        pos = goals.positive.reshape(goals.positive.shape[0], -1)
+        d = d + jax.nn.logsumexp(-pairwise_distance(z, pos, distance) / sigma, axis=-1)
+    if goals.negative is not None:
+        neg = goals.negative.reshape(goals.negative.shape[0], -1)
+        d = d - jax.nn.logsumexp(-pairwise_distance(z, neg, distance) / sigma, axis=-1)
+    return d
+
+
+def min_goal_distance(predicted, goals, distance: str = "l2"):
+    """Distance from each prediction ``[B, ...]`` to its nearest goal in ``goals`` ``[K, ...]``."""
+    z = jnp.asarray(predicted).reshape(predicted.shape[0], -1)
+    g = jnp.asarray(goals).reshape(goals.shape[0], -1)
+    return jnp.min(pairwise_distance(z, g, distance), axis=-1)

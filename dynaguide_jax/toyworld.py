@@ -1,0 +1,49 @@
+"""A tiny point-reaching world rendered to images, for the CPU demo and tests.
+
+The state is an end-effector position ``xy`` in ``[-1, 1]²``; an action chunk ``[T, A]`` moves it
+by ``sum_t a[t, :2] / T`` (so a constant velocity ``v`` travels ``v``). Observations are RGB images
+of a soft dot on a fixed textured background. It is just rich enough that "which behaviour did the
+policy pick" is visible in pixels, so an encoder + dynamics model + guidance can be exercised end
+to end without a simulator. It is not the paper's CALVIN environment.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def background(size: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(40, 90, (4, 4, 3))
+    return np.kron(coarse, np.ones((size // 4 + 1, size // 4 + 1, 1)))[:size, :size].astype(np.float32)
+
+
+def render(xy, size: int = 56, radius: float = 4.0, bg: np.ndarray | None = None):
+    """Positions ``[B, 2]`` -> uint8 images ``[B, size, size, 3]``."""
+    xy = jnp.asarray(xy, jnp.float32)
+    bg = jnp.asarray(background(size) if bg is None else bg)
+    pix = (jnp.clip(xy, -1, 1) + 1.0) * 0.5 * (size - 1)  # [B, 2] in pixels (x -> column)
+    ys, xs = jnp.meshgrid(jnp.arange(size), jnp.arange(size), indexing="ij")
+    d2 = (xs[None] - pix[:, 0, None, None]) ** 2 + (ys[None] - pix[:, 1, None, None]) ** 2
+    blob = jnp.exp(-d2 / (2 * radius**2))[..., None]
+    color = jnp.array([250.0, 210.0, 40.0])
+    img = bg[None] * (1 - blob) + color * blob
+    return jnp.clip(jnp.round(img), 0, 255).astype(jnp.uint8)
+
+
+def step(xy, actions):
+    """End position after executing chunks ``[B, T, A]`` from ``xy [B, 2]``."""
+    return jnp.clip(xy + jnp.mean(actions[..., :2], axis=1), -1.0, 1.0)
+
+
+def random_chunks(key, batch: int, horizon: int, action_dim: int, prototypes=None, noise: float = 0.15):
+    """Training chunks: half perturbed prototypes (if given), half random constant velocities."""
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    vel = jax.random.uniform(k1, (batch, 1, action_dim), minval=-0.8, maxval=0.8)
+    chunks = jnp.broadcast_to(vel, (batch, horizon, action_dim))
+    if prototypes is not None:
+        idx = jax.random.randint(k2, (batch,), 0, prototypes.shape[0])
+        use = jax.random.bernoulli(k3, 0.5, (batch,))
+        chunks = jnp.where(use[:, None, None], jnp.asarray(prototypes)[idx], chunks)
+    return chunks + noise * jax.random.normal(k4, chunks.shape)

@@ -1,0 +1,82 @@
+"""The ``dynaguide`` command, called as a user would (subprocess)."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+from dynaguide_jax import param_io
+from dynaguide_jax.encoders import load_dinov2
+from tests.oracles.dinov2_hub import HubDinoV2, randomize_
+from tests.test_dynamics import small_oracle
+
+ENV = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+
+
+def dynaguide(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "dynaguide_jax.cli", *map(str, args)], capture_output=True,
+                          text=True, env=ENV, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def test_help_everywhere():
+    assert "demo" in dynaguide("--help").stdout
+    for sub in (["demo"], ["convert"], ["convert", "dinov2"], ["convert", "dynamics"], ["bench"]):
+        out = dynaguide(*sub, "--help").stdout
+        assert out.startswith("usage:"), sub
+
+
+@pytest.mark.slow
+def test_demo_default_run_steers_toward_the_goal(tmp_path):
+    out = dynaguide("demo", "--out-dir", tmp_path / "run", "--quiet").stdout
+    assert "goal rate" in out and "not the paper's results" in out
+    result = json.loads((tmp_path / "run" / "results.json").read_text())
+    rows = result["rows"]
+    assert rows[0]["scale"] == 0.0
+    assert max(r["goal_rate"] for r in rows) > rows[0]["goal_rate"] + 0.2
+    assert (tmp_path / "run" / "behaviours.png").stat().st_size > 10_000
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["sigma"] == 1.0
+
+
+def test_demo_rejects_bad_flags(tmp_path):
+    proc = dynaguide("demo", "--goal-behaviour", "9", "--out-dir", tmp_path, check=False)
+    assert proc.returncode == 2 and "goal_behaviour must be in [0, 4)" in proc.stderr
+    proc = dynaguide("demo", "--goals-from", "dreams", check=False)
+    assert proc.returncode == 2 and "goals_from" in proc.stderr
+
+
+def test_convert_dinov2_hub_file(tmp_path):
+    torch.manual_seed(0)
+    oracle = randomize_(HubDinoV2(img_size=42, dim=32, depth=1, heads=2).eval())
+    torch.save(oracle.state_dict(), tmp_path / "hub.pth")
+    out = dynaguide("convert", "dinov2", tmp_path / "hub.pth", tmp_path / "conv", "--num-heads", "2").stdout
+    assert "hidden_size" in out
+    cfg, params = load_dinov2(tmp_path / "conv")
+    _, direct = load_dinov2(tmp_path / "hub.pth", num_heads=2)
+    assert cfg.num_heads == 2
+    jax.tree.map(np.testing.assert_array_equal, params, direct)
+    proc = dynaguide("convert", "dinov2", tmp_path / "missing.pth", tmp_path / "x", check=False)
+    assert proc.returncode == 2 and "no DinoV2 weights" in proc.stderr
+
+
+def test_convert_dynamics_checkpoint(tmp_path):
+    torch.save(small_oracle().state_dict(), tmp_path / "dyn.pth")
+    dynaguide("convert", "dynamics", tmp_path / "dyn.pth", tmp_path / "conv", "--patches-per-camera", "16",
+              "--encoder-num-heads", "2")
+    meta, params = param_io.load_params(tmp_path / "conv" / "dynamics")
+    assert meta["kind"] == "dynamics" and meta["config"]["num_layers"] == 2
+    assert params["pos_embedding"].shape == (1, 18, 32)
+    assert load_dinov2(tmp_path / "conv" / "encoder")[0].hidden_size == 32
+
+
+def test_bench_small_prints_json_lines():
+    out = dynaguide("bench", "--preset", "small", "--batch-sizes", "1", "--dtypes", "float32", "--quick", "true").stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert {r["bench"] for r in rows} == {"guided_chunk", "unguided_chunk"}
+    assert all(r["latency_ms"] > 0 and r["platform"] == "cpu" for r in rows)

@@ -1,0 +1,169 @@
+"""DinoV2 port: parity with HF transformers and with the torch-hub architecture (random weights).
+
+Tolerance: max abs error <= 1e-4 in float32 on cls and patch tokens (observed ~1e-5 and below).
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from transformers import Dinov2Config as HFConfig
+from transformers import Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+
+from dynaguide_jax.encoders import DinoV2, DinoV2Config, init_dinov2, load_dinov2, save_dinov2
+from dynaguide_jax.torch_io import UnsafeCheckpointError
+from tests.oracles.dinov2_hub import HubDinoV2, randomize_
+
+TOL = 1e-4
+
+
+def run_ours(cfg, params, images_nchw):
+    x = jnp.asarray(images_nchw.permute(0, 2, 3, 1).numpy())
+    return jax.tree.map(np.asarray, DinoV2(cfg).apply({"params": params}, x))
+
+
+def hf_model(tmp_path, registers=False, **kw):
+    torch.manual_seed(0)
+    if registers:
+        model = Dinov2WithRegistersModel(Dinov2WithRegistersConfig(**kw))
+    else:
+        model = Dinov2Model(HFConfig(**kw))
+    randomize_(model.eval())
+    model.save_pretrained(tmp_path)
+    return model
+
+
+def assert_hf_parity(model, cfg, params, size, registers=0):
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        ref = model(pixel_values=x).last_hidden_state.numpy()
+    ours = run_ours(cfg, params, x)
+    np.testing.assert_allclose(ours["cls"], ref[:, 0], atol=TOL)
+    np.testing.assert_allclose(ours["registers"], ref[:, 1:1 + registers], atol=TOL)
+    np.testing.assert_allclose(ours["patches"], ref[:, 1 + registers:], atol=TOL)
+
+
+SMALL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=98, patch_size=14)
+
+
+@pytest.mark.parametrize("swiglu", [False, True])
+@pytest.mark.parametrize("size", [(98, 98), (70, 112)])
+def test_hf_small_parity(tmp_path, swiglu, size):
+    model = hf_model(tmp_path, use_swiglu_ffn=swiglu, **SMALL)
+    cfg, params = load_dinov2(tmp_path)
+    assert cfg.use_swiglu == swiglu and cfg.pos_grid == 7
+    assert_hf_parity(model, cfg, params, size)
+
+
+@pytest.mark.parametrize("size", [(98, 98), (56, 84)])
+def test_hf_register_model_parity(tmp_path, size):
+    model = hf_model(tmp_path, registers=True, num_register_tokens=4, **SMALL)
+    cfg, params = load_dinov2(tmp_path)
+    assert cfg.num_registers == 4 and cfg.interpolate_antialias
+    assert_hf_parity(model, cfg, params, size, registers=4)
+
+
+@pytest.mark.slow
+def test_hf_true_vits14_at_224(tmp_path):
+    """ViT-S/14 with the released 518 px grid, run at 224 px (position-embedding interpolation)."""
+    model = hf_model(tmp_path, hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
+                     image_size=518, patch_size=14)
+    cfg, params = load_dinov2(tmp_path)
+    assert cfg == DinoV2Config.preset("vits14").replace(interpolate_offset=0.0)
+    assert_hf_parity(model, cfg, params, (224, 224))
+
+
+def hub_oracle(**kw):
+    torch.manual_seed(0)
+    return randomize_(HubDinoV2(**kw).eval(), seed=3)
+
+
+def assert_hub_parity(oracle, cfg, params, size):
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        ref = {k: v.numpy() for k, v in oracle.forward_features(x).items()}
+    ours = run_ours(cfg, params, x)
+    np.testing.assert_allclose(ours["cls"], ref["x_norm_clstoken"], atol=TOL)
+    np.testing.assert_allclose(ours["registers"], ref["x_norm_regtokens"], atol=TOL)
+    np.testing.assert_allclose(ours["patches"], ref["x_norm_patchtokens"], atol=TOL)
+
+
+@pytest.mark.slow
+def test_hub_vits14_pth_at_224(tmp_path):
+    """The encoder DynaGuide uses: hub dinov2_vits14 layout, 37x37 grid resampled to 16x16 with
+    the hub's scale_factor=(16 + 0.1) / 37 bicubic interpolation."""
+    oracle = hub_oracle()
+    path = tmp_path / "dinov2_vits14_pretrain.pth"
+    torch.save(oracle.state_dict(), path)
+    cfg, params = load_dinov2(path)
+    assert cfg == DinoV2Config.preset("vits14")
+    assert_hub_parity(oracle, cfg, params, (224, 224))
+
+
+@pytest.mark.parametrize("registers,swiglu,size", [(0, True, (70, 84)), (4, False, (98, 98)),
+                                                   (4, True, (56, 70))])
+def test_hub_small_variants(tmp_path, registers, swiglu, size):
+    kw = dict(img_size=98, dim=64, depth=2, heads=4, swiglu=swiglu, registers=registers)
+    if registers:  # the hub builds its _reg models with these interpolation settings
+        kw.update(interpolate_offset=0.0, interpolate_antialias=True)
+    oracle = hub_oracle(**kw)
+    path = tmp_path / "hub.pth"
+    torch.save(oracle.state_dict(), path)
+    cfg, params = load_dinov2(path, num_heads=4)
+    assert (cfg.num_registers, cfg.use_swiglu) == (registers, swiglu)
+    assert_hub_parity(oracle, cfg, params, size)
+
+
+def test_hub_chunked_training_layout(tmp_path):
+    oracle = hub_oracle(img_size=42, dim=32, depth=2, heads=2)
+    state = {}
+    for k, v in oracle.state_dict().items():
+        state[k.replace("blocks.", "blocks.0.", 1) if k.startswith("blocks.") else k] = v
+    torch.save({"model": state}, tmp_path / "ckpt.pth")
+    cfg, params = load_dinov2(tmp_path / "ckpt.pth", num_heads=2)
+    assert_hub_parity(oracle, cfg, params, (42, 42))
+
+
+def test_orbax_round_trip(tmp_path):
+    cfg = DinoV2Config(hidden_size=32, num_layers=1, num_heads=2, pos_grid=3)
+    params = init_dinov2(cfg, jax.random.key(0), 42)
+    save_dinov2(tmp_path / "conv", cfg, params)
+    cfg2, params2 = load_dinov2(tmp_path / "conv")
+    assert cfg2 == cfg
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, params), params2)
+
+
+def test_bf16_compute_stays_close(tmp_path):
+    """bf16 compute with fp32 params: patch tokens drift by a bounded amount (stated in README)."""
+    oracle = hub_oracle(img_size=98, dim=64, depth=4, heads=4)
+    torch.save(oracle.state_dict(), tmp_path / "hub.pth")
+    cfg, params = load_dinov2(tmp_path / "hub.pth", num_heads=4)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 98, 98, 3)).astype(np.float32))
+    f32 = DinoV2(cfg).apply({"params": params}, x)["patches"]
+    b16 = DinoV2(cfg.replace(dtype="bfloat16")).apply({"params": params}, x)["patches"]
+    assert b16.dtype == jnp.float32
+    rel = float(jnp.linalg.norm(b16 - f32) / jnp.linalg.norm(f32))
+    assert rel < 0.03, rel
+
+
+def test_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_dinov2(tmp_path / "nothing.pth")
+    oracle = hub_oracle(img_size=42, dim=32, depth=1, heads=2)
+    state = oracle.state_dict()
+    state["blocks.0.extra.weight"] = torch.zeros(3)
+    del state["blocks.0.ls2.gamma"]
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(KeyError, match=r"missing keys: \['blocks.0.ls2.gamma'\].*unexpected keys: "
+                                       r"\['blocks.0.extra.weight'\]"):
+        load_dinov2(tmp_path / "bad.pth")
+    torch.save({"state": oracle.state_dict(), "fn": torch.nn.Linear(2, 2)}, tmp_path / "pickled.pth")
+    with pytest.raises(UnsafeCheckpointError, match="state_dict"):
+        load_dinov2(tmp_path / "pickled.pth")
+    with pytest.raises(ValueError, match="B, H, W, 3"):
+        DinoV2(DinoV2Config(hidden_size=32, num_layers=1, num_heads=2)).init(
+            jax.random.key(0), jnp.zeros((1, 3, 28, 28)))
+    with pytest.raises(ValueError, match="preset"):
+        DinoV2Config.preset("vitx14")

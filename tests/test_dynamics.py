@@ -1,0 +1,140 @@
+"""Latent dynamics model: converted original checkpoints reproduce the torch oracle (<= 1e-4)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from dynaguide_jax.diffusion import DDIMSchedule
+from dynaguide_jax.dynamics import (
+    DynamicsConfig, LatentDynamics, dynamics_loss, init_dynamics, load_original_dynamics,
+    noise_actions, predict_future_patches, sample_noise_levels,
+)
+from dynaguide_jax.guidance import encode_cameras
+from tests.oracles.dinov2_hub import HubDinoV2, randomize_
+from tests.oracles.dynamics import FinalStatePredictionDino
+
+TOL = 1e-4
+
+
+def small_oracle(proprio=True, cameras=("third_person",), seed=0):
+    torch.manual_seed(seed)
+    enc = randomize_(HubDinoV2(img_size=56, dim=32, depth=1, heads=2), seed=seed)
+    model = FinalStatePredictionDino(
+        enc, action_dim=7, action_horizon=16, cameras=cameras,
+        proprio="proprio" if proprio else None, proprio_dim=15, dim=32, layers=2, heads=8,
+        image_size=56, predicted_tokens=16, patches_per_camera=16)
+    return model.eval()
+
+
+@pytest.mark.parametrize("proprio", [True, False])
+@pytest.mark.parametrize("cameras", [("third_person",), ("third_person", "eye_in_hand")])
+def test_converted_checkpoint_matches_oracle(tmp_path, proprio, cameras):
+    oracle = small_oracle(proprio, cameras)
+    torch.save(oracle.state_dict(), tmp_path / "dyn.pth")
+    cfg, params, encoder = load_original_dynamics(tmp_path / "dyn.pth", num_heads=8, patches_per_camera=16)
+    assert (cfg.num_cameras, cfg.proprio_dim is None, cfg.horizon) == (len(cameras), not proprio, 16)
+    torch.manual_seed(5)
+    patches = torch.randn(3, 16 * len(cameras), 32)
+    prop = torch.randn(3, 15)
+    actions = torch.randn(3, 16, 7)
+    with torch.no_grad():
+        ref = oracle.predict_from_patches(patches, prop, actions).numpy()
+    ours = predict_future_patches(cfg, params, jnp.asarray(patches.numpy()),
+                                  jnp.asarray(prop.numpy()) if proprio else None,
+                                  jnp.asarray(actions.numpy()))
+    np.testing.assert_allclose(np.asarray(ours), ref, atol=TOL)
+
+
+def test_images_to_prediction_chain_matches_original(tmp_path):
+    """Raw 0..255 images -> transform -> encoder (from state_encoder.*) -> dynamics, end to end."""
+    oracle = small_oracle()
+    torch.save(oracle.state_dict(), tmp_path / "dyn.pth")
+    cfg, params, (enc_cfg, enc_params) = load_original_dynamics(tmp_path / "dyn.pth", patches_per_camera=16,
+                                                                encoder_num_heads=2)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 64, 64, 3)).astype(np.float32)
+    prop = rng.normal(size=(2, 15)).astype(np.float32)
+    actions = rng.normal(size=(2, 16, 7)).astype(np.float32)
+    state = {"third_person": torch.tensor(images).permute(0, 3, 1, 2), "proprio": torch.tensor(prop)}
+    with torch.no_grad():
+        ref = oracle.state_action_embedding(state, torch.tensor(actions)).numpy()
+    patches = encode_cameras(enc_cfg, enc_params, jnp.asarray(images)[:, None], image_size=56)
+    ours = predict_future_patches(cfg, params, patches, jnp.asarray(prop), jnp.asarray(actions))
+    np.testing.assert_allclose(np.asarray(ours), ref, atol=TOL)
+
+
+def test_bad_checkpoints(tmp_path):
+    state = small_oracle().state_dict()
+    del state["state_decoder_transformer.layers.1.norm2.bias"]
+    state["state_decoder_transformer.layers.1.surprise"] = torch.zeros(1)
+    with pytest.raises(KeyError, match=r"layers.1.norm2.bias.*unexpected keys: .*surprise"):
+        load_original_dynamics(state, patches_per_camera=16)
+    bad = small_oracle().state_dict()
+    bad["pos_embedding"] = torch.zeros(1, 30, 32)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        load_original_dynamics(bad, patches_per_camera=16)
+    with pytest.raises(KeyError, match="not a FinalStatePredictionDino"):
+        load_original_dynamics({"weight": torch.zeros(2)})
+
+
+def test_config_validation_and_shape_errors():
+    with pytest.raises(ValueError, match="divisible by horizon"):
+        DynamicsConfig(feature_dim=100, horizon=16)
+    cfg = DynamicsConfig.preset("small")
+    params = init_dynamics(cfg, jax.random.key(0))
+    p = jnp.zeros((2, 16, 64))
+    with pytest.raises(ValueError, match="actions must be"):
+        predict_future_patches(cfg, params, p, jnp.zeros((2, 15)), jnp.zeros((2, 8, 7)))
+    with pytest.raises(ValueError, match="proprio must be"):
+        predict_future_patches(cfg, params, p, None, jnp.zeros((2, 16, 7)))
+    with pytest.raises(ValueError, match="patches must be"):
+        predict_future_patches(cfg, params, jnp.zeros((2, 15, 64)), jnp.zeros((2, 15)), jnp.zeros((2, 16, 7)))
+
+
+def test_noise_levels_follow_geometric():
+    k = np.asarray(sample_noise_levels(jax.random.key(0), 200_000))
+    assert k.min() == 0 and k.max() == 99
+    # Geometric(0.05) failures, clipped at 99: mean = 19 * (1 - 0.95**99) - 0 ~= 18.88
+    assert abs(k.mean() - 19 * (1 - 0.95**99)) < 0.2
+    assert abs((k == 0).mean() - 0.05) < 0.005
+
+
+def test_noise_actions_ramp():
+    sched = DDIMSchedule()
+    a = jnp.ones((4000, 16, 7)) * 0.5
+    untouched = noise_actions(jax.random.key(1), a, sched, progress=0.0)
+    np.testing.assert_array_equal(np.asarray(untouched), np.asarray(a))
+    half = noise_actions(jax.random.key(1), a, sched, progress=0.9)
+    changed = np.asarray(jnp.any(half != a, axis=(1, 2))).mean()
+    assert abs(changed - 0.5) < 0.03  # probability capped at 0.5
+
+
+def test_loss_trains_down_and_dropout_is_used():
+    cfg = DynamicsConfig.preset("small").replace(dropout=0.1)
+    params = init_dynamics(cfg, jax.random.key(0))
+    rng = np.random.default_rng(0)
+    batch = {"patches": jnp.asarray(rng.normal(size=(8, 16, 64)), jnp.float32),
+             "proprio": jnp.asarray(rng.normal(size=(8, 15)), jnp.float32),
+             "actions": jnp.asarray(rng.normal(size=(8, 16, 7)), jnp.float32),
+             "future_patches": jnp.asarray(rng.normal(size=(8, 16, 64)), jnp.float32)}
+    l1 = dynamics_loss(cfg, params, batch, jax.random.key(1))
+    l2 = dynamics_loss(cfg, params, batch, jax.random.key(2))
+    assert float(l1) != float(l2)  # dropout active in training mode
+    import optax
+    opt = optax.adam(1e-3)
+    state = opt.init(params)
+
+    @jax.jit
+    def step(params, state, key):
+        loss, g = jax.value_and_grad(lambda p: dynamics_loss(cfg, p, batch, key))(params)
+        upd, state = opt.update(g, state)
+        return optax.apply_updates(params, upd), state, loss
+
+    first = None
+    for i in range(30):
+        params, state, loss = step(params, state, jax.random.key(i))
+        first = first if first is not None else float(loss)
+    assert float(loss) < 0.7 * first
+    det = LatentDynamics(cfg).apply({"params": params}, batch["patches"], batch["proprio"], batch["actions"])
+    assert det.shape == (8, 16, 64)
