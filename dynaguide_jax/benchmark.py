@@ -37,6 +37,8 @@ class BenchConfig:
     unroll: int = 1
     quick: bool = False
     preset: str = "paper"  # "small": tiny models, to check the pipeline in seconds
+    policy: bool = True  # also time the image diffusion policy (unguided chunk, training step)
+    train_batch: int = 16
 
 
 def _timed(fn, reps):
@@ -54,8 +56,8 @@ def environment() -> dict:
             "python": platform.python_version(), "cpu": platform.processor() or platform.machine()}
 
 
-def run_benchmark(cfg: BenchConfig, emit=print) -> list[dict]:
-    schedule = DDIMSchedule()
+def guidance_models(cfg: BenchConfig):
+    """Encoder + dynamics configs/params and K random goals for the chosen preset."""
     if cfg.preset == "paper":
         enc_base, dyn_base, size = DinoV2Config.preset("vits14"), DynamicsConfig(), 224
     elif cfg.preset == "small":
@@ -65,9 +67,15 @@ def run_benchmark(cfg: BenchConfig, emit=print) -> list[dict]:
         raise ValueError(f"preset must be 'paper' or 'small', got {cfg.preset!r}")
     enc_params = init_dinov2(enc_base, jax.random.key(0), size)
     dyn_params = init_dynamics(dyn_base, jax.random.key(1))
-    policy = mixture_params(line_prototypes(4, 16, 7), schedule)
     feat = dyn_base.predicted_tokens * dyn_base.feature_dim
     goals = GoalSet.create(jax.random.normal(jax.random.key(2), (cfg.num_goals, feat)))
+    return enc_base, dyn_base, size, enc_params, dyn_params, goals
+
+
+def run_benchmark(cfg: BenchConfig, emit=print) -> list[dict]:
+    schedule = DDIMSchedule()
+    enc_base, dyn_base, size, enc_params, dyn_params, goals = guidance_models(cfg)
+    policy = mixture_params(line_prototypes(4, 16, 7), schedule)
     env = environment()
     # each guidance evaluation = dynamics forward + backward to the actions only (no weight
     # gradients): 2x forward; plus the final metric and one encoder pass
@@ -110,6 +118,76 @@ def run_benchmark(cfg: BenchConfig, emit=print) -> list[dict]:
     return results
 
 
+def run_policy_benchmark(cfg: BenchConfig, emit=print) -> list[dict]:
+    """The robomimic-style policy alone: unguided 10-step chunk (encoder once + 10 UNet calls)
+    and training throughput (samples/s) at ``train_batch``, fp32 and bf16 compute."""
+    from dynaguide_jax.diffusion.schedule import DDIMSchedule as Schedule
+    from dynaguide_jax.policy import DiffusionPolicy, PolicyConfig
+    from dynaguide_jax.policy.train import make_train_step
+    from dynaguide_jax.training import EMAConfig, warmup_cosine_adamw
+
+    schedule, env, rows = Schedule(), environment(), []
+    base = PolicyConfig.preset("paper" if cfg.preset == "paper" else "small")
+    params = DiffusionPolicy(base).init(jax.random.key(0))
+    enc_base, dyn_base, size, enc_params, dyn_params, goals = guidance_models(cfg)
+    gparams = {"dynamics": dyn_params, "encoder": enc_params, "goals": goals, "sigma": 30.0}
+    for dtype in cfg.dtypes:
+        policy = DiffusionPolicy(base.replace(dtype=dtype))
+        for b in cfg.batch_sizes:
+            obs, _, _ = policy.dummy_inputs(b)
+
+            guide = DynaGuide(dynamics=dyn_base.replace(dtype=dtype), encoder=enc_base.replace(dtype=dtype),
+                              image_size=size)
+            gobs = {"images": obs[base.rgb_keys[-1]][:, -1:], "proprio": jnp.zeros((b, dyn_base.proprio_dim))}
+            for guided, repeats in ((False, 1), (True, cfg.repeats)):
+                g = (guide, gparams, gobs) if guided else (None, None, None)
+
+                def chunk(params, obs, key, g=g, repeats=repeats):
+                    cond = policy.encode_obs(params, obs)
+                    return _guided_sample_jit(policy.eps_fn, params, cond, *g, key, jnp.float32(1.5), None,
+                                              schedule=schedule, action_shape=(base.prediction_horizon, base.action_dim),
+                                              repeats=repeats, mode="repeat", unroll=cfg.unroll).actions
+
+                chunk = jax.jit(chunk)
+                t0 = time.perf_counter()
+                jax.block_until_ready(chunk(params, obs, jax.random.key(0)))
+                compile_s = time.perf_counter() - t0
+                reps = 1 if cfg.quick else cfg.reps
+                sec = _timed(lambda: chunk(params, obs, jax.random.key(1)), reps)
+                rows.append({"bench": "policy_guided_chunk" if guided else "policy_unguided_chunk", "batch": b,
+                             "dtype": dtype, "latency_ms": round(sec * 1e3, 3), "chunks_per_s": round(b / sec, 2),
+                             "compile_s": round(compile_s, 2), "timed_reps": reps, "repeats_M": repeats,
+                             "policy": f"robomimic UNet {list(base.down_dims)}, ResNet18-GN x{len(base.rgb_keys)} cameras",
+                             "preset": cfg.preset, **env})
+                emit(json.dumps(rows[-1]))
+        opt, _ = warmup_cosine_adamw(1e-4, 1000)
+        step = make_train_step(policy, schedule, opt, EMAConfig())
+        obs, _, actions = policy.dummy_inputs(cfg.train_batch)
+        batch = {"obs": obs, "actions": actions}
+
+        def fresh():
+            p = jax.tree.map(jnp.copy, params)
+            return {"params": p, "opt_state": opt.init(p), "ema": jax.tree.map(jnp.copy, p),
+                    "step": jnp.zeros((), jnp.int32)}
+
+        state = fresh()
+        t0 = time.perf_counter()
+        state, loss = step(state, batch, jax.random.key(0))
+        jax.block_until_ready(loss)
+        compile_s = time.perf_counter() - t0
+        n = 1 if cfg.quick else max(2, cfg.reps // 2)
+        t0 = time.perf_counter()
+        for i in range(n):
+            state, loss = step(state, batch, jax.random.key(i + 1))
+        jax.block_until_ready(loss)
+        sec = (time.perf_counter() - t0) / n
+        rows.append({"bench": "policy_train_step", "batch": cfg.train_batch, "dtype": dtype,
+                     "step_ms": round(sec * 1e3, 2), "samples_per_s": round(cfg.train_batch / sec, 2),
+                     "compile_s": round(compile_s, 2), "timed_reps": n, "preset": cfg.preset, **env})
+        emit(json.dumps(rows[-1]))
+    return rows
+
+
 def main(argv=None):  # ``python benchmarks/guided_inference.py`` and ``dynaguide bench``
     import argparse
 
@@ -124,6 +202,8 @@ def main(argv=None):  # ``python benchmarks/guided_inference.py`` and ``dynaguid
         # a batch-64 guided chunk is ~60 TFLOP: minutes per repetition on a laptop-class CPU
         cfg = dataclasses.replace(cfg, batch_sizes=(1, 4))
     rows = run_benchmark(cfg)
+    if cfg.policy:
+        rows += run_policy_benchmark(cfg)
     if args.out:
         with open(args.out, "a") as f:
             for r in rows:

@@ -28,7 +28,7 @@ def load_state_dict(path: str | os.PathLike, *, key: str | None = None) -> dict[
         except Exception as e:  # bf16 tensors need the torch reader
             if "bfloat16" not in str(e).lower():
                 raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
-    obj = _torch_load(path)
+    obj = load_torch_file(path)
     if key is not None:
         if not isinstance(obj, Mapping) or key not in obj:
             raise KeyError(f"{path}: expected a dict with key {key!r}")
@@ -36,7 +36,7 @@ def load_state_dict(path: str | os.PathLike, *, key: str | None = None) -> dict[
     return tensors_to_numpy(obj, path)
 
 
-def _torch_load(path: str):
+def load_torch_file(path: str):
     try:
         import torch
     except ImportError as e:  # torch is only needed for torch-format files
@@ -48,7 +48,8 @@ def _torch_load(path: str):
 
         return load_file(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         if "weights_only" in str(e) or "Unsupported global" in str(e):
             raise UnsafeCheckpointError(
@@ -57,6 +58,22 @@ def _torch_load(path: str):
                 "torch.save(model.state_dict(), 'weights.pth') or safetensors.torch.save_file."
             ) from e
         raise ValueError(f"{path}: not a readable PyTorch file ({e})") from e
+
+
+def _numpy_globals() -> list:
+    """Plain numpy arrays (e.g. robomimic's normalisation stats) are data, not code: allow exactly
+    the reconstructors and dtypes they need in ``weights_only`` loading."""
+    allowed = [np.ndarray, np.dtype]
+    for mod in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        try:
+            allowed.append(__import__(mod, fromlist=["_reconstruct"])._reconstruct)
+        except (ImportError, AttributeError):
+            pass
+    for name in ("Float16DType", "Float32DType", "Float64DType", "Int8DType", "Int16DType", "Int32DType",
+                 "Int64DType", "UInt8DType", "BoolDType"):
+        if hasattr(np, "dtypes") and hasattr(np.dtypes, name):
+            allowed.append(getattr(np.dtypes, name))
+    return allowed
 
 
 def tensors_to_numpy(state: Mapping, source: str = "state dict") -> dict[str, np.ndarray]:

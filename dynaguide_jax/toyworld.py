@@ -47,3 +47,33 @@ def random_chunks(key, batch: int, horizon: int, action_dim: int, prototypes=Non
         use = jax.random.bernoulli(k3, 0.5, (batch,))
         chunks = jnp.where(use[:, None, None], jnp.asarray(prototypes)[idx], chunks)
     return chunks + noise * jax.random.normal(k4, chunks.shape)
+
+
+def demonstrations(key, num_episodes: int, length: int, prototypes, image_size: int = 56,
+                   radius: float = 12.0, proprio_dim: int = 4, noise: float = 0.05):
+    """Expert episodes for policy training: each episode follows one prototype behaviour
+    (per-step action = that behaviour's chunk row + noise) from a random start.
+
+    Returns ``(obs {"proprio": [N, proprio_dim], "camera": [N, H, W, 3] uint8}, actions [N, A],
+    episode_ends [E], behaviour [E])`` as numpy arrays; the position moves by ``a[:2] / horizon``
+    per step, consistent with ``step`` on a whole chunk.
+    """
+    prototypes = np.asarray(prototypes, np.float32)
+    k, horizon, adim = prototypes.shape
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+    bg = background(image_size)
+    behaviour = rng.integers(0, k, num_episodes)
+    xy = rng.uniform(-0.4, 0.4, (num_episodes, 2)).astype(np.float32)
+    positions, actions = [], []
+    for _ in range(length):
+        a = prototypes[behaviour, 0] + noise * rng.normal(size=(num_episodes, adim)).astype(np.float32)
+        positions.append(xy.copy())
+        actions.append(a)
+        xy = np.clip(xy + a[:, :2] / horizon, -1.0, 1.0)
+    pos = np.stack(positions, 1).reshape(-1, 2)  # episode-major
+    act = np.stack(actions, 1).reshape(-1, adim)
+    proprio = np.zeros((len(pos), proprio_dim), np.float32)
+    proprio[:, :2] = pos
+    images = np.asarray(render(pos, image_size, radius, bg))
+    ends = np.arange(1, num_episodes + 1) * length
+    return {"proprio": proprio, "camera": images}, act, ends, behaviour

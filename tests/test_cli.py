@@ -78,5 +78,6 @@ def test_convert_dynamics_checkpoint(tmp_path):
 def test_bench_small_prints_json_lines():
     out = dynaguide("bench", "--preset", "small", "--batch-sizes", "1", "--dtypes", "float32", "--quick", "true").stdout
     rows = [json.loads(line) for line in out.splitlines()]
-    assert {r["bench"] for r in rows} == {"guided_chunk", "unguided_chunk"}
-    assert all(r["latency_ms"] > 0 and r["platform"] == "cpu" for r in rows)
+    assert {r["bench"] for r in rows} == {"guided_chunk", "unguided_chunk", "policy_unguided_chunk",
+                                          "policy_guided_chunk", "policy_train_step"}
+    assert all(r.get("latency_ms", r.get("step_ms")) > 0 and r["platform"] == "cpu" for r in rows)

@@ -1,0 +1,52 @@
+"""Receding-horizon execution of a chunked policy inside a control loop.
+
+Keeps the last ``obs_horizon`` observations (the first one repeated at the start of an episode,
+as robomimic's frame stacking does), samples a chunk of ``prediction_horizon`` actions when no
+planned action is left, and executes the steps ``[To - 1, To - 1 + Ta)`` one per ``act`` call.
+The original executes 14 actions under guidance (8 in the config).
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+import jax
+import numpy as np
+
+
+class ActionChunker:
+    def __init__(self, sample_fn: Callable[[dict, jax.Array], jax.Array], obs_horizon: int, action_horizon: int):
+        """``sample_fn(obs_stack {k: [1, To, ...]}, key) -> actions [1, Tp, A]``."""
+        if obs_horizon < 1 or action_horizon < 1:
+            raise ValueError("obs_horizon and action_horizon must be >= 1")
+        self.sample_fn = sample_fn
+        self.obs_horizon = obs_horizon
+        self.action_horizon = action_horizon
+        self.reset()
+
+    def reset(self) -> None:
+        self._obs: deque = deque(maxlen=self.obs_horizon)
+        self._plan: deque = deque()
+        self.chunks_sampled = 0
+
+    def observation_stack(self) -> dict:
+        return {k: np.stack([o[k] for o in self._obs])[None] for k in self._obs[0]}
+
+    def act(self, obs: dict, key: jax.Array) -> np.ndarray:
+        """Push the newest single-frame observation; return the action to execute now."""
+        if not self._obs:
+            for _ in range(self.obs_horizon):
+                self._obs.append(obs)
+        else:
+            self._obs.append(obs)
+        if not self._plan:
+            chunk = np.asarray(self.sample_fn(self.observation_stack(), key))
+            if chunk.ndim != 3 or chunk.shape[0] != 1:
+                raise ValueError(f"sample_fn must return [1, T, A] actions, got {chunk.shape}")
+            start = self.obs_horizon - 1
+            if chunk.shape[1] < start + self.action_horizon:
+                raise ValueError(f"chunk of {chunk.shape[1]} steps is too short to execute "
+                                 f"{self.action_horizon} actions after {start} observation steps")
+            self._plan.extend(chunk[0, start:start + self.action_horizon])
+            self.chunks_sampled += 1
+        return self._plan.popleft()

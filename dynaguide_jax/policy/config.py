@@ -1,0 +1,90 @@
+"""Hyper-parameters of the robomimic-style image diffusion policy (paper defaults for CALVIN)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyConfig:
+    """Sizes of ``DiffusionPolicy``.
+
+    ``obs_keys`` fixes the feature order (robomimic concatenates modalities in the order of the
+    dataset's shape metadata). ``rgb_shapes`` maps each camera to its input ``(H, W)``;
+    ``low_dim`` maps each low-dimensional key to its size. ``goal_rgb_keys`` makes the policy
+    goal-conditioned (the GC baseline): those cameras' goal images are encoded by a separate
+    encoder and appended to the condition.
+    """
+
+    action_dim: int = 7
+    obs_keys: tuple[str, ...] = ("proprio", "eye_in_hand", "third_person")
+    rgb_shapes: tuple[tuple[str, tuple[int, int]], ...] = (("eye_in_hand", (84, 84)),
+                                                           ("third_person", (200, 200)))
+    low_dim: tuple[tuple[str, int], ...] = (("proprio", 15),)
+    goal_rgb_keys: tuple[str, ...] = ()
+    obs_horizon: int = 2
+    prediction_horizon: int = 16
+    action_horizon: int = 8
+    down_dims: tuple[int, ...] = (256, 512, 1024)
+    kernel_size: int = 5
+    n_groups: int = 8
+    step_embed_dim: int = 256
+    feature_dim: int = 64
+    num_keypoints: int = 32
+    backbone_widths: tuple[int, ...] = (64, 128, 256, 512)
+    crop: tuple[int, int] | None = None
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        rgb, low = dict(self.rgb_shapes), dict(self.low_dim)
+        unknown = [k for k in self.obs_keys if k not in rgb and k not in low]
+        if unknown:
+            raise ValueError(f"obs_keys {unknown} have neither an rgb shape nor a low_dim size")
+        missing_goal = [k for k in self.goal_rgb_keys if k not in rgb]
+        if missing_goal:
+            raise ValueError(f"goal_rgb_keys {missing_goal} are not rgb observations")
+        if self.prediction_horizon % (2 ** (len(self.down_dims) - 1)):
+            raise ValueError(
+                f"prediction_horizon {self.prediction_horizon} must be divisible by "
+                f"2**{len(self.down_dims) - 1} (the UNet downsamples it)")
+        if not 1 <= self.action_horizon <= self.prediction_horizon - self.obs_horizon + 1:
+            raise ValueError("action_horizon must fit in the prediction after the observation frames")
+
+    @property
+    def rgb_keys(self) -> tuple[str, ...]:
+        rgb = dict(self.rgb_shapes)
+        return tuple(k for k in self.obs_keys if k in rgb)
+
+    @property
+    def obs_feature_dim(self) -> int:
+        """Per-frame feature size of the observation encoder (goal features excluded)."""
+        low = dict(self.low_dim)
+        return sum(self.feature_dim if k in self.rgb_keys else low[k] for k in self.obs_keys)
+
+    @property
+    def cond_dim(self) -> int:
+        return self.obs_feature_dim * self.obs_horizon + self.feature_dim * len(self.goal_rgb_keys)
+
+    def replace(self, **changes) -> "PolicyConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PolicyConfig":
+        def tuplify(x):
+            return tuple(tuplify(v) for v in x) if isinstance(x, list) else x
+
+        return cls(**{k: tuplify(v) for k, v in data.items()})
+
+    @classmethod
+    def preset(cls, name: str) -> "PolicyConfig":
+        """``paper`` (CALVIN cameras, UNet 256/512/1024) or ``small`` (one 32 px camera, CPU tests)."""
+        if name == "paper":
+            return cls()
+        if name == "small":
+            return cls(obs_keys=("proprio", "camera"), rgb_shapes=(("camera", (32, 32)),),
+                       low_dim=(("proprio", 4),), down_dims=(32, 64), n_groups=4, step_embed_dim=32,
+                       feature_dim=16, num_keypoints=8, backbone_widths=(16, 16, 32, 32))
+        raise ValueError(f"unknown policy preset {name!r}; choose 'paper' or 'small'")

@@ -1,0 +1,328 @@
+"""robomimic diffusion-policy checkpoints (``.pth``) -> ``PolicyConfig`` + Flax params.
+
+The file holds ``model`` (``nets``: the ModuleDict state dict; ``ema``: diffusers' EMAModel state
+whose ``shadow_params`` list follows ``nets.parameters()`` order), ``config`` (a JSON string) and
+``shape_metadata``. Inference uses the EMA weights when present. The UNet is built with
+ConditionalUnet1D's defaults, not the config's ``algo.unet`` block, so its sizes are read from the
+weights. Buffers (SpatialSoftmax ``pos_x``/``pos_y``/``temperature``) are checked, not learned.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import NamedTuple
+
+import numpy as np
+
+from dynaguide_jax.diffusion.schedule import DDIMSchedule
+from dynaguide_jax.policy.config import PolicyConfig
+from dynaguide_jax.policy.obs_encoder import keypoint_grid
+from dynaguide_jax.torch_io import load_torch_file, check_keys, linear, tensors_to_numpy
+
+UNET = "policy.noise_pred_net."
+BUFFER_SUFFIXES = ("pos_x", "pos_y", "temperature", "running_mean", "running_var", "num_batches_tracked")
+
+
+class RobomimicPolicy(NamedTuple):
+    config: PolicyConfig
+    params: dict
+    schedule: DDIMSchedule
+    action_stats: dict | None  # {"scale", "offset"} for unnormalising actions, or None
+    used_ema: bool
+
+
+def conv1d(s, name):
+    p = {"kernel": np.ascontiguousarray(s[f"{name}.weight"].transpose(2, 1, 0))}
+    if f"{name}.bias" in s:
+        p["bias"] = s[f"{name}.bias"]
+    return p
+
+
+def conv2d(s, name):
+    p = {"kernel": np.ascontiguousarray(s[f"{name}.weight"].transpose(2, 3, 1, 0))}
+    if f"{name}.bias" in s:
+        p["bias"] = s[f"{name}.bias"]
+    return p
+
+
+def group_norm(s, name):
+    return {"scale": s[f"{name}.weight"], "bias": s[f"{name}.bias"]}
+
+
+def _res_block(s, p):
+    out = {"block0": {"conv": conv1d(s, p + "blocks.0.block.0"), "norm": group_norm(s, p + "blocks.0.block.1")},
+           "block1": {"conv": conv1d(s, p + "blocks.1.block.0"), "norm": group_norm(s, p + "blocks.1.block.1")},
+           "cond_encoder": linear(s, p + "cond_encoder.1")}
+    if p + "residual_conv.weight" in s:
+        out["residual_conv"] = conv1d(s, p + "residual_conv")
+    return out
+
+
+def unet_sizes(s) -> dict:
+    """UNet sizes read from a few weight shapes (robomimic ignores the config's ``algo.unet``)."""
+    downs = [int(m.group(1)) for k in s if (m := re.match(re.escape(UNET) + r"down_modules\.(\d+)\.0\.blocks\.0\.block\.0\.weight$", k))]
+    if not downs:
+        raise KeyError(f"{UNET}down_modules.0.0.blocks.0.block.0.weight")
+    down_dims = tuple(s[f"{UNET}down_modules.{i}.0.blocks.0.block.0.weight"].shape[0] for i in range(max(downs) + 1))
+    first = s[f"{UNET}down_modules.0.0.blocks.0.block.0.weight"]
+    return {"down_dims": down_dims, "kernel_size": first.shape[2], "action_dim": first.shape[1],
+            "step_embed_dim": s[UNET + "diffusion_step_encoder.3.weight"].shape[0],
+            "cond_total": s[UNET + "mid_modules.0.cond_encoder.1.weight"].shape[1]}
+
+
+def unet_params(s, n_down: int) -> dict:
+    p = {"step_fc1": linear(s, UNET + "diffusion_step_encoder.1"),
+         "step_fc2": linear(s, UNET + "diffusion_step_encoder.3"),
+         "final_block": {"conv": conv1d(s, UNET + "final_conv.0.block.0"),
+                         "norm": group_norm(s, UNET + "final_conv.0.block.1")},
+         "final_conv": conv1d(s, UNET + "final_conv.1")}
+    for i in range(n_down):
+        for j in range(2):
+            p[f"down{i}_res{j}"] = _res_block(s, f"{UNET}down_modules.{i}.{j}.")
+        if i < n_down - 1:
+            p[f"down{i}_downsample"] = conv1d(s, f"{UNET}down_modules.{i}.2.conv")
+    for i in range(2):
+        p[f"mid{i}"] = _res_block(s, f"{UNET}mid_modules.{i}.")
+    for i in range(n_down - 1):
+        for j in range(2):
+            p[f"up{i}_res{j}"] = _res_block(s, f"{UNET}up_modules.{i}.{j}.")
+        w = s[f"{UNET}up_modules.{i}.2.conv.weight"]  # torch ConvTranspose1d [in, out, k]
+        p[f"up{i}_upsample"] = {"kernel": np.ascontiguousarray(w.transpose(2, 0, 1)),
+                                "bias": s[f"{UNET}up_modules.{i}.2.conv.bias"]}
+    return p
+
+
+def visual_core_params(s, prefix: str, num_stages: int = 4) -> dict:
+    bb = prefix + "backbone.nets."
+    backbone = {"conv1": conv2d(s, bb + "0"), "bn1": group_norm(s, bb + "1")}
+    for i in range(num_stages):
+        for j in range(2):
+            b = f"{bb}{4 + i}.{j}."
+            block = {"conv1": conv2d(s, b + "conv1"), "bn1": group_norm(s, b + "bn1"),
+                     "conv2": conv2d(s, b + "conv2"), "bn2": group_norm(s, b + "bn2")}
+            if b + "downsample.0.weight" in s:
+                block["downsample_conv"] = conv2d(s, b + "downsample.0")
+                block["downsample_bn"] = group_norm(s, b + "downsample.1")
+            backbone[f"layer{i + 1}_{j}"] = block
+    return {"backbone": backbone, "pool": {"keypoints": conv2d(s, prefix + "pool.nets")},
+            "linear": linear(s, prefix + "nets.3")}
+
+
+def apply_ema(nets: dict[str, np.ndarray], shadow: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Replace trainable parameters by ``shadow_params`` (``nets.parameters()`` order: state-dict
+    order without buffers and without the aliases a shared module leaves in the state dict)."""
+    keys = []
+    for k in nets:
+        if k.endswith(BUFFER_SUFFIXES):
+            continue
+        if re.search(r"\.obs_nets\.[^.]+\.nets\.[01]\.", k):  # VisualCore.nets aliases backbone/pool
+            continue
+        keys.append(k)
+    if len(keys) != len(shadow):
+        raise ValueError(f"EMA holds {len(shadow)} tensors but the model has {len(keys)} parameters")
+    out = dict(nets)
+    for k, v in zip(keys, shadow):
+        if v.shape != nets[k].shape:
+            raise ValueError(f"EMA tensor for {k} has shape {v.shape}, expected {nets[k].shape}")
+        out[k] = v
+    return out
+
+
+def _config_from(ckpt: dict, sizes: dict, state, n_groups: int) -> tuple[PolicyConfig, DDIMSchedule]:
+    raw = ckpt.get("config")
+    cfg = json.loads(raw) if isinstance(raw, str) else raw
+    if not isinstance(cfg, dict) or "algo" not in cfg or "observation" not in cfg:
+        raise ValueError("checkpoint 'config' must be robomimic's JSON config with 'algo' and 'observation'")
+    algo, obs_cfg = cfg["algo"], cfg["observation"]
+    shapes = ckpt["shape_metadata"]["all_shapes"]
+    mods = obs_cfg["modalities"]["obs"]
+    obs_keys = [k for k in shapes if any(k in mods.get(m, []) for m in mods)]
+    rgb_names = set(mods.get("rgb", []))
+    unsupported = [k for k in obs_keys if k not in rgb_names and k not in mods.get("low_dim", [])]
+    if unsupported:
+        raise ValueError(f"observation keys {unsupported} use modalities other than rgb/low_dim")
+    goal_rgb = tuple(k for k in shapes if k in obs_cfg["modalities"].get("goal", {}).get("rgb", []))
+    enc = obs_cfg["encoder"]["rgb"]
+    core = enc.get("core_kwargs", {})
+    if core.get("backbone_class", "ResNet18Conv") != "ResNet18Conv" or core.get("pool_class", "SpatialSoftmax") != "SpatialSoftmax":
+        raise ValueError("only VisualCore(ResNet18Conv, SpatialSoftmax) image encoders are supported")
+    crop = None
+    if enc.get("obs_randomizer_class") == "CropRandomizer":
+        kw = enc["obs_randomizer_kwargs"]
+        crop = (int(kw["crop_height"]), int(kw["crop_width"]))
+    widths = None
+    if rgb_names:
+        cam = next(k for k in obs_keys if k in rgb_names)
+        pre = f"policy.obs_encoder.nets.obs.obs_nets.{cam}.backbone.nets."
+        widths = tuple(state[f"{pre}{4 + i}.0.conv1.weight"].shape[0] for i in range(4))
+        temp = state.get(f"policy.obs_encoder.nets.obs.obs_nets.{cam}.pool.temperature")
+        if temp is not None and not np.allclose(temp, core.get("pool_kwargs", {}).get("temperature", 1.0)):
+            raise ValueError("SpatialSoftmax temperature in the weights differs from the config")
+    horizon = algo["horizon"]
+    config = PolicyConfig(
+        action_dim=sizes["action_dim"], obs_keys=tuple(obs_keys),
+        rgb_shapes=tuple((k, tuple(shapes[k][1:])) for k in shapes if k in rgb_names or k in goal_rgb),
+        low_dim=tuple((k, int(np.prod(shapes[k]))) for k in obs_keys if k not in rgb_names),
+        goal_rgb_keys=goal_rgb, obs_horizon=int(horizon["observation_horizon"]),
+        prediction_horizon=int(horizon["prediction_horizon"]), action_horizon=int(horizon["action_horizon"]),
+        down_dims=sizes["down_dims"], kernel_size=sizes["kernel_size"],
+        n_groups=n_groups,
+        step_embed_dim=sizes["step_embed_dim"], feature_dim=int(core.get("feature_dimension", 64)),
+        num_keypoints=int(core.get("pool_kwargs", {}).get("num_kp", 32)),
+        backbone_widths=widths or (64, 128, 256, 512), crop=crop,
+    )
+    if config.cond_dim + config.step_embed_dim != sizes["cond_total"]:
+        raise ValueError(f"UNet condition size {sizes['cond_total']} does not match the observation encoder "
+                         f"({config.cond_dim} + step embedding {config.step_embed_dim})")
+    ddim = algo.get("ddim", {})
+    if not ddim.get("enabled", True):
+        raise ValueError("only DDIM-configured policies are supported (algo.ddim.enabled is false)")
+    schedule = DDIMSchedule(
+        num_train_timesteps=int(ddim.get("num_train_timesteps", 100)),
+        num_inference_steps=int(ddim.get("num_inference_timesteps", 10)),
+        beta_schedule=ddim.get("beta_schedule", "squaredcos_cap_v2"),
+        clip_sample=bool(ddim.get("clip_sample", True)), set_alpha_to_one=bool(ddim.get("set_alpha_to_one", True)),
+        steps_offset=int(ddim.get("steps_offset", 0)), prediction_type=ddim.get("prediction_type", "epsilon"))
+    return config, schedule
+
+
+def expected_keys(config: PolicyConfig) -> set[str]:
+    """Every trainable key of a robomimic checkpoint for ``config`` (aliases and buffers aside)."""
+    keys = set()
+
+    def add(prefix, *names):
+        for n in names:
+            keys.update({f"{prefix}{n}.weight", f"{prefix}{n}.bias"})
+
+    def res_block(prefix, residual):
+        add(prefix, "blocks.0.block.0", "blocks.0.block.1", "blocks.1.block.0", "blocks.1.block.1", "cond_encoder.1")
+        if residual:
+            add(prefix, "residual_conv")
+
+    dims = config.down_dims
+    add(UNET, "diffusion_step_encoder.1", "diffusion_step_encoder.3", "final_conv.0.block.0",
+        "final_conv.0.block.1", "final_conv.1")
+    for i, d in enumerate(dims):
+        res_block(f"{UNET}down_modules.{i}.0.", (config.action_dim if i == 0 else dims[i - 1]) != d)
+        res_block(f"{UNET}down_modules.{i}.1.", False)
+        if i < len(dims) - 1:
+            add(f"{UNET}down_modules.{i}.2.", "conv")
+    for i in range(2):
+        res_block(f"{UNET}mid_modules.{i}.", False)
+    for i, d in enumerate(reversed(dims[:-1])):
+        res_block(f"{UNET}up_modules.{i}.0.", True)
+        res_block(f"{UNET}up_modules.{i}.1.", False)
+        add(f"{UNET}up_modules.{i}.2.", "conv")
+    groups = [("obs", config.rgb_keys)] + ([("goal", config.goal_rgb_keys)] if config.goal_rgb_keys else [])
+    for group, cams in groups:
+        for cam in cams:
+            p = f"policy.obs_encoder.nets.{group}.obs_nets.{cam}."
+            keys.add(p + "backbone.nets.0.weight")
+            add(p, "backbone.nets.1", "pool.nets", "nets.3")
+            for i in range(len(config.backbone_widths)):
+                for j in range(2):
+                    b = f"{p}backbone.nets.{4 + i}.{j}."
+                    keys.update({b + "conv1.weight", b + "conv2.weight"})
+                    add(b, "bn1", "bn2")
+                    if i > 0 and j == 0:
+                        keys.add(b + "downsample.0.weight")
+                        add(b, "downsample.1")
+    return keys
+
+
+def check_state(state: dict, config: PolicyConfig, source: str) -> None:
+    """Missing / unexpected keys, then shapes against the Flax model's own parameter shapes."""
+    groups = [("obs", config.rgb_keys)] + ([("goal", config.goal_rgb_keys)] if config.goal_rgb_keys else [])
+    ignored = tuple(f"policy.obs_encoder.nets.{g}.obs_nets.{c}.{sub}" for g, cams in groups for c in cams
+                    for sub in ("nets.0.", "nets.1.", "pool.pos_", "pool.temperature"))
+    check_keys(expected_keys(config), state, source, ignored=ignored)
+
+
+def check_shapes(params: dict, config: PolicyConfig, source: str) -> None:
+    import jax
+
+    from dynaguide_jax.policy.diffusion_policy import DiffusionPolicy
+
+    want = jax.eval_shape(DiffusionPolicy(config).init, jax.random.key(0))
+    bad = []
+
+    def visit(w, p, path):
+        for k in w:
+            if k not in p:
+                bad.append(f"{path}{k}: missing")
+            elif isinstance(w[k], dict):
+                visit(w[k], p[k], f"{path}{k}/")
+            elif tuple(w[k].shape) != tuple(p[k].shape):
+                bad.append(f"{path}{k}: expected {tuple(w[k].shape)}, got {tuple(p[k].shape)}")
+
+    visit(want, params, "")
+    if bad:
+        raise ValueError(f"{source}: mis-shaped weights: " + "; ".join(bad[:20]))
+
+
+def state_to_params(state: dict, config: PolicyConfig, source: str) -> dict:
+    check_state(state, config, source)
+    unet = unet_params(state, len(config.down_dims))
+    params = {"noise_pred_net": unet}
+    groups = [("obs", "obs_encoder", config.rgb_keys)]
+    if config.goal_rgb_keys:
+        groups.append(("goal", "goal_encoder", config.goal_rgb_keys))
+    for group, name, cams in groups:
+        params[name] = {cam: visual_core_params(state, f"policy.obs_encoder.nets.{group}.obs_nets.{cam}.")
+                        for cam in cams}
+        for cam in cams:
+            p = f"policy.obs_encoder.nets.{group}.obs_nets.{cam}.pool."
+            if p + "pos_x" in state:
+                h, w = _feature_hw(dict(config.rgb_shapes)[cam], config.crop)
+                gx, gy = keypoint_grid(h, w)
+                if state[p + "pos_x"].size != gx.size or not np.allclose(state[p + "pos_x"].reshape(-1), gx):
+                    raise ValueError(f"{source}: {p}pos_x does not match a {h}x{w} feature map for camera {cam!r}")
+    return _float32(params)
+
+
+def _feature_hw(hw, crop):
+    h, w = crop if crop is not None else hw
+    for _ in range(5):  # conv1 stride 2, maxpool stride 2, three stride-2 stages
+        h, w = (h + 1) // 2, (w + 1) // 2
+    return h, w
+
+
+def _float32(tree):
+    if isinstance(tree, dict):
+        return {k: _float32(v) for k, v in tree.items()}
+    return np.asarray(tree, np.float32)
+
+
+def load_robomimic_policy(path, use_ema: bool = True, n_groups: int = 8) -> RobomimicPolicy:
+    """Read a robomimic diffusion-policy checkpoint safely and convert it (EMA weights by default).
+
+    ``n_groups`` is ConditionalUnet1D's GroupNorm group count, which robomimic leaves at its
+    default of 8 and which the weights cannot reveal.
+    """
+    path = str(path)
+    ckpt = load_torch_file(path)
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise ValueError(f"{path}: not a robomimic checkpoint (expected a dict with 'model', 'config', "
+                         "'shape_metadata')")
+    for k in ("config", "shape_metadata"):
+        if k not in ckpt:
+            raise ValueError(f"{path}: robomimic checkpoint lacks {k!r}")
+    model = ckpt["model"]
+    nets = tensors_to_numpy(model["nets"], path)
+    ema = model.get("ema")
+    used_ema = bool(use_ema and ema and ema.get("shadow_params"))
+    if used_ema:
+        nets = apply_ema(nets, [np.asarray(t.detach().cpu().float().numpy()) for t in ema["shadow_params"]])
+    try:
+        sizes = unet_sizes(nets)
+    except KeyError as e:
+        raise KeyError(f"{path}: not a robomimic ConditionalUnet1D policy (missing {e})") from None
+    config, schedule = _config_from(ckpt, sizes, nets, n_groups)
+    params = state_to_params(nets, config, path)
+    check_shapes(params, config, path)
+    stats = ckpt.get("action_normalization_stats")
+    if stats:
+        stats = tensors_to_numpy(stats)
+        stats = {"scale": np.asarray(stats["actions.scale"], np.float32),
+                 "offset": np.asarray(stats["actions.offset"], np.float32)}
+    return RobomimicPolicy(config, params, schedule, stats or None, used_ema)

@@ -1,0 +1,108 @@
+"""The image diffusion policy: observation encoder + ConditionalUnet1D, with the two functions the
+guided sampler needs (``encode_obs`` once per chunk, ``eps_fn`` at every denoising step)."""
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dynaguide_jax.policy.config import PolicyConfig
+from dynaguide_jax.policy.obs_encoder import ObservationEncoder
+from dynaguide_jax.policy.unet1d import ConditionalUnet1D
+
+
+class PolicyNets(nn.Module):
+    config: PolicyConfig
+
+    def setup(self):
+        c = self.config
+        self.obs_encoder = ObservationEncoder(c, c.obs_keys)
+        if c.goal_rgb_keys:
+            self.goal_encoder = ObservationEncoder(c, c.goal_rgb_keys)
+        self.noise_pred_net = ConditionalUnet1D(c.action_dim, c.down_dims, c.kernel_size, c.n_groups,
+                                                c.step_embed_dim, c.dtype)
+
+    def encode(self, obs, goal=None, crop_key=None):
+        c = self.config
+        first = obs[c.obs_keys[0]]
+        b, t = first.shape[:2]
+        flat = {k: obs[k].reshape(b * t, *obs[k].shape[2:]) for k in c.obs_keys}
+        feats = self.obs_encoder(flat, crop_key).reshape(b, t * c.obs_feature_dim)
+        if c.goal_rgb_keys:
+            gkey = None if crop_key is None else jax.random.fold_in(crop_key, 7)
+            feats = jnp.concatenate([feats, self.goal_encoder(goal, gkey)], axis=-1)
+        return feats
+
+    def __call__(self, noisy_actions, timestep, cond):
+        return self.noise_pred_net(noisy_actions, timestep, cond)
+
+    def init_all(self, obs, goal, noisy_actions):
+        return self(noisy_actions, jnp.zeros((), jnp.int32), self.encode(obs, goal))
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionPolicy:
+    """Functional wrapper; hashable, so ``policy.eps_fn`` can be a static argument of jitted code.
+
+    obs: ``{key: [B, To, H, W, 3] uint8 or 0..1 float | [B, To, d]}``; goal (GC only):
+    ``{camera: [B, H, W, 3]}``.
+    """
+
+    config: PolicyConfig
+
+    @property
+    def nets(self) -> PolicyNets:
+        return PolicyNets(self.config)
+
+    def dummy_inputs(self, batch: int = 1):
+        c, rgb, low = self.config, dict(self.config.rgb_shapes), dict(self.config.low_dim)
+        obs = {k: (jnp.zeros((batch, c.obs_horizon, *rgb[k], 3), jnp.uint8) if k in rgb
+                   else jnp.zeros((batch, c.obs_horizon, low[k]))) for k in c.obs_keys}
+        goal = {k: jnp.zeros((batch, *rgb[k], 3), jnp.uint8) for k in c.goal_rgb_keys} or None
+        return obs, goal, jnp.zeros((batch, c.prediction_horizon, c.action_dim))
+
+    def init(self, key):
+        obs, goal, actions = self.dummy_inputs()
+        return self.nets.init(key, obs, goal, actions, method=PolicyNets.init_all)["params"]
+
+    def check_obs(self, obs, goal=None):
+        c, rgb, low = self.config, dict(self.config.rgb_shapes), dict(self.config.low_dim)
+        missing = [k for k in c.obs_keys if k not in obs]
+        if missing:
+            raise KeyError(f"observation is missing keys {missing} (policy expects {list(c.obs_keys)})")
+        for k in c.obs_keys:
+            want = (c.obs_horizon, *rgb[k], 3) if k in rgb else (c.obs_horizon, low[k])
+            if tuple(obs[k].shape[1:]) != want:
+                raise ValueError(f"obs[{k!r}] must be [B, {', '.join(map(str, want))}], got {obs[k].shape}")
+        if c.goal_rgb_keys:
+            if goal is None or any(k not in goal for k in c.goal_rgb_keys):
+                raise KeyError(f"goal-conditioned policy needs goal images for {list(c.goal_rgb_keys)}")
+
+    def encode_obs(self, params, obs, goal=None, crop_key=None):
+        """Observation (and goal) -> global condition ``[B, cond_dim]`` (run once per chunk)."""
+        self.check_obs(obs, goal)
+        return self.nets.apply({"params": params}, obs, goal, crop_key, method=PolicyNets.encode)
+
+    def eps_fn(self, params, noisy_actions, k, obs_cond):
+        """The sampler's noise model: ``[B, T, A]``, timestep ``k``, condition -> predicted noise."""
+        return self.nets.apply({"params": params}, noisy_actions, k, obs_cond)
+
+    def execute_slice(self) -> slice:
+        """Which predicted steps are executed: ``[To - 1, To - 1 + Ta)`` as robomimic does."""
+        start = self.config.obs_horizon - 1
+        return slice(start, start + self.config.action_horizon)
+
+
+def unnormalize_actions(stats, actions):
+    """robomimic's action normalisation inverse: ``a * scale + offset`` (stats may be ``None``)."""
+    if stats is None:
+        return actions
+    return actions * jnp.asarray(stats["scale"]) + jnp.asarray(stats["offset"])
+
+
+def normalize_actions(stats, actions):
+    if stats is None:
+        return actions
+    return (actions - jnp.asarray(stats["offset"])) / jnp.asarray(stats["scale"])

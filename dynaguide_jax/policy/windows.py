@@ -1,0 +1,61 @@
+"""Training windows for the policy from in-memory episodes (small data; the RLDS loader feeds the
+same batch format for large datasets).
+
+Windows follow robomimic's SequenceDataset with frame stacking: at time ``t`` the observation frames
+are ``t - To + 1 .. t`` and the actions ``t - To + 1 .. t - To + Tp``, both padded by repeating the
+episode's first / last frame. Batches are a pure function of ``(seed, step)``, so a resumed run
+sees exactly the batches an uninterrupted run would.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from dynaguide_jax.policy.config import PolicyConfig
+
+
+@dataclasses.dataclass
+class EpisodeData:
+    """Per-frame arrays concatenated over episodes; ``episode_ends`` are exclusive cumulative ends."""
+
+    obs: dict[str, np.ndarray]  # {key: [N, ...]} images uint8 [N, H, W, 3]
+    actions: np.ndarray  # [N, A]
+    episode_ends: np.ndarray  # [E]
+
+    def __post_init__(self):
+        n = len(self.actions)
+        ends = np.asarray(self.episode_ends, np.int64)
+        if ends.ndim != 1 or len(ends) == 0 or ends[-1] != n or (np.diff(np.r_[0, ends]) <= 0).any():
+            raise ValueError(f"episode_ends must be increasing, positive lengths, ending at {n} frames; got {ends[:5]}...")
+        for k, v in self.obs.items():
+            if len(v) != n:
+                raise ValueError(f"obs[{k!r}] has {len(v)} frames, actions have {n}")
+        self.episode_ends = ends
+        starts = np.r_[0, ends[:-1]]
+        self.frame_start = np.repeat(starts, ends - starts)
+        self.frame_end = np.repeat(ends, ends - starts)
+
+
+def policy_batch(data: EpisodeData, config: PolicyConfig, batch_size: int, seed: int, step: int,
+                 goal_mode: str = "future") -> dict:
+    """One batch of windows: ``obs {k: [B, To, ...]}``, ``actions [B, Tp, A]`` (normalized by the
+    caller if needed) and, for goal-conditioned configs, ``goal {camera: [B, H, W, 3]}``."""
+    rng = np.random.default_rng([seed, step])
+    n = len(data.actions)
+    t = rng.integers(0, n, batch_size)
+    lo, hi = data.frame_start[t], data.frame_end[t] - 1
+    to, tp = config.obs_horizon, config.prediction_horizon
+    obs_idx = np.clip(t[:, None] + np.arange(-to + 1, 1)[None], lo[:, None], hi[:, None])
+    act_idx = np.clip(t[:, None] + np.arange(-to + 1, -to + 1 + tp)[None], lo[:, None], hi[:, None])
+    batch = {"obs": {k: data.obs[k][obs_idx] for k in config.obs_keys},
+             "actions": data.actions[act_idx].astype(np.float32)}
+    if config.goal_rgb_keys:
+        if goal_mode == "last":
+            g = hi
+        elif goal_mode == "future":  # hindsight: any later frame of the same episode
+            g = t + (rng.random(batch_size) * (hi - t + 1)).astype(np.int64)
+        else:
+            raise ValueError(f"goal_mode must be 'future' or 'last', got {goal_mode!r}")
+        batch["goal"] = {k: data.obs[k][g] for k in config.goal_rgb_keys}
+    return batch

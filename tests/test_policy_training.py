@@ -1,0 +1,161 @@
+"""Policy training: EMA equals diffusers, windows as robomimic, exact resume after a kill,
+and a trained policy saved, restored, steered and run in a control loop."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from diffusers.training_utils import EMAModel
+
+from dynaguide_jax import toyworld
+from dynaguide_jax.diffusion import DDIMSchedule, guided_sample
+from dynaguide_jax.dynamics import DynamicsConfig, init_dynamics
+from dynaguide_jax.guidance import DynaGuide, GoalSet
+from dynaguide_jax.policy import DiffusionPolicy
+from dynaguide_jax.policy.chunker import ActionChunker
+from dynaguide_jax.policy.toy import toy_episodes, toy_policy_config
+from dynaguide_jax.policy.train import PolicyTrainConfig, load_trained_policy, train_policy
+from dynaguide_jax.policy.windows import EpisodeData, policy_batch
+from dynaguide_jax.training import EMAConfig, ema_decay, ema_update
+from tests.test_cli import ENV
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_ema_matches_diffusers(warmup):
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(3, 2)), torch.nn.Parameter(torch.randn(4))]
+    ref = EMAModel(params, power=0.75, use_ema_warmup=warmup)
+    cfg = EMAConfig(warmup=warmup, power=0.75)
+    ema = [p.detach().numpy().copy() for p in params]
+    for n in range(1, 40):
+        with torch.no_grad():
+            for p in params:
+                p.add_(0.1 * torch.randn_like(p))
+        ref.step(params)
+        ema = ema_update(cfg, ema, [p.detach().numpy() for p in params], n)
+        assert float(ema_decay(cfg, n)) == pytest.approx(ref.get_decay(n), abs=1e-7)
+    for a, b in zip(ema, ref.shadow_params):
+        np.testing.assert_allclose(np.asarray(a), b.numpy(), atol=1e-6)
+
+
+def test_windows_pad_like_robomimic_and_goals_stay_in_episode():
+    cfg = toy_policy_config(goal_conditioned=True).replace(obs_keys=("proprio", "camera"))
+    n = 12
+    frames = np.arange(n, dtype=np.float32)
+    data = EpisodeData(obs={"proprio": np.repeat(frames[:, None], 4, 1),
+                            "camera": np.repeat(np.arange(n, dtype=np.uint8)[:, None, None, None], 56, 1).repeat(56, 2).repeat(3, 3)},
+                       actions=np.repeat(frames[:, None], 7, 1), episode_ends=np.array([5, 12]))
+    for step in range(20):
+        b = policy_batch(data, cfg, 16, seed=1, step=step)
+        obs_t = b["obs"]["proprio"][:, -1, 0]  # current frame index
+        ep_end = np.where(obs_t < 5, 4, 11)
+        ep_start = np.where(obs_t < 5, 0, 5)
+        np.testing.assert_array_equal(b["obs"]["proprio"][:, 0, 0], np.maximum(obs_t - 1, ep_start))
+        want = np.clip(obs_t[:, None] - 1 + np.arange(16)[None], ep_start[:, None], ep_end[:, None])
+        np.testing.assert_array_equal(b["actions"][:, :, 0], want)
+        g = b["goal"]["camera"][:, 0, 0, 0]
+        assert ((g >= obs_t) & (g <= ep_end)).all()
+    np.testing.assert_array_equal(policy_batch(data, cfg, 4, 1, 3)["actions"], policy_batch(data, cfg, 4, 1, 3)["actions"])
+    with pytest.raises(ValueError, match="episode_ends"):
+        EpisodeData(obs={}, actions=np.zeros((5, 7)), episode_ends=np.array([3, 4]))
+
+
+def run_cli_training(out, steps, extra=(), **popen):
+    cmd = [sys.executable, "-m", "dynaguide_jax.cli", "train", "policy", "--out", str(out), "--steps", str(steps),
+           "--batch-size", "4", "--checkpoint-every", "2", "--log-every", "1", "--warmup-steps", "2",
+           "--episodes", "8", "--length", "20", "--quiet", *extra]
+    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def losses(run):
+    return [(r["step"], r["loss"]) for r in map(json.loads, open(os.path.join(run, "metrics.jsonl")))]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_with_the_same_loss_curve(tmp_path):
+    full = run_cli_training(tmp_path / "full", 12)
+    assert full.wait(timeout=600) == 0, full.stderr.read()
+    victim = run_cli_training(tmp_path / "killed", 12)
+    ckpts = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 600
+    while time.time() < deadline and victim.poll() is None:
+        done = [int(p.name) for p in ckpts.glob("*") if p.name.isdigit()] if ckpts.exists() else []
+        if done and max(done) >= 4:
+            victim.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    victim.wait(timeout=60)
+    assert victim.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    resumed = run_cli_training(tmp_path / "killed", 12)
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    assert "resumed from step" in out
+    assert losses(tmp_path / "killed") == losses(tmp_path / "full")
+
+
+def test_resume_in_process_and_bf16(tmp_path):
+    cfg = toy_policy_config()
+    data = toy_episodes(episodes=6, length=20)
+    batches = lambda s: policy_batch(data, cfg, 4, 0, s)  # noqa: E731
+    tc = PolicyTrainConfig(steps=6, batch_size=4, warmup_steps=2, checkpoint_every=2, log_every=1)
+    full = train_policy(DiffusionPolicy(cfg), batches, tc, tmp_path / "a", progress=False)
+    train_policy(DiffusionPolicy(cfg), batches, tc, tmp_path / "b", progress=False, stop_after=3)
+    again = train_policy(DiffusionPolicy(cfg), batches, tc, tmp_path / "b", progress=False)
+    assert again.resumed_from == 3 and again.losses == full.losses
+    bf16 = train_policy(DiffusionPolicy(cfg), batches, PolicyTrainConfig(**{**tc.__dict__, "compute_dtype": "bfloat16"}),
+                        tmp_path / "c", progress=False)
+    assert all(np.isfinite(loss) for _, loss in bf16.losses)
+    assert jax.tree.leaves(bf16.params)[0].dtype == jnp.float32  # fp32 params under bf16 compute
+
+
+def test_trained_policy_restored_steered_and_run_in_a_loop(tmp_path):
+    cfg = toy_policy_config()
+    data = toy_episodes(episodes=8, length=20)
+    tc = PolicyTrainConfig(steps=4, batch_size=4, warmup_steps=1, checkpoint_every=4)
+    trained = train_policy(DiffusionPolicy(cfg), lambda s: policy_batch(data, cfg, 4, 0, s), tc, tmp_path, progress=False)
+    policy, params, schedule = load_trained_policy(tmp_path)
+    jax.tree.map(np.testing.assert_array_equal, params, jax.tree.map(np.asarray, trained.ema_params))
+
+    dyn = DynamicsConfig.preset("small").replace(patches_per_camera=16, proprio_dim=4)
+    dyn_params = init_dynamics(dyn, jax.random.key(1))
+    goals = GoalSet.create(np.random.default_rng(0).normal(size=(3, 16 * 64)).astype(np.float32))
+    guide = DynaGuide(dynamics=dyn)
+    gparams = {"dynamics": dyn_params, "goals": goals, "sigma": 5.0}
+    patches = jnp.asarray(np.random.default_rng(1).normal(size=(1, 16, 64)), jnp.float32)
+
+    @jax.jit
+    def sample(obs, key):
+        cond = policy.encode_obs(params, obs)
+        gobs = {"patches": patches, "proprio": obs["proprio"][:, -1]}
+        return guided_sample(policy.eps_fn, params, cond, guide, gparams, gobs, key=key, scale=1.0,
+                             repeats=2, schedule=schedule, action_shape=(16, 7)).actions
+
+    chunker = ActionChunker(sample, cfg.obs_horizon, action_horizon=8)
+    xy = np.zeros(2, np.float32)
+    bg = toyworld.background(56)
+    for t in range(12):
+        obs = {"proprio": np.r_[xy, 0, 0].astype(np.float32),
+               "camera": np.asarray(toyworld.render(xy[None], 56, 12.0, bg))[0]}
+        action = chunker.act(obs, jax.random.key(t))
+        assert action.shape == (7,) and np.isfinite(action).all()
+        xy = np.clip(xy + action[:2] / 16, -1, 1)
+    assert chunker.chunks_sampled == 2  # 12 steps, 8 executed per chunk
+
+
+def test_goal_conditioned_policy_uses_the_goal():
+    policy = DiffusionPolicy(toy_policy_config(goal_conditioned=True))
+    params = policy.init(jax.random.key(0))
+    obs, goal, x = policy.dummy_inputs(1)
+    other = {"camera": jnp.full_like(goal["camera"], 200)}
+    a = policy.eps_fn(params, x, jnp.int32(10), policy.encode_obs(params, obs, goal))
+    b = policy.eps_fn(params, x, jnp.int32(10), policy.encode_obs(params, obs, other))
+    assert float(jnp.abs(a - b).max()) > 1e-4
+    with pytest.raises(KeyError, match="goal images"):
+        policy.encode_obs(params, obs)
