@@ -65,6 +65,29 @@ def _train_policy(args) -> int:
     return 0
 
 
+def _train_dynamics(args) -> int:
+    from dynaguide_jax.cli_config import dataclass_from_args
+    from dynaguide_jax.training import DynamicsTrainConfig, init_distributed, train_dynamics
+
+    if args.coordinator:
+        init_distributed(args.coordinator, args.num_processes, args.process_id)
+    from dynaguide_jax.data.toy import toy_dynamics_data
+
+    cfg = dataclass_from_args(DynamicsTrainConfig, args)
+    model_cfg, windows = toy_dynamics_data(args.out, args.episodes, args.length, seed=args.data_seed,
+                                           encoder_path=args.encoder, progress=not args.quiet)
+    result = train_dynamics(model_cfg, lambda step, rows: windows.batch(step, cfg.global_batch, cfg.seed, rows),
+                            cfg, args.out, progress=not args.quiet, stop_after=args.stop_after)
+    import jax
+
+    if jax.process_index() == 0:
+        if result.resumed_from is not None:
+            print(f"resumed from step {result.resumed_from}")
+        print(f"trained the dynamics model on {jax.device_count()} device(s), {jax.process_count()} process(es); "
+              f"last metrics {result.last_metrics}; run directory {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dynaguide_jax.cli_config import add_dataclass_args
     from dynaguide_jax.demo import DemoConfig
@@ -117,6 +140,27 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--quiet", action="store_true")
     add_dataclass_args(tp, PolicyTrainConfig)
     tp.set_defaults(func=_train_policy)
+
+    from dynaguide_jax.training.loop import DynamicsTrainConfig
+
+    td = tsub.add_parser("dynamics", help="train the latent dynamics model, sharded over all devices",
+                         description="Data-parallel (or --fsdp N) dynamics training with orbax checkpoints; "
+                         "rerunning with the same --out resumes exactly. Multi-host: start one process per "
+                         "host with --coordinator HOST:PORT --num-processes N --process-id I. --data toy: "
+                         "toy-world demonstrations encoded once into a feature cache under OUT/features.")
+    td.add_argument("--data", choices=["toy"], default="toy")
+    td.add_argument("--episodes", type=int, default=64)
+    td.add_argument("--length", type=int, default=40)
+    td.add_argument("--data-seed", type=int, default=0)
+    td.add_argument("--encoder", default=None, help="DinoV2 weights (HF dir, hub .pth or converted dir)")
+    td.add_argument("--out", default="runs/dynamics")
+    td.add_argument("--stop-after", type=int, default=None)
+    td.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (multi-process runs)")
+    td.add_argument("--num-processes", type=int, default=1)
+    td.add_argument("--process-id", type=int, default=0)
+    td.add_argument("--quiet", action="store_true")
+    add_dataclass_args(td, DynamicsTrainConfig)
+    td.set_defaults(func=_train_dynamics)
 
     sub.add_parser("bench", help="guided-inference benchmark printing JSON lines (dynaguide bench --help)")
     return p

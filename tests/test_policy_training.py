@@ -22,7 +22,8 @@ from dynaguide_jax.policy import DiffusionPolicy
 from dynaguide_jax.policy.chunker import ActionChunker
 from dynaguide_jax.policy.toy import toy_episodes, toy_policy_config
 from dynaguide_jax.policy.train import PolicyTrainConfig, load_trained_policy, train_policy
-from dynaguide_jax.policy.windows import EpisodeData, policy_batch
+from dynaguide_jax.policy.windows import policy_batch
+from dynaguide_jax.data.episodes import EpisodeData
 from dynaguide_jax.training import EMAConfig, ema_decay, ema_update
 from tests.test_cli import ENV
 

@@ -6,7 +6,7 @@ import jax
 from dynaguide_jax import toyworld
 from dynaguide_jax.policy.config import PolicyConfig
 from dynaguide_jax.policy.mixture import line_prototypes
-from dynaguide_jax.policy.windows import EpisodeData
+from dynaguide_jax.data.episodes import EpisodeData
 
 IMAGE_SIZE = 56
 

@@ -41,8 +41,12 @@ class CheckpointManager:
         step = self.latest_step if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint under {self.directory}")
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
-                                if not isinstance(x, jax.Array) else jax.ShapeDtypeStruct(x.shape, x.dtype), like)
+        def spec(x):  # keep each array's sharding, so a sharded state restores sharded
+            if isinstance(x, jax.Array):
+                return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+            return jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
+
+        abstract = jax.tree.map(spec, like)
         return self._mgr.restore(step, args=self._ocp.args.StandardRestore(abstract))
 
     def log(self, record: dict) -> None:

@@ -1,0 +1,81 @@
+"""Sharded dynamics training: 8 fake devices (DP and FSDP) equal one device, two real processes on
+localhost equal one, a killed run resumes with the same loss curve."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.test_cli import ENV
+
+TOL = 1e-5
+
+
+def run(args, env=None, **kw):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env or ENV, timeout=600, **kw)
+
+
+def losses(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line)["loss"] for line in f]
+
+
+def test_eight_devices_data_parallel_and_fsdp_match_one_device(tmp_path):
+    env = dict(ENV, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    proc = run(["-m", "tests.sharded_worker", str(tmp_path)], env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 8
+    assert "fsdp" in out["fsdp4x2_sharding"] and out["dp8_sharding"] == "P()"
+    for name in ("dp8", "fsdp4x2"):
+        assert len(out[name]) == 4
+        for a, b in zip(out[name], out["one"]):
+            assert abs(a - b) < TOL, (name, out[name], out["one"])
+
+
+TRAIN = ["-m", "dynaguide_jax.cli", "train", "dynamics", "--steps", "6", "--checkpoint-every", "2",
+         "--global-batch", "8", "--log-every", "1", "--episodes", "16", "--length", "30", "--quiet"]
+
+
+@pytest.mark.slow
+def test_two_processes_on_localhost_match_one_process(tmp_path):
+    single = run([*TRAIN, "--out", str(tmp_path / "single")])
+    assert single.returncode == 0, single.stderr[-3000:]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [subprocess.Popen([sys.executable, *TRAIN, "--out", str(tmp_path / "multi"), "--coordinator",
+                               f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
+                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    assert "2 process(es)" in outs[0][0]
+    assert sorted(os.listdir(tmp_path / "multi" / "checkpoints")) == ["2", "4", "6"]
+    for a, b in zip(losses(tmp_path / "multi"), losses(tmp_path / "single")):
+        assert abs(a - b) < TOL
+
+
+@pytest.mark.slow
+def test_killed_dynamics_run_resumes_exactly(tmp_path):
+    full = run([*TRAIN, "--steps", "10", "--out", str(tmp_path / "full")])
+    assert full.returncode == 0, full.stderr[-3000:]
+    victim = subprocess.Popen([sys.executable, *TRAIN, "--steps", "10", "--out", str(tmp_path / "killed")], env=ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ckpts = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 600
+    while time.time() < deadline and victim.poll() is None:
+        steps = [int(p.name) for p in ckpts.glob("*") if p.name.isdigit()] if ckpts.exists() else []
+        if steps and max(steps) >= 4:
+            victim.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    victim.wait(timeout=60)
+    assert victim.returncode == -signal.SIGKILL, "finished before it could be killed"
+    resumed = run([*TRAIN, "--steps", "10", "--out", str(tmp_path / "killed")])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from step" in resumed.stdout
+    assert losses(tmp_path / "killed") == losses(tmp_path / "full")
