@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+
+import numpy as np
 
 
 def _demo(args) -> int:
@@ -44,6 +45,30 @@ def _convert_dynamics(args) -> int:
     return 0
 
 
+def _rlds_policy_data(args):
+    """Cameras and proprio of an RLDS split, in memory (fits datasets up to a few 100k frames)."""
+    from dynaguide_jax.data.rlds import read_episodes
+    from dynaguide_jax.policy import PolicyConfig
+
+    if not args.rlds:
+        raise ValueError("--data rlds needs --rlds DATASET_DIR")
+    cams = tuple(args.cameras)
+    fields = ("observation/robot_obs", *(f"observation/{c}" for c in cams))
+    data = read_episodes(args.rlds, args.split, fields, args.action_field,
+                         rename={"observation/robot_obs": "proprio"})
+    data.actions = np.clip(data.actions, -1.0, 1.0)  # the original clips rel_actions for training
+    pcfg = PolicyConfig(action_dim=data.actions.shape[1], obs_keys=("proprio", *cams),
+                        rgb_shapes=tuple((c, tuple(data.obs[c].shape[1:3])) for c in cams),
+                        low_dim=(("proprio", data.obs["proprio"].shape[1]),),
+                        goal_rgb_keys=cams[-1:] if args.goal_conditioned else ())
+    if args.model == "small":
+        small = PolicyConfig.preset("small")
+        pcfg = pcfg.replace(down_dims=small.down_dims, n_groups=small.n_groups, step_embed_dim=small.step_embed_dim,
+                            feature_dim=small.feature_dim, num_keypoints=small.num_keypoints,
+                            backbone_widths=small.backbone_widths)
+    return pcfg, data
+
+
 def _train_policy(args) -> int:
     from dynaguide_jax.cli_config import dataclass_from_args
     from dynaguide_jax.policy import DiffusionPolicy
@@ -52,17 +77,37 @@ def _train_policy(args) -> int:
     from dynaguide_jax.policy.windows import policy_batch
 
     cfg = dataclass_from_args(PolicyTrainConfig, args)
-    pcfg = toy_policy_config(args.goal_conditioned)
-    data = toy_episodes(args.data_seed, args.episodes, args.length)
+    if args.data == "toy":
+        pcfg = toy_policy_config(args.goal_conditioned)
+        data = toy_episodes(args.data_seed, args.episodes, args.length)
+    else:
+        pcfg, data = _rlds_policy_data(args)
     result = train_policy(DiffusionPolicy(pcfg),
                           lambda step: policy_batch(data, pcfg, cfg.batch_size, cfg.seed, step), cfg, args.out,
                           progress=not args.quiet, stop_after=args.stop_after)
     if result.resumed_from is not None:
         print(f"resumed from step {result.resumed_from}")
     last = result.losses[-1] if result.losses else None
-    print(f"trained {pcfg.rgb_keys} policy on {len(data.episode_ends)} toy episodes; "
+    print(f"trained {pcfg.rgb_keys} policy on {len(data.episode_ends)} {args.data} episodes; "
           f"last logged (step, loss) = {last}; run directory {args.out}")
     return 0
+
+
+def _rlds_dynamics_data(args):
+    from dynaguide_jax.data import DynamicsWindows, action_normalization, load_feature_cache
+    from dynaguide_jax.data.rlds import read_episodes
+    from dynaguide_jax.dynamics import DynamicsConfig
+
+    if not args.rlds or not args.features:
+        raise ValueError("--data rlds needs --rlds DATASET_DIR and --features CACHE_DIR (dynaguide data cache)")
+    data = read_episodes(args.rlds, args.split, ("observation/robot_obs",), args.action_field,
+                         rename={"observation/robot_obs": "proprio"})
+    feats = load_feature_cache(args.features)
+    preset = DynamicsConfig.preset(args.model)
+    cfg = preset.replace(feature_dim=feats.shape[2], patches_per_camera=feats.shape[1],
+                         action_dim=data.actions.shape[1], proprio_dim=data.obs["proprio"].shape[1],
+                         horizon=args.horizon)
+    return cfg, DynamicsWindows(data, feats, args.horizon, action_stats=action_normalization(data.actions))
 
 
 def _train_dynamics(args) -> int:
@@ -71,11 +116,14 @@ def _train_dynamics(args) -> int:
 
     if args.coordinator:
         init_distributed(args.coordinator, args.num_processes, args.process_id)
-    from dynaguide_jax.data.toy import toy_dynamics_data
-
     cfg = dataclass_from_args(DynamicsTrainConfig, args)
-    model_cfg, windows = toy_dynamics_data(args.out, args.episodes, args.length, seed=args.data_seed,
-                                           encoder_path=args.encoder, progress=not args.quiet)
+    if args.data == "toy":
+        from dynaguide_jax.data.toy import toy_dynamics_data
+
+        model_cfg, windows = toy_dynamics_data(args.out, args.episodes, args.length, seed=args.data_seed,
+                                               encoder_path=args.encoder, progress=not args.quiet)
+    else:
+        model_cfg, windows = _rlds_dynamics_data(args)
     result = train_dynamics(model_cfg, lambda step, rows: windows.batch(step, cfg.global_batch, cfg.seed, rows),
                             cfg, args.out, progress=not args.quiet, stop_after=args.stop_after)
     import jax
@@ -85,6 +133,44 @@ def _train_dynamics(args) -> int:
             print(f"resumed from step {result.resumed_from}")
         print(f"trained the dynamics model on {jax.device_count()} device(s), {jax.process_count()} process(es); "
               f"last metrics {result.last_metrics}; run directory {args.out}")
+    return 0
+
+
+def _data_build(args) -> int:
+    if args.format == "calvin":
+        from data_pipelines.calvin.builder import build_calvin
+
+        path = build_calvin(args.raw, args.out)
+    else:
+        from data_pipelines.umi.builder import build_umi
+
+        path = build_umi(args.raw, args.out)
+    print(f"RLDS dataset ready at {path}")
+    return 0
+
+
+def _data_cache(args) -> int:
+    from dynaguide_jax.data.features import build_feature_cache
+    from dynaguide_jax.data.rlds import FrameStream
+    from dynaguide_jax.data.toy import toy_encoder
+
+    enc_cfg, enc_params, size = toy_encoder(args.encoder)
+    if args.image_size:
+        size = args.image_size
+    frames = FrameStream(args.rlds, args.split, args.camera)
+    feats = build_feature_cache(args.out, frames, enc_cfg, enc_params, size, batch_size=args.batch_size,
+                                progress=not args.quiet)
+    print(f"cached {feats.shape} features of {args.camera} ({args.split}) in {args.out}")
+    return 0
+
+
+def _data_goals(args) -> int:
+    from dynaguide_jax.data.rlds import export_guidance_conditions
+
+    counts = export_guidance_conditions(args.rlds, args.out, args.split, args.camera, horizon=args.horizon)
+    for name, n in counts.items():
+        print(f"{name:>16}: {n}")
+    print(f"goal sets written to {args.out}")
     return 0
 
 
@@ -122,6 +208,31 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--encoder-num-heads", type=int, default=None)
     y.set_defaults(func=_convert_dynamics)
 
+    data = sub.add_parser("data", help="build RLDS datasets, feature caches and goal sets")
+    dsub = data.add_subparsers(dest="what", required=True)
+    db = dsub.add_parser("build", help="raw CALVIN / UMI data -> RLDS (TFDS)")
+    db.add_argument("format", choices=["calvin", "umi"])
+    db.add_argument("raw", help="CALVIN: folder with training/ and validation/; UMI: dataset.zarr.zip")
+    db.add_argument("out", help="TFDS data directory")
+    db.set_defaults(func=_data_build)
+    dc = dsub.add_parser("cache", help="encode every frame of a split once with DinoV2 (resumable)")
+    dc.add_argument("rlds", help="prepared dataset directory (.../calvin_rlds/1.0.0)")
+    dc.add_argument("out", help="feature cache directory")
+    dc.add_argument("--split", default="train")
+    dc.add_argument("--camera", default="observation/rgb_static")
+    dc.add_argument("--encoder", default=None, help="DinoV2 weights (default: the small random-weight ViT)")
+    dc.add_argument("--image-size", type=int, default=None)
+    dc.add_argument("--batch-size", type=int, default=64)
+    dc.add_argument("--quiet", action="store_true")
+    dc.set_defaults(func=_data_cache)
+    dg = dsub.add_parser("goals", help="per-behaviour goal sets (images, proprio, action chunks) from a split")
+    dg.add_argument("rlds")
+    dg.add_argument("out")
+    dg.add_argument("--split", default="validation")
+    dg.add_argument("--camera", default="observation/rgb_static")
+    dg.add_argument("--horizon", type=int, default=16)
+    dg.set_defaults(func=_data_goals)
+
     train = sub.add_parser("train", help="train models (resumes automatically from OUT)")
     tsub = train.add_subparsers(dest="what", required=True)
     from dynaguide_jax.policy.train import PolicyTrainConfig
@@ -130,7 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Train the image diffusion policy; rerunning with the same --out resumes "
                          "exactly where a killed run stopped. --data toy: demonstrations from the built-in "
                          "toy world.")
-    tp.add_argument("--data", choices=["toy"], default="toy")
+    tp.add_argument("--data", choices=["toy", "rlds"], default="toy")
+    tp.add_argument("--rlds", default=None, help="prepared RLDS dataset (with --data rlds)")
+    tp.add_argument("--split", default="train")
+    tp.add_argument("--cameras", nargs="+", default=["rgb_gripper", "rgb_static"])
+    tp.add_argument("--action-field", default="rel_action")
+    tp.add_argument("--model", choices=["paper", "small"], default="paper", help="policy size preset")
     tp.add_argument("--episodes", type=int, default=64)
     tp.add_argument("--length", type=int, default=32)
     tp.add_argument("--data-seed", type=int, default=0)
@@ -148,7 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "rerunning with the same --out resumes exactly. Multi-host: start one process per "
                          "host with --coordinator HOST:PORT --num-processes N --process-id I. --data toy: "
                          "toy-world demonstrations encoded once into a feature cache under OUT/features.")
-    td.add_argument("--data", choices=["toy"], default="toy")
+    td.add_argument("--data", choices=["toy", "rlds"], default="toy")
+    td.add_argument("--rlds", default=None, help="prepared RLDS dataset (with --data rlds)")
+    td.add_argument("--features", default=None, help="feature cache of that split (dynaguide data cache)")
+    td.add_argument("--split", default="train")
+    td.add_argument("--action-field", default="rel_action")
+    td.add_argument("--horizon", type=int, default=16)
+    td.add_argument("--model", choices=["paper", "small"], default="paper", help="dynamics size preset")
     td.add_argument("--episodes", type=int, default=64)
     td.add_argument("--length", type=int, default=40)
     td.add_argument("--data-seed", type=int, default=0)

@@ -1,0 +1,1 @@
+"""Dataset builders: raw robot data -> RLDS (TFDS)."""

@@ -1,0 +1,91 @@
+"""TFDS builder: raw CALVIN splits -> RLDS episodes (one per contiguous play range).
+
+Each step: ``observation {rgb_static, rgb_gripper, robot_obs, scene_obs}``, ``action`` (absolute),
+``rel_action``, ``language_instruction`` ("" where none), ``behaviour`` / ``segment`` (the original's
+segmentation, "" / -1 outside a segment), ``is_first`` / ``is_last`` / ``is_terminal``. TFDS writes
+into an ``incomplete.*`` directory and renames it when every split is done, so an interrupted or
+failed build never reads as a prepared dataset.
+
+Build: ``dynaguide data build calvin RAW_DIR OUT_DIR`` (``RAW_DIR`` holds ``training/`` and/or
+``validation/``).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from data_pipelines.calvin.raw import CalvinFormatError, episode_ranges, language_by_frame, read_frame
+from data_pipelines.calvin.segmentation import per_step_labels, segment_play
+
+SPLITS = {"training": "train", "validation": "validation"}
+
+
+class CalvinRlds(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "RLDS episodes with behaviour segmentation labels."}
+
+    def __init__(self, *, raw_dir: str | None = None, **kwargs):
+        self.raw_dir = raw_dir
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        f = tfds.features
+        step = f.FeaturesDict({
+            "observation": f.FeaturesDict({
+                "rgb_static": f.Image(shape=(None, None, 3)),
+                "rgb_gripper": f.Image(shape=(None, None, 3)),
+                "robot_obs": f.Tensor(shape=(15,), dtype=np.float32),
+                "scene_obs": f.Tensor(shape=(24,), dtype=np.float32),
+            }),
+            "action": f.Tensor(shape=(7,), dtype=np.float32),
+            "rel_action": f.Tensor(shape=(7,), dtype=np.float32),
+            "language_instruction": f.Text(),
+            "behaviour": f.Text(),
+            "segment": f.Scalar(dtype=np.int32),
+            "is_first": f.Scalar(dtype=np.bool_),
+            "is_last": f.Scalar(dtype=np.bool_),
+            "is_terminal": f.Scalar(dtype=np.bool_),
+        })
+        return tfds.core.DatasetInfo(builder=self, description=__doc__, features=f.FeaturesDict({
+            "steps": f.Dataset(step),
+            "episode_metadata": f.FeaturesDict({"first_frame": f.Scalar(dtype=np.int64),
+                                                "last_frame": f.Scalar(dtype=np.int64)}),
+        }))
+
+    def _split_generators(self, dl_manager):
+        if not self.raw_dir or not os.path.isdir(self.raw_dir):
+            raise CalvinFormatError(f"raw CALVIN directory {self.raw_dir!r} does not exist")
+        found = {name: os.path.join(self.raw_dir, folder) for folder, name in SPLITS.items()
+                 if os.path.isdir(os.path.join(self.raw_dir, folder))}
+        if not found:
+            raise CalvinFormatError(f"{self.raw_dir} has neither training/ nor validation/")
+        return {name: self._generate_examples(path) for name, path in found.items()}
+
+    def _generate_examples(self, split_dir: str):
+        language = language_by_frame(split_dir)
+        for first, last in episode_ranges(split_dir):
+            frames = [read_frame(split_dir, i) for i in range(int(first), int(last) + 1)]
+            scene = np.stack([fr["scene_obs"] for fr in frames])
+            robot = np.stack([fr["robot_obs"] for fr in frames])
+            seg_index, labels = per_step_labels(len(frames), segment_play(scene, robot))
+            n = len(frames)
+            steps = [{
+                "observation": {"rgb_static": fr["rgb_static"], "rgb_gripper": fr["rgb_gripper"],
+                                "robot_obs": fr["robot_obs"].astype(np.float32),
+                                "scene_obs": fr["scene_obs"].astype(np.float32)},
+                "action": fr["actions"].astype(np.float32), "rel_action": fr["rel_actions"].astype(np.float32),
+                "language_instruction": language.get(int(first) + j, ""), "behaviour": labels[j],
+                "segment": int(seg_index[j]), "is_first": j == 0, "is_last": j == n - 1, "is_terminal": False,
+            } for j, fr in enumerate(frames)]
+            yield f"{int(first)}-{int(last)}", {"steps": steps, "episode_metadata": {"first_frame": int(first),
+                                                                                   "last_frame": int(last)}}
+
+
+def build_calvin(raw_dir: str, out_dir: str) -> str:
+    """Build (or reuse a finished) RLDS dataset; returns its directory."""
+    builder = CalvinRlds(raw_dir=os.path.abspath(raw_dir), data_dir=os.path.abspath(out_dir))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=os.path.abspath(raw_dir)))
+    return str(builder.data_path)

@@ -1,0 +1,83 @@
+"""Reading the raw CALVIN layout with errors that name the offending file.
+
+A split folder (``training/``, ``validation/``) holds ``episode_XXXXXXX.npz`` frames,
+``ep_start_end_ids.npy`` (``[E, 2]`` inclusive frame ranges of contiguous play) and optionally
+``lang_annotations/auto_lang_ann.npy`` (a pickled dict: ``language.ann`` and ``info.indx``).
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+
+import numpy as np
+
+FRAME_KEYS = {"actions": (7,), "rel_actions": (7,), "robot_obs": (15,), "scene_obs": (24,)}
+IMAGE_KEYS = ("rgb_static", "rgb_gripper")
+
+
+class CalvinFormatError(ValueError):
+    """A raw CALVIN file is missing, unreadable or has unexpected content."""
+
+
+def frame_path(split_dir: str, index: int) -> str:
+    return os.path.join(split_dir, f"episode_{index:07d}.npz")
+
+
+def read_frame(split_dir: str, index: int) -> dict[str, np.ndarray]:
+    path = frame_path(split_dir, index)
+    if not os.path.isfile(path):
+        raise CalvinFormatError(f"{path}: frame {index} is missing")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in (*FRAME_KEYS, *IMAGE_KEYS) if k not in z.files]
+            if missing:
+                raise CalvinFormatError(f"{path}: missing keys {missing}")
+            frame = {k: z[k] for k in (*FRAME_KEYS, *IMAGE_KEYS)}
+    except CalvinFormatError:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise CalvinFormatError(f"{path}: unreadable or corrupt ({e})") from e
+    for k, shape in FRAME_KEYS.items():
+        if frame[k].shape != shape:
+            raise CalvinFormatError(f"{path}: {k} has shape {frame[k].shape}, expected {shape}")
+    for k in IMAGE_KEYS:
+        img = frame[k]
+        if img.ndim != 3 or img.shape[-1] != 3 or img.dtype != np.uint8:
+            raise CalvinFormatError(f"{path}: {k} must be uint8 [H, W, 3], got {img.dtype} {img.shape}")
+    return frame
+
+
+def episode_ranges(split_dir: str) -> np.ndarray:
+    path = os.path.join(split_dir, "ep_start_end_ids.npy")
+    if not os.path.isfile(path):
+        raise CalvinFormatError(f"{path} is missing: cannot find the episodes of this split")
+    try:
+        ranges = np.asarray(np.load(path, allow_pickle=False), np.int64)
+    except (OSError, ValueError) as e:
+        raise CalvinFormatError(f"{path}: unreadable ({e})") from e
+    if ranges.ndim != 2 or ranges.shape[1] != 2 or len(ranges) == 0:
+        raise CalvinFormatError(f"{path}: expected a non-empty [E, 2] array, got shape {ranges.shape}")
+    bad = np.flatnonzero(ranges[:, 1] < ranges[:, 0])
+    if len(bad):
+        raise CalvinFormatError(f"{path}: episode {int(bad[0])} is empty (end {ranges[bad[0], 1]} < start "
+                                f"{ranges[bad[0], 0]})")
+    return ranges[np.argsort(ranges[:, 0])]
+
+
+def language_by_frame(split_dir: str) -> dict[int, str]:
+    """Frame index -> instruction, from ``auto_lang_ann.npy`` (first annotation covering a frame)."""
+    path = os.path.join(split_dir, "lang_annotations", "auto_lang_ann.npy")
+    if not os.path.isfile(path):
+        return {}
+    try:  # a pickled dict of lists and numpy arrays, as CALVIN ships it
+        ann = np.load(path, allow_pickle=True).item()
+        texts, spans = ann["language"]["ann"], ann["info"]["indx"]
+    except Exception as e:
+        raise CalvinFormatError(f"{path}: not a CALVIN language annotation file ({e})") from e
+    if len(texts) != len(spans):
+        raise CalvinFormatError(f"{path}: {len(texts)} instructions for {len(spans)} frame ranges")
+    out: dict[int, str] = {}
+    for text, (a, b) in zip(texts, spans):
+        for i in range(int(a), int(b) + 1):
+            out.setdefault(i, str(text))
+    return out

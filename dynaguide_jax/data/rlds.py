@@ -1,0 +1,127 @@
+"""Reading RLDS datasets (built by ``data_pipelines``) into training inputs.
+
+``read_episodes`` gathers the chosen per-step fields of a split into an ``EpisodeData`` (low-dim
+fields for any size; images only for data that fits in memory). ``FrameStream`` presents one image
+field as a sequential, sliceable array, so the feature cache encodes a split of any size without
+holding its images. ``export_guidance_conditions`` writes per-behaviour goal sets.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+
+import numpy as np
+
+from dynaguide_jax.data.episodes import EpisodeData
+
+
+def _dataset(directory: str, split: str):
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder_from_directory(directory)
+    except Exception as e:
+        raise FileNotFoundError(f"{directory} is not a prepared RLDS dataset (build it first): {e}") from e
+    if split not in builder.info.splits:
+        raise KeyError(f"{directory} has no split {split!r} (splits: {list(builder.info.splits)})")
+    return builder, builder.as_dataset(split=split, shuffle_files=False)
+
+
+def _field(step: dict, path: str):
+    for part in path.split("/"):
+        step = step[part]
+    return step
+
+
+def iterate_episodes(directory: str, split: str = "train", fields=("action",)):
+    """Yields ``{field: [T, ...]}`` per episode, fields as slash paths (``observation/robot_obs``)."""
+    _, ds = _dataset(directory, split)
+    for ep in ds:
+        steps = list(ep["steps"].as_numpy_iterator())
+        if not steps:
+            continue
+        yield {f: np.stack([_field(s, f) for s in steps]) for f in fields}
+
+
+def read_episodes(directory: str, split: str = "train", obs_fields=("observation/robot_obs",),
+                  action_field: str = "rel_action", rename: dict | None = None) -> EpisodeData:
+    """Concatenate episodes into an ``EpisodeData`` (obs keys are the last path part or ``rename``)."""
+    rename = rename or {}
+    obs, actions, ends, n = defaultdict(list), [], [], 0
+    for ep in iterate_episodes(directory, split, (*obs_fields, action_field)):
+        for f in obs_fields:
+            obs[rename.get(f, f.split("/")[-1])].append(ep[f])
+        actions.append(ep[action_field].astype(np.float32))
+        n += len(ep[action_field])
+        ends.append(n)
+    if not ends:
+        raise ValueError(f"{directory} split {split!r} has no non-empty episodes")
+    return EpisodeData(obs={k: np.concatenate(v) for k, v in obs.items()}, actions=np.concatenate(actions),
+                       episode_ends=np.asarray(ends))
+
+
+class FrameStream:
+    """One image field of a split as a read-once, in-order sliceable sequence of frames."""
+
+    def __init__(self, directory: str, split: str, field: str):
+        builder, _ = _dataset(directory, split)
+        self._args = (directory, split, field)
+        self._len = sum(1 for _ in self._frames())  # counting costs one pass; frames are not kept
+        self._it, self._pos, self._buf = self._frames(), 0, []
+
+    def _frames(self):
+        for ep in iterate_episodes(self._args[0], self._args[1], (self._args[2],)):
+            yield from ep[self._args[2]]
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, idx):
+        if not isinstance(idx, slice) or (idx.step or 1) != 1:
+            raise TypeError("FrameStream supports contiguous slices only")
+        start, stop = idx.start or 0, min(idx.stop if idx.stop is not None else self._len, self._len)
+        if start < self._pos:  # restart the pass (e.g. a resumed cache build starting mid-way)
+            self._it, self._pos = self._frames(), 0
+        while self._pos < start:
+            next(self._it)
+            self._pos += 1
+        out = []
+        while self._pos < stop:
+            out.append(next(self._it))
+            self._pos += 1
+        return np.stack(out)
+
+
+def export_guidance_conditions(directory: str, out_dir: str, split: str = "validation",
+                               image_field: str = "observation/rgb_static",
+                               proprio_field: str = "observation/robot_obs", action_field: str = "rel_action",
+                               horizon: int = 16, min_count: int = 1) -> dict[str, int]:
+    """Per behaviour, the final frame of every labelled segment: ``goals_<behaviour>.npz`` with
+    ``images [K, H, W, 3]`` (the paper's goal images), and the last observation's ``proprio``
+    plus the ``actions [K, horizon, A]`` leading into it (for goals from the dynamics prediction at
+    trajectory ends, as the original code builds them). Writes ``counts.json``; returns the counts."""
+    groups = defaultdict(lambda: defaultdict(list))
+    fields = (image_field, proprio_field, action_field, "behaviour", "segment")
+    for ep in iterate_episodes(directory, split, fields):
+        seg = ep["segment"]
+        for s in np.unique(seg[seg >= 0]):
+            idx = np.flatnonzero(seg == s)
+            last = idx[-1]
+            name = ep["behaviour"][last].decode() if isinstance(ep["behaviour"][last], bytes) else str(ep["behaviour"][last])
+            window = np.clip(np.arange(last - horizon + 1, last + 1), idx[0], last)
+            g = groups[name]
+            g["images"].append(ep[image_field][last])
+            g["proprio"].append(ep[proprio_field][last])
+            g["actions"].append(ep[action_field][window])
+    os.makedirs(out_dir, exist_ok=True)
+    counts = {}
+    for name, g in sorted(groups.items()):
+        if len(g["images"]) < min_count:
+            continue
+        counts[name] = len(g["images"])
+        np.savez_compressed(os.path.join(out_dir, f"goals_{name}.npz"),
+                            **{k: np.stack(v) for k, v in g.items()})
+    with open(os.path.join(out_dir, "counts.json"), "w") as f:
+        json.dump(counts, f, indent=2, sort_keys=True)
+    return counts

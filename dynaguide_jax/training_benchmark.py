@@ -1,0 +1,113 @@
+"""Dynamics-training throughput: cached DinoV2 features vs. encoding pixels in the step.
+
+Prints JSON lines (samples/s, model TFLOP/s, MFU when the device's peak is known or given). The
+"pixels" mode runs the frozen ViT on the current and future frame of every sample inside the
+step, which is what training without the feature cache costs. Usage:
+``python benchmarks/dynamics_training.py --help``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from dynaguide_jax.benchmark import environment
+from dynaguide_jax.dynamics import DynamicsConfig, dynamics_loss, init_dynamics
+from dynaguide_jax.dynamics.model import flops_per_sample
+from dynaguide_jax.encoders import DinoV2, DinoV2Config, init_dinov2, preprocess
+from dynaguide_jax.encoders.dinov2 import flops_per_image
+from dynaguide_jax.training.mesh import batch_sharding, make_mesh, replicated
+
+# dense bf16 peaks per device (TFLOP/s), for model FLOP utilisation
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "TPU v4": 275.0, "TPU v5p": 459.0, "TPU v5 lite": 197.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainBenchConfig:
+    global_batch: int = 256
+    modes: tuple[str, ...] = ("features", "pixels")
+    dtypes: tuple[str, ...] = ("float32", "bfloat16")
+    steps: int = 10
+    preset: str = "paper"
+    peak_tflops: float = 0.0  # per device; 0 = look up the device kind
+
+
+def peak_for(kind: str, given: float) -> float:
+    if given > 0:
+        return given
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k.lower() in kind.lower()), 0.0)
+
+
+def run(cfg: TrainBenchConfig, emit=print) -> list[dict]:
+    if cfg.preset == "paper":
+        enc, dyn, size = DinoV2Config.preset("vits14"), DynamicsConfig(), 224
+    else:
+        enc, dyn, size = DinoV2Config(hidden_size=64, num_layers=2, num_heads=4, pos_grid=4), DynamicsConfig.preset("small"), 56
+    mesh = make_mesh()
+    b, env, rows = cfg.global_batch, environment(), []
+    peak = peak_for(env["device"], cfg.peak_tflops)
+    enc_params = jax.device_put(init_dinov2(enc, jax.random.key(0), size), replicated(mesh))
+    params = jax.device_put(init_dynamics(dyn, jax.random.key(1)), replicated(mesh))
+    opt = optax.adam(1e-4)
+    shard = batch_sharding(mesh)
+    key = jax.random.key(2)
+    n_img = dyn.num_cameras * dyn.patches_per_camera
+    feats = {"patches": jax.random.normal(key, (b, n_img, dyn.feature_dim)),
+             "future_patches": jax.random.normal(key, (b, n_img, dyn.feature_dim))}
+    pixels = {"image": jax.random.randint(key, (b, 200, 200, 3), 0, 256).astype(jnp.uint8),
+              "future_image": jax.random.randint(key, (b, 200, 200, 3), 0, 256).astype(jnp.uint8)}
+    common = {"proprio": jnp.zeros((b, dyn.proprio_dim)), "actions": jnp.zeros((b, dyn.horizon, dyn.action_dim))}
+    for dtype in cfg.dtypes:
+        model = dyn.replace(dtype=dtype)
+        encoder = DinoV2(enc.replace(dtype=dtype))
+        for mode in cfg.modes:
+            batch = jax.device_put({**common, **(feats if mode == "features" else pixels)}, shard)
+
+            def step(params, opt_state, batch, key, mode=mode):
+                if mode == "pixels":
+                    enc_fn = lambda im: encoder.apply({"params": enc_params}, preprocess(im, size))["patches"]  # noqa
+                    batch = {**batch, "patches": enc_fn(batch["image"]), "future_patches": enc_fn(batch["future_image"])}
+                loss, g = jax.value_and_grad(lambda p: dynamics_loss(model, p, batch, key))(params)
+                upd, opt_state = opt.update(g, opt_state)
+                return optax.apply_updates(params, upd), opt_state, loss
+
+            step = jax.jit(step, donate_argnums=(0, 1))
+            p, s = jax.tree.map(jnp.copy, params), opt.init(params)
+            t0 = time.perf_counter()
+            p, s, loss = step(p, s, batch, key)
+            jax.block_until_ready(loss)
+            compile_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for i in range(cfg.steps):
+                p, s, loss = step(p, s, batch, jax.random.fold_in(key, i))
+            jax.block_until_ready(loss)
+            sec = (time.perf_counter() - t0) / cfg.steps
+            flop = 3 * flops_per_sample(dyn) + (2 * flops_per_image(enc, size) if mode == "pixels" else 0)
+            tflops = b / sec * flop / 1e12
+            row = {"bench": "dynamics_train_step", "input": mode, "dtype": dtype, "global_batch": b,
+                   "devices": mesh.devices.size, "step_ms": round(sec * 1e3, 2), "samples_per_s": round(b / sec, 1),
+                   "model_tflop_s": round(tflops, 3), "compile_s": round(compile_s, 2), "preset": cfg.preset, **env}
+            if peak:
+                row["mfu"] = round(tflops / (peak * mesh.devices.size), 4)
+            rows.append(row)
+            emit(json.dumps(row))
+    return rows
+
+
+def main(argv=None):
+    import argparse
+
+    from dynaguide_jax.cli_config import add_dataclass_args, dataclass_from_args
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataclass_args(p, TrainBenchConfig)
+    args = p.parse_args(argv)
+    cfg = dataclass_from_args(TrainBenchConfig, args)
+    if jax.devices()[0].platform == "cpu" and args.global_batch == TrainBenchConfig.global_batch:
+        cfg = dataclasses.replace(cfg, global_batch=8, steps=3)  # a CPU cannot do 256 in useful time
+    run(cfg)
+    return 0
