@@ -100,8 +100,9 @@ def _rlds_dynamics_data(args):
 
     if not args.rlds or not args.features:
         raise ValueError("--data rlds needs --rlds DATASET_DIR and --features CACHE_DIR (dynaguide data cache)")
-    data = read_episodes(args.rlds, args.split, ("observation/robot_obs",), args.action_field,
-                         rename={"observation/robot_obs": "proprio"})
+    data = read_episodes(args.rlds, args.split, tuple(args.proprio_fields), args.action_field)
+    parts = [data.obs.pop(f.split("/")[-1]).reshape(data.num_frames, -1) for f in args.proprio_fields]
+    data.obs["proprio"] = np.concatenate(parts, axis=1).astype(np.float32)
     feats = load_feature_cache(args.features)
     preset = DynamicsConfig.preset(args.model)
     cfg = preset.replace(feature_dim=feats.shape[2], patches_per_camera=feats.shape[1],
@@ -268,7 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--rlds", default=None, help="prepared RLDS dataset (with --data rlds)")
     td.add_argument("--features", default=None, help="feature cache of that split (dynaguide data cache)")
     td.add_argument("--split", default="train")
-    td.add_argument("--action-field", default="rel_action")
+    td.add_argument("--action-field", default="rel_action", help="UMI: action")
+    td.add_argument("--proprio-fields", nargs="+", default=["observation/robot_obs"],
+                    help="concatenated into the proprio token (UMI: observation/eef_pos observation/eef_rot_axis_angle "
+                         "observation/gripper_width)")
     td.add_argument("--horizon", type=int, default=16)
     td.add_argument("--model", choices=["paper", "small"], default="paper", help="dynamics size preset")
     td.add_argument("--episodes", type=int, default=64)

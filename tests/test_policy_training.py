@@ -2,10 +2,8 @@
 and a trained policy saved, restored, steered and run in a control loop."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +13,7 @@ import torch
 from diffusers.training_utils import EMAModel
 
 from dynaguide_jax import toyworld
-from dynaguide_jax.diffusion import DDIMSchedule, guided_sample
+from dynaguide_jax.diffusion import guided_sample
 from dynaguide_jax.dynamics import DynamicsConfig, init_dynamics
 from dynaguide_jax.guidance import DynaGuide, GoalSet
 from dynaguide_jax.policy import DiffusionPolicy
@@ -25,6 +23,7 @@ from dynaguide_jax.policy.train import PolicyTrainConfig, load_trained_policy, t
 from dynaguide_jax.policy.windows import policy_batch
 from dynaguide_jax.data.episodes import EpisodeData
 from dynaguide_jax.training import EMAConfig, ema_decay, ema_update
+from tests.proc_utils import kill_after_checkpoint
 from tests.test_cli import ENV
 
 
@@ -85,15 +84,7 @@ def test_killed_run_resumes_with_the_same_loss_curve(tmp_path):
     assert full.wait(timeout=600) == 0, full.stderr.read()
     victim = run_cli_training(tmp_path / "killed", 12)
     ckpts = tmp_path / "killed" / "checkpoints"
-    deadline = time.time() + 600
-    while time.time() < deadline and victim.poll() is None:
-        done = [int(p.name) for p in ckpts.glob("*") if p.name.isdigit()] if ckpts.exists() else []
-        if done and max(done) >= 4:
-            victim.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    victim.wait(timeout=60)
-    assert victim.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    kill_after_checkpoint(victim, ckpts, 4)
     resumed = run_cli_training(tmp_path / "killed", 12)
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err

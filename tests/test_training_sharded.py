@@ -2,14 +2,13 @@
 localhost equal one, a killed run resumes with the same loss curve."""
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
+from tests.proc_utils import kill_after_checkpoint
 from tests.test_cli import ENV
 
 TOL = 1e-5
@@ -66,15 +65,7 @@ def test_killed_dynamics_run_resumes_exactly(tmp_path):
     victim = subprocess.Popen([sys.executable, *TRAIN, "--steps", "10", "--out", str(tmp_path / "killed")], env=ENV,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     ckpts = tmp_path / "killed" / "checkpoints"
-    deadline = time.time() + 600
-    while time.time() < deadline and victim.poll() is None:
-        steps = [int(p.name) for p in ckpts.glob("*") if p.name.isdigit()] if ckpts.exists() else []
-        if steps and max(steps) >= 4:
-            victim.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    victim.wait(timeout=60)
-    assert victim.returncode == -signal.SIGKILL, "finished before it could be killed"
+    kill_after_checkpoint(victim, ckpts, 4)
     resumed = run([*TRAIN, "--steps", "10", "--out", str(tmp_path / "killed")])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from step" in resumed.stdout
