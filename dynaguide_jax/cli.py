@@ -20,6 +20,23 @@ def _demo(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    import json
+
+    from dynaguide_jax.cli_config import dataclass_from_args
+    from dynaguide_jax.demo import DemoConfig, format_sweep, run_sweep, save_sweep_plot
+
+    cfg = dataclass_from_args(DemoConfig, args)
+    result = run_sweep(cfg, args.seeds, args.sigmas, progress=not args.quiet)
+    print(format_sweep(result))
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    with open(os.path.join(cfg.out_dir, "sweep.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    print("\nwrote " + os.path.join(cfg.out_dir, "sweep.json") + ", "
+          + save_sweep_plot(result, os.path.join(cfg.out_dir, "sweep.png")))
+    return 0
+
+
 def _convert_dinov2(args) -> int:
     from dynaguide_jax.encoders import load_dinov2, save_dinov2
 
@@ -190,6 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_args(demo, DemoConfig)
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
+
+    sw = sub.add_parser("sweep", help="guidance scale x sigma x seed grid in one compiled call (toy world)",
+                        description="Sweep guidance strength and metric temperature over several seeds in one "
+                        "vmapped, jitted call and report the goal-behaviour rate (table + heat map).")
+    add_dataclass_args(sw, DemoConfig, skip=("out_dir",))
+    sw.add_argument("--sigmas", nargs="+", type=float, default=[0.5, 1.0, 2.0])
+    sw.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    sw.add_argument("--out-dir", dest="out_dir", default="runs/sweep")
+    sw.add_argument("--quiet", action="store_true")
+    sw.set_defaults(func=_sweep)
 
     conv = sub.add_parser("convert", help="convert PyTorch weights to orbax params")
     csub = conv.add_subparsers(dest="what", required=True)

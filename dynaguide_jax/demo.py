@@ -93,8 +93,8 @@ def make_batches(cfg, enc, enc_params, prototypes):
     return lambda i: batch(jax.random.fold_in(base, i))
 
 
-def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
-    t0 = time.time()
+def prepare_scene(cfg: DemoConfig, progress: bool = True) -> dict:
+    """Everything up to sampling: models, a trained dynamics model, the observation and the goals."""
     schedule = DDIMSchedule()
     prototypes = line_prototypes(cfg.behaviours, HORIZON, ACTION_DIM)
     policy = mixture_params(prototypes, schedule)
@@ -129,15 +129,38 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
     pos_feats, goal_ends = goal_features(cfg.goal_behaviour)
     neg_feats = None if cfg.negative_behaviour is None else goal_features(cfg.negative_behaviour)[0]
     goals = GoalSet.create(pos_feats, neg_feats)
-    guide = DynaGuide(dynamics=dyn, distance=cfg.distance)
     n = cfg.samples
-    obs = {"patches": jnp.repeat(patches, n, 0), "proprio": jnp.repeat(start, n, 0)}
-    params = {"dynamics": dyn_params, "goals": goals, "sigma": cfg.sigma}
-    t_sweep = time.time()
-    res = sweep(mixture_eps, policy, jnp.zeros((n, 1)), guide, params, obs, scales=list(cfg.scales),
-                seeds=[cfg.seed], schedule=schedule, action_shape=(HORIZON, ACTION_DIM), repeats=cfg.repeats,
-                mode=cfg.mode)
+    return {"schedule": schedule, "policy": policy, "dyn": dyn, "dyn_params": dyn_params, "goals": goals,
+            "pos_feats": pos_feats, "goal_ends": goal_ends, "losses": losses, "mse": mse, "copy_mse": copy_mse,
+            "guide": DynaGuide(dynamics=dyn, distance=cfg.distance),
+            "obs": {"patches": jnp.repeat(patches, n, 0), "proprio": jnp.repeat(start, n, 0)}}
+
+
+def sweep_scene(cfg: DemoConfig, scene: dict, seeds, sigmas=None):
+    """One compiled call over cfg.scales x sigmas x seeds."""
+    params = {"dynamics": scene["dyn_params"], "goals": scene["goals"], "sigma": cfg.sigma}
+    res = sweep(mixture_eps, scene["policy"], jnp.zeros((cfg.samples, 1)), scene["guide"], params, scene["obs"],
+                scales=list(cfg.scales), seeds=list(seeds), sigmas=sigmas, schedule=scene["schedule"],
+                action_shape=(HORIZON, ACTION_DIM), repeats=cfg.repeats, mode=cfg.mode)
     res.actions.block_until_ready()
+    return res
+
+
+def goal_rates(cfg: DemoConfig, scene: dict, actions) -> np.ndarray:
+    """Fraction of chunks nearest the goal behaviour, over the trailing ``[B, T, A]`` axes."""
+    idx = nearest_prototype(scene["policy"], actions.reshape(-1, HORIZON, ACTION_DIM))
+    hits = np.asarray(idx == cfg.goal_behaviour).reshape(actions.shape[:-3] + (actions.shape[-3],))
+    return hits.mean(-1)
+
+
+def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
+    t0 = time.time()
+    scene = prepare_scene(cfg, progress)
+    policy, dyn, dyn_params, obs = scene["policy"], scene["dyn"], scene["dyn_params"], scene["obs"]
+    pos_feats, goal_ends, losses = scene["pos_feats"], scene["goal_ends"], scene["losses"]
+    mse, copy_mse, n = scene["mse"], scene["copy_mse"], cfg.samples
+    t_sweep = time.time()
+    res = sweep_scene(cfg, scene, [cfg.seed])
     t_sweep = time.time() - t_sweep
 
     rows = []
@@ -167,6 +190,54 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
         "timing_s": {"total": time.time() - t0, "sweep_incl_compile": t_sweep},
         "device": str(jax.devices()[0]),
     }
+
+
+def run_sweep(cfg: DemoConfig, seeds, sigmas, progress: bool = True) -> dict:
+    """Goal-behaviour rate for every (scale, σ) averaged over seeds: the paper's scale/σ sweeps."""
+    scene = prepare_scene(cfg, progress)
+    t = time.time()
+    res = sweep_scene(cfg, scene, seeds, sigmas)
+    seconds = time.time() - t
+    rates = goal_rates(cfg, scene, res.actions)  # [S, Σ, N]
+    return {"label": "toy world sweep (see `dynaguide demo --help`); not the paper's results",
+            "config": dataclasses.asdict(cfg), "scales": list(map(float, cfg.scales)),
+            "sigmas": list(map(float, sigmas)), "seeds": list(map(int, seeds)),
+            "goal_rate_mean": rates.mean(-1).round(4).tolist(), "goal_rate_std": rates.std(-1).round(4).tolist(),
+            "metric_mean": np.asarray(res.metric.mean(axis=(-1, -2))).round(4).tolist(),
+            "chunks": int(np.prod(res.actions.shape[:-2])), "sweep_seconds_incl_compile": round(seconds, 2),
+            "device": str(jax.devices()[0])}
+
+
+def format_sweep(result: dict) -> str:
+    head = "scale \\ sigma " + " ".join(f"{s:>8g}" for s in result["sigmas"])
+    lines = [f"goal-behaviour rate, mean over {len(result['seeds'])} seeds "
+             f"({result['chunks']} chunks in one call, {result['sweep_seconds_incl_compile']} s)", head]
+    for scale, row in zip(result["scales"], result["goal_rate_mean"]):
+        lines.append(f"{scale:>13g} " + " ".join(f"{v:>8.2f}" for v in row))
+    return "\n".join(lines)
+
+
+def save_sweep_plot(result: dict, path: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = np.asarray(result["goal_rate_mean"])
+    fig, ax = plt.subplots(figsize=(1.2 * grid.shape[1] + 3, 0.5 * grid.shape[0] + 2))
+    im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(grid.shape[1]), [f"{s:g}" for s in result["sigmas"]])
+    ax.set_yticks(range(grid.shape[0]), [f"{s:g}" for s in result["scales"]])
+    ax.set_xlabel("σ (metric temperature)")
+    ax.set_ylabel("guidance scale s")
+    for (i, j), v in np.ndenumerate(grid):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.6 else "black", fontsize=8)
+    fig.colorbar(im, label="goal-behaviour rate")
+    ax.set_title("Steering success over the sweep")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def format_table(result: dict) -> str:

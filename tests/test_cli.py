@@ -27,7 +27,9 @@ def dynaguide(*args, check=True):
 
 def test_help_everywhere():
     assert "demo" in dynaguide("--help").stdout
-    for sub in (["demo"], ["convert"], ["convert", "dinov2"], ["convert", "dynamics"], ["bench"]):
+    for sub in (["demo"], ["sweep"], ["convert"], ["convert", "dinov2"], ["convert", "dynamics"], ["bench"],
+                ["train"], ["train", "policy"], ["train", "dynamics"], ["data"], ["data", "build"], ["data", "cache"],
+                ["data", "goals"]):
         out = dynaguide(*sub, "--help").stdout
         assert out.startswith("usage:"), sub
 
@@ -42,6 +44,17 @@ def test_demo_default_run_steers_toward_the_goal(tmp_path):
     assert max(r["goal_rate"] for r in rows) > rows[0]["goal_rate"] + 0.2
     assert (tmp_path / "run" / "behaviours.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "run" / "config.json").read_text())["sigma"] == 1.0
+
+
+def test_sweep_grid_in_one_call(tmp_path):
+    out = dynaguide("sweep", "--train-steps", "100", "--samples", "16", "--scales", "0", "0.1", "--sigmas", "1", "2",
+                    "--seeds", "0", "1", "--out-dir", tmp_path, "--quiet").stdout
+    assert "goal-behaviour rate, mean over 2 seeds (128 chunks in one call" in out
+    result = json.loads((tmp_path / "sweep.json").read_text())
+    assert np.asarray(result["goal_rate_mean"]).shape == (2, 2) and result["sigmas"] == [1.0, 2.0]
+    assert (tmp_path / "sweep.png").stat().st_size > 5_000
+    bad = dynaguide("sweep", "--sigmas", "0", "--train-steps", "1", "--out-dir", tmp_path, check=False)
+    assert bad.returncode == 2 and "sigmas must be positive" in bad.stderr
 
 
 def test_demo_rejects_bad_flags(tmp_path):

@@ -167,3 +167,30 @@ def test_errors(tmp_path):
             jax.random.key(0), jnp.zeros((1, 3, 28, 28)))
     with pytest.raises(ValueError, match="preset"):
         DinoV2Config.preset("vitx14")
+
+
+@pytest.mark.parametrize("name", ["vits14", "vitb14", "vitl14", "vitg14", "vitg14_reg"])
+def test_presets_match_the_hub_architecture(name):
+    """Every released size: the hub model's weight shapes imply our preset, and the parameter
+    counts agree (shapes only: the torch model is built on the meta device)."""
+    cfg = DinoV2Config.preset(name)
+    kw = dict(dim=cfg.hidden_size, depth=cfg.num_layers, heads=cfg.num_heads, swiglu=cfg.use_swiglu,
+              registers=cfg.num_registers, interpolate_offset=cfg.interpolate_offset,
+              interpolate_antialias=cfg.interpolate_antialias)
+    with torch.device("meta"):
+        hub = HubDinoV2(**kw)
+    shapes = {k: np.empty(tuple(v.shape), np.float32) if v.numel() < 10**6 else _Shape(tuple(v.shape))
+              for k, v in hub.state_dict().items()}
+    from dynaguide_jax.encoders.convert import config_from_hub_state
+    assert config_from_hub_state(shapes) == cfg
+    ours = jax.eval_shape(lambda: init_dinov2(cfg, jax.random.key(0)))
+    n_ours = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(ours))
+    n_hub = sum(v.numel() for k, v in hub.state_dict().items() if k != "mask_token")
+    assert n_ours == n_hub
+
+
+class _Shape:
+    """Stands in for a large array where only ``.shape`` is read."""
+
+    def __init__(self, shape):
+        self.shape = shape

@@ -131,6 +131,24 @@ def test_sweep_equals_individual_calls(setup):
     np.testing.assert_allclose(np.asarray(res.metric[1, 1, 1]), np.asarray(single.metric), atol=1e-4)
 
 
+def test_particles_share_the_observation_and_differ(setup):
+    s = setup
+    guide = DynaGuide(dynamics=s["cfg"], encoder=s["enc_cfg"], image_size=56)
+    params = {"dynamics": s["dyn"], "encoder": s["enc"], "sigma": 5.0, "goals": GoalSet.create(s["good"].numpy())}
+    obs = {"images": jnp.asarray(s["images"].permute(0, 2, 3, 1).numpy())[:, None],
+           "proprio": jnp.asarray(s["proprio"].numpy())}
+    p, cond = jax_params(s["net"]), jnp.asarray(s["cond"].numpy())
+    out = guided_sample(jax_eps_fn, p, cond, guide, params, obs, key=jax.random.key(0), repeats=2, particles=3)
+    assert out.actions.shape == (2, 3, 16, 7) and out.metric.shape == (2, 3)
+    assert np.abs(np.asarray(out.actions[:, 0] - out.actions[:, 1])).max() > 1e-3
+    # particle i is the single-chunk sample with the i-th split key
+    k1 = jax.random.split(jax.random.key(0), 3)[1]
+    one = guided_sample(jax_eps_fn, p, cond, guide, params, obs, key=k1, repeats=2)
+    np.testing.assert_allclose(np.asarray(out.actions[:, 1]), np.asarray(one.actions), atol=1e-5)
+    with pytest.raises(ValueError, match="particles"):
+        guided_sample(jax_eps_fn, p, cond, key=jax.random.key(0), particles=0)
+
+
 def test_whole_chunk_is_one_program(setup):
     """No Python loop per denoising step: the jaxpr holds one scan over the 10 steps."""
     s = setup

@@ -26,8 +26,8 @@ MODES = ("repeat", "renoise")
 
 
 class SampleOutput(NamedTuple):
-    actions: jax.Array  # [B, T, A] the denoised chunk
-    metric: jax.Array  # [B] guidance metric of the final chunk (zeros without guidance)
+    actions: jax.Array  # [B, T, A] the denoised chunk ([B, N, T, A] with N particles)
+    metric: jax.Array  # [B] guidance metric of the final chunk (zeros without guidance); [B, N]
 
 
 def batch_size_of(obs_cond) -> int:
@@ -79,15 +79,20 @@ def sample_chunk(eps_fn: EpsFn, policy_params, obs_cond, guidance: Guidance | No
     return SampleOutput(x, metric)
 
 
-_STATIC = ("eps_fn", "guidance", "schedule", "action_shape", "repeats", "mode", "unroll")
+_STATIC = ("eps_fn", "guidance", "schedule", "action_shape", "repeats", "mode", "unroll", "particles")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _guided_sample_jit(eps_fn, policy_params, obs_cond, guidance, guidance_params, guidance_obs,
-                       key, scale, initial_noise, *, schedule, action_shape, repeats, mode, unroll):
-    return sample_chunk(eps_fn, policy_params, obs_cond, guidance, guidance_params, guidance_obs,
-                        key, scale, schedule=schedule, action_shape=action_shape, repeats=repeats,
-                        mode=mode, initial_noise=initial_noise, unroll=unroll)
+                       key, scale, initial_noise, *, schedule, action_shape, repeats, mode, unroll, particles=0):
+    run = functools.partial(sample_chunk, eps_fn, policy_params, obs_cond, guidance, guidance_params,
+                            guidance_obs, schedule=schedule, action_shape=action_shape, repeats=repeats,
+                            mode=mode, initial_noise=initial_noise, unroll=unroll)
+    if not particles:
+        return run(key, scale)
+    # N samples per observation: vmap over keys; the observation work is shared, not repeated
+    out = jax.vmap(run, in_axes=(0, None))(jax.random.split(key, particles), scale)
+    return SampleOutput(jnp.moveaxis(out.actions, 0, 1), jnp.moveaxis(out.metric, 0, 1))
 
 
 def validate_sampler_args(schedule, action_shape, repeats, mode, key):
@@ -107,7 +112,8 @@ def validate_sampler_args(schedule, action_shape, repeats, mode, key):
 def guided_sample(eps_fn: EpsFn, policy_params, obs_cond, guidance: Guidance | None = None,
                   guidance_params=None, guidance_obs=None, *, key, scale=1.5,
                   schedule: DDIMSchedule = DDIMSchedule(), action_shape=(16, 7), repeats: int = 4,
-                  mode: str = "repeat", initial_noise=None, unroll: int | bool = 1) -> SampleOutput:
+                  mode: str = "repeat", initial_noise=None, unroll: int | bool = 1,
+                  particles: int | None = None) -> SampleOutput:
     """Sample one action chunk per observation, steered by ``guidance`` (one compiled call).
 
     Args:
@@ -119,6 +125,7 @@ def guided_sample(eps_fn: EpsFn, policy_params, obs_cond, guidance: Guidance | N
       key: explicit PRNG key; scale: guidance strength ``s``; repeats: ``M``; mode: see module doc.
       initial_noise: optional ``[B, T, A]`` starting noise (for parity tests / replays).
       unroll: loop unrolling for the step and repeat loops (compile time vs. speed).
+      particles: draw N chunks per observation (outputs ``[B, N, ...]``) in the same call.
     """
     validate_sampler_args(schedule, tuple(action_shape), repeats, mode, key)
     b = batch_size_of(obs_cond)
@@ -126,10 +133,12 @@ def guided_sample(eps_fn: EpsFn, policy_params, obs_cond, guidance: Guidance | N
         raise ValueError(f"initial_noise must be {(b, *action_shape)}, got {jnp.shape(initial_noise)}")
     if guidance is not None and guidance_obs is None:
         raise ValueError("guidance given without guidance_obs")
+    if particles is not None and (int(particles) < 1 or initial_noise is not None):
+        raise ValueError("particles must be >= 1 and cannot be combined with initial_noise")
     out = _guided_sample_jit(eps_fn, policy_params, obs_cond, guidance, guidance_params, guidance_obs,
                              key, jnp.asarray(scale, jnp.float32), initial_noise, schedule=schedule,
                              action_shape=tuple(action_shape), repeats=int(repeats), mode=mode,
-                             unroll=unroll)
+                             unroll=unroll, particles=int(particles or 0))
     if is_concrete(out.actions):
         check_finite("sampled actions (check the guidance scale and goal features)", out.actions)
     return out
