@@ -1,8 +1,6 @@
 """Input validation shared by the public entry points: errors name the input and what was expected."""
 from __future__ import annotations
 
-from typing import Sequence
-
 import jax
 import numpy as np
 
@@ -11,21 +9,6 @@ def check_rank(name: str, x, rank: int, layout: str) -> None:
     """Raise ``ValueError`` unless ``x`` has ``rank`` dimensions (``layout`` describes them)."""
     if np.ndim(x) != rank:
         raise ValueError(f"{name} must be {layout} (rank {rank}), got shape {np.shape(x)}")
-
-
-def check_dim(name: str, x, axis: int, size: int, what: str) -> None:
-    if np.shape(x)[axis] != size:
-        raise ValueError(
-            f"{name} axis {axis} ({what}) must have size {size}, got shape {np.shape(x)}"
-        )
-
-
-def check_same_leading(names: Sequence[str], arrays: Sequence, axes: int = 1) -> None:
-    """All arrays agree on their first ``axes`` dimensions (e.g. the batch)."""
-    shapes = [tuple(np.shape(a)[:axes]) for a in arrays]
-    if len(set(shapes)) > 1:
-        desc = ", ".join(f"{n}{s}" for n, s in zip(names, shapes))
-        raise ValueError(f"leading dimensions disagree: {desc}")
 
 
 def is_concrete(x) -> bool:

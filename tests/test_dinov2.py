@@ -10,7 +10,9 @@ import torch
 from transformers import Dinov2Config as HFConfig
 from transformers import Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
 
-from dynaguide_jax.encoders import DinoV2, DinoV2Config, init_dinov2, load_dinov2, save_dinov2
+from dynaguide_jax.encoders import (
+    DinoV2, DinoV2Config, encode_images, init_dinov2, load_dinov2, preprocess, save_dinov2,
+)
 from dynaguide_jax.torch_io import UnsafeCheckpointError
 from tests.oracles.dinov2_hub import HubDinoV2, randomize_
 
@@ -132,6 +134,10 @@ def test_orbax_round_trip(tmp_path):
     save_dinov2(tmp_path / "conv", cfg, params)
     cfg2, params2 = load_dinov2(tmp_path / "conv")
     assert cfg2 == cfg
+    imgs = np.random.default_rng(0).integers(0, 256, (2, 50, 60, 3), dtype=np.uint8)
+    direct = DinoV2(cfg).apply({"params": params}, preprocess(imgs, 42))
+    via = encode_images(cfg2, params2, imgs, 42)
+    np.testing.assert_allclose(np.asarray(via["patches"]), np.asarray(direct["patches"]), atol=1e-6)
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, params), params2)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from dynaguide_jax._checks import check_rank
 from dynaguide_jax.encoders.resize import resize_hw
@@ -48,8 +47,3 @@ def preprocess(
     x = (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
     return x[0] if single else x
 
-
-def images_look_normalized(images) -> bool:
-    """Heuristic used by the CLI: 0..1 images passed where 0..255 are expected."""
-    arr = np.asarray(images)
-    return arr.dtype.kind == "f" and arr.size > 0 and float(arr.max()) <= 1.0

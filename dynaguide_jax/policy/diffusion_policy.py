@@ -89,11 +89,6 @@ class DiffusionPolicy:
         """The sampler's noise model: ``[B, T, A]``, timestep ``k``, condition -> predicted noise."""
         return self.nets.apply({"params": params}, noisy_actions, k, obs_cond)
 
-    def execute_slice(self) -> slice:
-        """Which predicted steps are executed: ``[To - 1, To - 1 + Ta)`` as robomimic does."""
-        start = self.config.obs_horizon - 1
-        return slice(start, start + self.config.action_horizon)
-
 
 def unnormalize_actions(stats, actions):
     """robomimic's action normalisation inverse: ``a * scale + offset`` (stats may be ``None``)."""
