@@ -172,3 +172,28 @@ def test_policy_config_and_obs_validation():
     bad = dict(obs, camera=jnp.zeros((2, 2, 16, 16, 3), jnp.uint8))
     with pytest.raises(ValueError, match=r"obs\['camera'\] must be"):
         policy.encode_obs(params, bad)
+
+
+def test_crop_randomizer_checkpoint_center_crops_at_eval(tmp_path):
+    """With robomimic's CropRandomizer the networks see crops: the converted policy center-crops."""
+    crop = 56
+    cropped = OrderedDict((k, [3, crop, crop] if k in RGB else v) for k, v in SHAPES.items())
+    nets = rp.build(cropped, RGB)
+    cfg = rp.robomimic_config(["proprio"], RGB)
+    cfg["observation"]["encoder"]["rgb"]["obs_randomizer_class"] = "CropRandomizer"
+    cfg["observation"]["encoder"]["rgb"]["obs_randomizer_kwargs"] = {"crop_height": crop, "crop_width": crop,
+                                                                     "num_crops": 1, "pos_enc": False}
+    shadow = rp.save_checkpoint(tmp_path / "p.pth", nets, SHAPES, cfg)
+    rp.copy_ema_(nets, shadow)
+    loaded = load_robomimic_policy(tmp_path / "p.pth")
+    assert loaded.config.crop == (crop, crop)
+    obs, _ = make_obs()
+    t_obs = torch_obs(obs)
+    for k in RGB:  # robomimic's eval-time center crop
+        h, w = t_obs[k].shape[-2:]
+        top, left = (h - crop) // 2, (w - crop) // 2
+        t_obs[k] = t_obs[k][..., top:top + crop, left:left + crop]
+    with torch.no_grad():
+        ref = rp.encode(nets, t_obs)
+    ours = DiffusionPolicy(loaded.config).encode_obs(loaded.params, obs)
+    np.testing.assert_allclose(np.asarray(ours), ref.numpy(), atol=TOL)

@@ -151,3 +151,26 @@ def test_goal_conditioned_policy_uses_the_goal():
     assert float(jnp.abs(a - b).max()) > 1e-4
     with pytest.raises(KeyError, match="goal images"):
         policy.encode_obs(params, obs)
+
+
+def test_crops_center_in_eval_random_in_training():
+    from dynaguide_jax.policy.obs_encoder import center_crop, random_crop
+    from dynaguide_jax.policy.train import policy_loss
+    from dynaguide_jax.diffusion import DDIMSchedule
+
+    imgs = np.arange(2 * 8 * 8 * 3, dtype=np.float32).reshape(2, 8, 8, 3)
+    np.testing.assert_array_equal(np.asarray(center_crop(imgs, (4, 6))), imgs[:, 2:6, 1:7])
+    a = np.asarray(random_crop(jax.random.key(0), jnp.asarray(imgs), (4, 4)))
+    assert a.shape == (2, 4, 4, 3)
+    crops = {np.asarray(random_crop(jax.random.key(k), jnp.asarray(imgs), (4, 4)))[0, 0, 0, 0] for k in range(20)}
+    assert len(crops) > 3  # different offsets for different keys
+    for img, crop in zip(imgs, a):  # every crop is a window of its own image
+        found = any(np.array_equal(img[t:t + 4, l:l + 4], crop) for t in range(5) for l in range(5))  # noqa: E741
+        assert found
+    cfg = toy_policy_config().replace(crop=(48, 48))
+    policy = DiffusionPolicy(cfg)
+    params = policy.init(jax.random.key(0))
+    obs, _, x = policy.dummy_inputs(2)
+    assert policy.encode_obs(params, obs).shape == (2, cfg.cond_dim)  # eval: center crop
+    loss = policy_loss(policy, DDIMSchedule(), params, {"obs": obs, "actions": x}, jax.random.key(1))
+    assert np.isfinite(float(loss))
