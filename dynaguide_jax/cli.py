@@ -47,14 +47,13 @@ def _convert_dinov2(args) -> int:
 
 
 def _convert_dynamics(args) -> int:
-    from dynaguide_jax import param_io
-    from dynaguide_jax.dynamics import load_original_dynamics
+    from dynaguide_jax.dynamics import load_original_dynamics, save_dynamics
     from dynaguide_jax.encoders import save_dinov2
 
     cfg, params, encoder = load_original_dynamics(args.src, num_heads=args.num_heads,
                                                   patches_per_camera=args.patches_per_camera,
                                                   encoder_num_heads=args.encoder_num_heads)
-    param_io.save_params(os.path.join(args.out, "dynamics"), params, {"kind": "dynamics", "config": cfg.to_dict()})
+    save_dynamics(os.path.join(args.out, "dynamics"), cfg, params)
     print(f"dynamics -> {os.path.join(args.out, 'dynamics')}\n{cfg.to_json()}")
     if encoder is not None:
         save_dinov2(os.path.join(args.out, "encoder"), *encoder)

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from dynaguide_jax import param_io
 from dynaguide_jax.encoders import load_dinov2
 from tests.oracles.dinov2_hub import HubDinoV2, randomize_
 from tests.test_dynamics import small_oracle
@@ -82,9 +81,13 @@ def test_convert_dynamics_checkpoint(tmp_path):
     torch.save(small_oracle().state_dict(), tmp_path / "dyn.pth")
     dynaguide("convert", "dynamics", tmp_path / "dyn.pth", tmp_path / "conv", "--patches-per-camera", "16",
               "--encoder-num-heads", "2")
-    meta, params = param_io.load_params(tmp_path / "conv" / "dynamics")
-    assert meta["kind"] == "dynamics" and meta["config"]["num_layers"] == 2
+    from dynaguide_jax.dynamics import load_dynamics
+
+    cfg, params = load_dynamics(tmp_path / "conv" / "dynamics")
+    assert cfg.num_layers == 2 and cfg.patches_per_camera == 16
     assert params["pos_embedding"].shape == (1, 18, 32)
+    with pytest.raises(ValueError, match="not a dynamics model"):
+        load_dynamics(tmp_path / "conv" / "encoder")
     assert load_dinov2(tmp_path / "conv" / "encoder")[0].hidden_size == 32
 
 

@@ -109,3 +109,20 @@ def load_original_dynamics(path_or_state, num_heads: int = 8, patches_per_camera
         enc_cfg = config_from_hub_state(enc_state, encoder_num_heads)
         encoder = (enc_cfg, hub_state_to_params(enc_state, enc_cfg, source + " [state_encoder]"))
     return cfg, params, encoder
+
+
+def save_dynamics(directory, config: DynamicsConfig, params) -> str:
+    """Store converted or trained dynamics params with orbax (``load_dynamics`` reads them back)."""
+    from dynaguide_jax import param_io
+
+    return param_io.save_params(directory, params, {"kind": "dynamics", "config": config.to_dict()})
+
+
+def load_dynamics(directory) -> tuple[DynamicsConfig, dict]:
+    """``(config, params)`` from a directory written by ``save_dynamics`` / ``dynaguide convert dynamics``."""
+    from dynaguide_jax import param_io
+
+    meta, params = param_io.load_params(directory)
+    if meta.get("kind") != "dynamics":
+        raise ValueError(f"{directory} holds a {meta.get('kind')!r} checkpoint, not a dynamics model")
+    return DynamicsConfig.from_dict(meta["config"]), params
