@@ -70,3 +70,11 @@ def test_killed_dynamics_run_resumes_exactly(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from step" in resumed.stdout
     assert losses(tmp_path / "killed") == losses(tmp_path / "full")
+    import jax
+    import numpy as np
+
+    from dynaguide_jax.training import load_trained_dynamics
+
+    (cfg_a, a), (cfg_b, b) = load_trained_dynamics(tmp_path / "killed"), load_trained_dynamics(tmp_path / "full")
+    assert cfg_a == cfg_b and cfg_a.num_layers == 2
+    jax.tree.map(np.testing.assert_array_equal, a, b)  # the resumed run ends with the same weights

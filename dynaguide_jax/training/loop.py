@@ -143,3 +143,17 @@ def _tensorboard(directory: str):
     from tensorboardX import SummaryWriter
 
     return SummaryWriter(os.path.join(directory, "tb"))
+
+
+def load_trained_dynamics(run_dir: str | os.PathLike) -> tuple[DynamicsConfig, dict]:
+    """``(config, params)`` of the newest checkpoint of a ``train_dynamics`` run (on one device)."""
+    with open(os.path.join(os.fspath(run_dir), "config.json")) as f:
+        meta = json.load(f)
+    config = DynamicsConfig.from_dict(meta["dynamics"])
+    params = init_dynamics(config, jax.random.key(0))
+    like = {"params": params, "opt_state": optax.adam(meta["train"]["learning_rate"]).init(params),
+            "step": jnp.zeros((), jnp.int32)}
+    mgr = CheckpointManager(run_dir)
+    state = mgr.restore(like)
+    mgr.close()
+    return config, jax.tree.map(jax.device_get, state["params"])
