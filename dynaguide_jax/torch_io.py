@@ -127,3 +127,17 @@ def check_keys(expected: set[str], state: Mapping[str, np.ndarray], source: str,
 def check_shape(name: str, arr: np.ndarray, shape: tuple) -> None:
     if tuple(arr.shape) != tuple(shape):
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(arr.shape)}")
+
+
+def split_qkv(weight: np.ndarray, bias: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """A fused ``[3D, D]`` q/k/v projection (torch MultiheadAttention ``in_proj``, DinoV2 ``qkv``)
+    -> Flax ``query`` / ``key`` / ``value`` Dense params."""
+    return {n: {"kernel": np.ascontiguousarray(w.T), "bias": b}
+            for n, w, b in zip(("query", "key", "value"), np.split(weight, 3), np.split(bias, 3))}
+
+
+def as_float32(tree):
+    """Nested dict of arrays -> the same tree of float32 numpy arrays."""
+    if isinstance(tree, dict):
+        return {k: as_float32(v) for k, v in tree.items()}
+    return np.asarray(tree, np.float32)

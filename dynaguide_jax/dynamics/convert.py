@@ -14,7 +14,9 @@ import numpy as np
 
 from dynaguide_jax.dynamics.config import DynamicsConfig
 from dynaguide_jax.encoders.convert import config_from_hub_state, hub_state_to_params
-from dynaguide_jax.torch_io import check_keys, check_shape, layer_norm, linear, load_state_dict
+from dynaguide_jax.torch_io import (
+    as_float32, check_keys, check_shape, layer_norm, linear, load_state_dict, split_qkv,
+)
 
 PREFIX = "state_decoder_transformer.layers."
 IGNORED = ("reconstruction_model.", "action_embedder.out_project.", "state_encoder.")
@@ -73,20 +75,13 @@ def state_to_params(state, cfg: DynamicsConfig, source: str = "state dict") -> d
         p = f"{PREFIX}{i}."
         w, b = s[p + "self_attn.in_proj_weight"], s[p + "self_attn.in_proj_bias"]
         check_shape(p + "self_attn.in_proj_weight", w, (3 * d, d))
-        attn = {n: {"kernel": np.ascontiguousarray(wi.T), "bias": bi}
-                for n, wi, bi in zip(("query", "key", "value"), np.split(w, 3), np.split(b, 3))}
+        attn = split_qkv(w, b)
         attn["out"] = linear(s, p + "self_attn.out_proj")
         params[f"layers_{i}"] = {
             "self_attn": attn, "linear1": linear(s, p + "linear1"), "linear2": linear(s, p + "linear2"),
             "norm1": layer_norm(s, p + "norm1"), "norm2": layer_norm(s, p + "norm2"),
         }
-    return _float32(params)
-
-
-def _float32(tree):
-    if isinstance(tree, dict):
-        return {k: _float32(v) for k, v in tree.items()}
-    return np.asarray(tree, np.float32)
+    return as_float32(params)
 
 
 def load_original_dynamics(path_or_state, num_heads: int = 8, patches_per_camera: int = 256,

@@ -15,7 +15,9 @@ import numpy as np
 
 from dynaguide_jax import param_io
 from dynaguide_jax.encoders.dinov2_config import DinoV2Config
-from dynaguide_jax.torch_io import check_keys, check_shape, layer_norm, linear, load_state_dict
+from dynaguide_jax.torch_io import (
+    as_float32, check_keys, check_shape, layer_norm, linear, load_state_dict, split_qkv,
+)
 
 _HF_PREFIXES = ("dinov2.", "model.", "backbone.")
 _HUB_IGNORED = ("mask_token", "head.", "dino_head.", "ibot_head.")
@@ -143,8 +145,7 @@ def hub_state_to_params(state: dict[str, np.ndarray], cfg: DinoV2Config, source:
         b = f"blocks.{i}."
         qkv_w, qkv_b = s[b + "attn.qkv.weight"], s[b + "attn.qkv.bias"]
         check_shape(b + "attn.qkv.weight", qkv_w, (3 * d, d))
-        attn = {n: {"kernel": np.ascontiguousarray(w.T), "bias": bb}
-                for n, w, bb in zip(("query", "key", "value"), np.split(qkv_w, 3), np.split(qkv_b, 3))}
+        attn = split_qkv(qkv_w, qkv_b)
         attn["out"] = linear(s, b + "attn.proj")
         mlp_names = ("w12", "w3") if cfg.use_swiglu else ("fc1", "fc2")
         mlp = {n: linear(s, f"{b}mlp.{n}") for n in mlp_names}
@@ -155,13 +156,7 @@ def hub_state_to_params(state: dict[str, np.ndarray], cfg: DinoV2Config, source:
             "attn": attn, "mlp": mlp,
             "ls1": {"gamma": s[b + "ls1.gamma"]}, "ls2": {"gamma": s[b + "ls2.gamma"]},
         }
-    return _as_float32(params)
-
-
-def _as_float32(tree):
-    if isinstance(tree, dict):
-        return {k: _as_float32(v) for k, v in tree.items()}
-    return np.asarray(tree, np.float32)
+    return as_float32(params)
 
 
 def config_from_hf(hf: dict) -> DinoV2Config:

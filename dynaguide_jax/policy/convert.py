@@ -17,7 +17,7 @@ import numpy as np
 from dynaguide_jax.diffusion.schedule import DDIMSchedule
 from dynaguide_jax.policy.config import PolicyConfig
 from dynaguide_jax.policy.obs_encoder import keypoint_grid
-from dynaguide_jax.torch_io import load_torch_file, check_keys, linear, tensors_to_numpy
+from dynaguide_jax.torch_io import as_float32, check_keys, linear, load_torch_file, tensors_to_numpy
 
 UNET = "policy.noise_pred_net."
 BUFFER_SUFFIXES = ("pos_x", "pos_y", "temperature", "running_mean", "running_var", "num_batches_tracked")
@@ -277,7 +277,7 @@ def state_to_params(state: dict, config: PolicyConfig, source: str) -> dict:
                 gx, gy = keypoint_grid(h, w)
                 if state[p + "pos_x"].size != gx.size or not np.allclose(state[p + "pos_x"].reshape(-1), gx):
                     raise ValueError(f"{source}: {p}pos_x does not match a {h}x{w} feature map for camera {cam!r}")
-    return _float32(params)
+    return as_float32(params)
 
 
 def _feature_hw(hw, crop):
@@ -285,12 +285,6 @@ def _feature_hw(hw, crop):
     for _ in range(5):  # conv1 stride 2, maxpool stride 2, three stride-2 stages
         h, w = (h + 1) // 2, (w + 1) // 2
     return h, w
-
-
-def _float32(tree):
-    if isinstance(tree, dict):
-        return {k: _float32(v) for k, v in tree.items()}
-    return np.asarray(tree, np.float32)
 
 
 def load_robomimic_policy(path, use_ema: bool = True, n_groups: int = 8) -> RobomimicPolicy:
