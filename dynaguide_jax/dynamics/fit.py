@@ -5,6 +5,7 @@ is a jitted Adam step over in-memory batches with the original's noise augmentat
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, Iterator
 
 import jax
@@ -17,23 +18,24 @@ from dynaguide_jax.dynamics.config import DynamicsConfig
 from dynaguide_jax.dynamics.loss import dynamics_loss, noise_actions
 
 
-def make_train_step(config: DynamicsConfig, optimizer: optax.GradientTransformation,
-                    schedule: DDIMSchedule | None = None):
-    """``step(params, opt_state, batch, key, progress) -> (params, opt_state, loss)``, jitted.
+def dynamics_update(config: DynamicsConfig, optimizer: optax.GradientTransformation,
+                    schedule: DDIMSchedule | None, params, opt_state, batch, key, progress):
+    """One optimisation step -> ``(params, opt_state, loss)`` (pure; callers jit and shard it).
 
     With a ``schedule``, actions are noised as the original's ``--noised`` training does.
     """
+    k_noise, k_drop = jax.random.split(key)
+    if schedule is not None:
+        batch = dict(batch, actions=noise_actions(k_noise, batch["actions"], schedule, progress))
+    loss, grads = jax.value_and_grad(lambda p: dynamics_loss(config, p, batch, k_drop))(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
 
-    @jax.jit
-    def step(params, opt_state, batch, key, progress):
-        k_noise, k_drop = jax.random.split(key)
-        if schedule is not None:
-            batch = dict(batch, actions=noise_actions(k_noise, batch["actions"], schedule, progress))
-        loss, grads = jax.value_and_grad(lambda p: dynamics_loss(config, p, batch, k_drop))(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
 
-    return step
+def make_train_step(config: DynamicsConfig, optimizer: optax.GradientTransformation,
+                    schedule: DDIMSchedule | None = None):
+    """``step(params, opt_state, batch, key, progress) -> (params, opt_state, loss)``, jitted."""
+    return jax.jit(functools.partial(dynamics_update, config, optimizer, schedule))
 
 
 def fit_dynamics(config: DynamicsConfig, params, batches: Iterator[dict] | Callable[[int], dict],

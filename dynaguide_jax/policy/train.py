@@ -12,6 +12,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from tqdm.auto import tqdm
 
 from dynaguide_jax.diffusion.schedule import DDIMSchedule, add_noise
@@ -64,7 +65,7 @@ def make_train_step(policy, schedule, optimizer, ema_cfg: EMAConfig):
     def step(state, batch, key):
         loss, grads = jax.value_and_grad(lambda p: policy_loss(policy, schedule, p, batch, key))(state["params"])
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-        params = jax.tree.map(lambda p, u: p + u, state["params"], updates)
+        params = optax.apply_updates(state["params"], updates)
         n = state["step"] + 1
         ema = ema_update(ema_cfg, state["ema"], params, n)
         return {"params": params, "opt_state": opt_state, "ema": ema, "step": n}, loss

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from dynaguide_jax.diffusion.schedule import DDIMSchedule
 from dynaguide_jax.dynamics.config import DynamicsConfig
-from dynaguide_jax.dynamics.loss import dynamics_loss, noise_actions
+from dynaguide_jax.dynamics.fit import dynamics_update
 from dynaguide_jax.dynamics.model import flops_per_sample, init_dynamics
 from dynaguide_jax.training.checkpoints import CheckpointManager
 from dynaguide_jax.training.mesh import global_batch, make_mesh, param_sharding, process_rows, replicated
@@ -61,13 +61,9 @@ def init_distributed(coordinator: str, num_processes: int, process_id: int) -> N
 def make_train_step(config: DynamicsConfig, optimizer, schedule: DDIMSchedule | None, total_steps: int,
                     state_sharding, mesh):
     def step(state, batch, key):
-        k_noise, k_drop = jax.random.split(key)
-        if schedule is not None:
-            progress = state["step"].astype(jnp.float32) / total_steps
-            batch = dict(batch, actions=noise_actions(k_noise, batch["actions"], schedule, progress))
-        loss, grads = jax.value_and_grad(lambda p: dynamics_loss(config, p, batch, k_drop))(state["params"])
-        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
+        progress = state["step"].astype(jnp.float32) / total_steps
+        params, opt_state, loss = dynamics_update(config, optimizer, schedule, state["params"], state["opt_state"],
+                                                  batch, key, progress)
         return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, loss
 
     return jax.jit(step, donate_argnums=0, out_shardings=(state_sharding, replicated(mesh)))
