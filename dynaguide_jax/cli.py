@@ -110,21 +110,23 @@ def _train_policy(args) -> int:
 
 
 def _rlds_dynamics_data(args):
-    from dynaguide_jax.data import DynamicsWindows, action_normalization, load_feature_cache
-    from dynaguide_jax.data.rlds import read_episodes
+    from dynaguide_jax.data import load_feature_cache
+    from dynaguide_jax.data.rlds import dynamics_windows
     from dynaguide_jax.dynamics import DynamicsConfig
 
     if not args.rlds or not args.features:
         raise ValueError("--data rlds needs --rlds DATASET_DIR and --features CACHE_DIR (dynaguide data cache)")
-    data = read_episodes(args.rlds, args.split, tuple(args.proprio_fields), args.action_field)
-    parts = [data.obs.pop(f.split("/")[-1]).reshape(data.num_frames, -1) for f in args.proprio_fields]
-    data.obs["proprio"] = np.concatenate(parts, axis=1).astype(np.float32)
     feats = load_feature_cache(args.features)
-    preset = DynamicsConfig.preset(args.model)
-    cfg = preset.replace(feature_dim=feats.shape[2], patches_per_camera=feats.shape[1],
-                         action_dim=data.actions.shape[1], proprio_dim=data.obs["proprio"].shape[1],
-                         horizon=args.horizon)
-    return cfg, DynamicsWindows(data, feats, args.horizon, action_stats=action_normalization(data.actions))
+    windows = dynamics_windows(args.rlds, args.split, feats, args.horizon, tuple(args.proprio_fields),
+                               args.action_field, args.action_norm)
+    transform = windows.action_transform
+    cfg = DynamicsConfig.preset(args.model).replace(
+        feature_dim=feats.shape[2], patches_per_camera=feats.shape[1], action_dim=windows.data.actions.shape[1],
+        proprio_dim=windows.data.obs["proprio"].shape[1], horizon=args.horizon)
+    info = {"source": "rlds", "rlds": os.path.abspath(args.rlds), "split": args.split,
+            "features": os.path.abspath(args.features), "proprio_fields": list(args.proprio_fields),
+            "action_field": args.action_field, "action_transform": transform.to_dict()}
+    return cfg, windows, info
 
 
 def _train_dynamics(args) -> int:
@@ -139,10 +141,13 @@ def _train_dynamics(args) -> int:
 
         model_cfg, windows = toy_dynamics_data(args.out, args.episodes, args.length, seed=args.data_seed,
                                                encoder_path=args.encoder, progress=not args.quiet)
+        info = {"source": "toy", "data_seed": args.data_seed, "episodes": args.episodes, "length": args.length,
+                "encoder": args.encoder and os.path.abspath(args.encoder),
+                "action_transform": windows.action_transform.to_dict()}
     else:
-        model_cfg, windows = _rlds_dynamics_data(args)
+        model_cfg, windows, info = _rlds_dynamics_data(args)
     result = train_dynamics(model_cfg, lambda step, rows: windows.batch(step, cfg.global_batch, cfg.seed, rows),
-                            cfg, args.out, progress=not args.quiet, stop_after=args.stop_after)
+                            cfg, args.out, progress=not args.quiet, stop_after=args.stop_after, data_info=info)
     import jax
 
     if jax.process_index() == 0:
@@ -150,6 +155,64 @@ def _train_dynamics(args) -> int:
             print(f"resumed from step {result.resumed_from}")
         print(f"trained the dynamics model on {jax.device_count()} device(s), {jax.process_count()} process(es); "
               f"last metrics {result.last_metrics}; run directory {args.out}")
+    return 0
+
+
+def _eval_windows(args, config, info: dict):
+    """Held-out windows for ``eval dynamics`` with the inputs the run was trained on; returns
+    ``(windows, labels, segments)``."""
+    from dynaguide_jax.data import ActionTransform
+
+    transform = ActionTransform.from_dict(info.get("action_transform", {"mode": "none"}))
+    if args.data == "toy":
+        from dynaguide_jax.data.toy import toy_dynamics_data
+
+        if info.get("source") != "toy":
+            raise ValueError(f"{args.run} was trained on {info.get('source', 'unknown')} data, not the toy world: "
+                             "pass --data rlds --rlds DATASET --features CACHE")
+        seed = info["data_seed"] + 1 if args.data_seed is None else args.data_seed
+        _, windows = toy_dynamics_data(os.path.join(args.out, "toy_data"), args.episodes, info["length"],
+                                       config.horizon, seed=seed, encoder_path=info.get("encoder"),
+                                       progress=not args.quiet, encoder_seed=info["data_seed"])
+        windows.action_transform = transform
+    else:
+        from dynaguide_jax.data import load_feature_cache
+        from dynaguide_jax.data.rlds import dynamics_windows, has_step_field
+
+        if not args.rlds or not args.features:
+            raise ValueError("--data rlds needs --rlds DATASET_DIR and --features CACHE_DIR of the split to evaluate")
+        feats = load_feature_cache(args.features)
+        if feats.shape[1:] != (config.num_cameras * config.patches_per_camera, config.feature_dim):
+            raise ValueError(f"features {args.features} are {feats.shape[1:]} per frame; the model takes "
+                             f"{(config.num_cameras * config.patches_per_camera, config.feature_dim)}")
+        labelled = has_step_field(args.rlds, "behaviour") and has_step_field(args.rlds, "segment")
+        windows = dynamics_windows(args.rlds, args.split, feats, config.horizon,
+                                   tuple(info.get("proprio_fields", ["observation/robot_obs"])),
+                                   info.get("action_field", "rel_action"), transform, labels=labelled)
+    obs = windows.data.obs
+    return windows, obs.get("behaviour"), obs.get("segment")
+
+
+def _eval_dynamics(args) -> int:
+    import json
+
+    from dynaguide_jax.dynamics.evaluate import evaluate_dynamics, format_report, save_report_plot
+    from dynaguide_jax.training.loop import load_trained_dynamics, read_run_config
+
+    info = read_run_config(args.run).get("data", {})
+    config, params = load_trained_dynamics(args.run)
+    args.out = args.out or os.path.join(args.run, "eval")
+    os.makedirs(args.out, exist_ok=True)
+    windows, labels, segments = _eval_windows(args, config, info)
+    report = evaluate_dynamics(config, params, windows, labels=labels, segments=segments, sigma=args.sigma,
+                               distance=args.distance, max_windows=args.max_windows, batch_size=args.batch_size,
+                               progress=not args.quiet)
+    report["run"], report["data"] = os.path.abspath(args.run), args.data
+    print(format_report(report))
+    path = os.path.join(args.out, "eval_dynamics.json")
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"\nwrote {path}, {save_report_plot(report, os.path.join(args.out, 'eval_dynamics.png'))}")
     return 0
 
 
@@ -299,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--proprio-fields", nargs="+", default=["observation/robot_obs"],
                     help="concatenated into the proprio token (UMI: observation/eef_pos observation/eef_rot_axis_angle "
                          "observation/gripper_width)")
+    td.add_argument("--action-norm", choices=["clip", "minmax", "none"], default="clip",
+                    help="dataset actions -> model actions; keep it the policy's action space (clip: as the "
+                         "original and `train policy`); recorded in the run for eval and guidance")
     td.add_argument("--horizon", type=int, default=16)
     td.add_argument("--model", choices=["paper", "small"], default="paper", help="dynamics size preset")
     td.add_argument("--episodes", type=int, default=64)
@@ -313,6 +379,29 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--quiet", action="store_true")
     add_dataclass_args(td, DynamicsTrainConfig)
     td.set_defaults(func=_train_dynamics)
+
+    ev = sub.add_parser("eval", help="evaluate trained models offline on held-out data")
+    esub = ev.add_subparsers(dest="what", required=True)
+    ed = esub.add_parser("dynamics", help="prediction error and behaviour retrieval of a trained dynamics model",
+                         description="Prediction error on held-out windows next to the 'nothing moves' baseline, "
+                         "and how well predictions pick the right behaviour's goal set with the guidance metric "
+                         "(labelled data: CALVIN segments, toy-world episodes). Writes eval_dynamics.json and "
+                         "eval_dynamics.png. Default: the toy-world run of `dynaguide train dynamics`, on fresh "
+                         "held-out toy episodes.")
+    ed.add_argument("--run", default="runs/dynamics", help="a `dynaguide train dynamics` run directory")
+    ed.add_argument("--data", choices=["toy", "rlds"], default="toy")
+    ed.add_argument("--rlds", default=None, help="prepared RLDS dataset (with --data rlds)")
+    ed.add_argument("--features", default=None, help="feature cache of the evaluated split")
+    ed.add_argument("--split", default="validation")
+    ed.add_argument("--episodes", type=int, default=32, help="toy: held-out episodes")
+    ed.add_argument("--data-seed", type=int, default=None, help="toy: default the run's seed + 1 (unseen data)")
+    ed.add_argument("--sigma", type=float, default=30.0, help="guidance metric temperature")
+    ed.add_argument("--distance", choices=["l2", "squared_l2"], default="l2")
+    ed.add_argument("--max-windows", type=int, default=2048, help="evenly spaced windows for the error figures")
+    ed.add_argument("--batch-size", type=int, default=64)
+    ed.add_argument("--out", default=None, help="default RUN/eval")
+    ed.add_argument("--quiet", action="store_true")
+    ed.set_defaults(func=_eval_dynamics)
 
     sub.add_parser("bench", help="guided-inference benchmark printing JSON lines (dynaguide bench --help)")
     return p

@@ -132,6 +132,13 @@ def test_cli_build_cache_goals_and_train_from_rlds(tmp_path):
     cli("train", "dynamics", "--data", "rlds", "--rlds", ds, "--features", tmp_path / "feats", "--model", "small",
         "--steps", "3", "--global-batch", "4", "--out", tmp_path / "dyn", "--quiet")
     assert (tmp_path / "dyn" / "checkpoints" / "3").exists()
+    info = json.loads((tmp_path / "dyn" / "config.json").read_text())["data"]
+    assert info["action_transform"]["mode"] == "clip" and info["action_field"] == "rel_action"
+    out = cli("eval", "dynamics", "--run", tmp_path / "dyn", "--data", "rlds", "--rlds", ds, "--features",
+              tmp_path / "feats", "--split", "train", "--quiet")
+    assert "future-patch MSE" in out and "behaviour retrieval skipped" in out  # one segment per behaviour here
+    rep = json.loads((tmp_path / "dyn" / "eval" / "eval_dynamics.json").read_text())
+    assert rep["retrieval"]["segments"] == counts and rep["windows"] == 150 - 2 * 16
     out = cli("train", "policy", "--data", "rlds", "--rlds", ds, "--model", "small", "--steps", "2",
               "--batch-size", "2", "--warmup-steps", "1", "--out", tmp_path / "pol", "--quiet")
     assert "rlds episodes" in out

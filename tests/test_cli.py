@@ -28,7 +28,7 @@ def test_help_everywhere():
     assert "demo" in dynaguide("--help").stdout
     for sub in (["demo"], ["sweep"], ["convert"], ["convert", "dinov2"], ["convert", "dynamics"], ["bench"],
                 ["train"], ["train", "policy"], ["train", "dynamics"], ["data"], ["data", "build"], ["data", "cache"],
-                ["data", "goals"]):
+                ["data", "goals"], ["eval"], ["eval", "dynamics"]):
         out = dynaguide(*sub, "--help").stdout
         assert out.startswith("usage:"), sub
 

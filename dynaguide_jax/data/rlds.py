@@ -16,13 +16,17 @@ import numpy as np
 from dynaguide_jax.data.episodes import EpisodeData
 
 
-def _dataset(directory: str, split: str):
+def _builder(directory: str):
     import tensorflow_datasets as tfds
 
     try:
-        builder = tfds.builder_from_directory(directory)
+        return tfds.builder_from_directory(directory)
     except Exception as e:
         raise FileNotFoundError(f"{directory} is not a prepared RLDS dataset (build it first): {e}") from e
+
+
+def _dataset(directory: str, split: str):
+    builder = _builder(directory)
     if split not in builder.info.splits:
         raise KeyError(f"{directory} has no split {split!r} (splits: {list(builder.info.splits)})")
     return builder, builder.as_dataset(split=split, shuffle_files=False)
@@ -59,6 +63,32 @@ def read_episodes(directory: str, split: str = "train", obs_fields=("observation
         raise ValueError(f"{directory} split {split!r} has no non-empty episodes")
     return EpisodeData(obs={k: np.concatenate(v) for k, v in obs.items()}, actions=np.concatenate(actions),
                        episode_ends=np.asarray(ends))
+
+
+def has_step_field(directory: str, path: str) -> bool:
+    """Whether the dataset's steps carry ``path`` (e.g. ``behaviour``, ``observation/robot_obs``)."""
+    feats = _builder(directory).info.features["steps"]
+    for part in path.split("/"):
+        if not hasattr(feats, "keys") or part not in feats.keys():
+            return False
+        feats = feats[part]
+    return True
+
+
+def dynamics_windows(directory: str, split: str, features, horizon: int, proprio_fields=("observation/robot_obs",),
+                     action_field: str = "rel_action", action_transform="none", labels: bool = False):
+    """``DynamicsWindows`` over a split's cached features, proprio = the concatenated ``proprio_fields``.
+    ``action_transform``: an ``ActionTransform`` or a mode name, fitted on this split's actions. With
+    ``labels``, the per-step ``behaviour`` / ``segment`` fields come along in ``data.obs``."""
+    from dynaguide_jax.data.windows import ActionTransform, DynamicsWindows
+
+    extra = ("behaviour", "segment") if labels else ()
+    data = read_episodes(directory, split, (*proprio_fields, *extra), action_field)
+    parts = [data.obs.pop(f.split("/")[-1]).reshape(data.num_frames, -1) for f in proprio_fields]
+    data.obs["proprio"] = np.concatenate(parts, axis=1).astype(np.float32)
+    if isinstance(action_transform, str):
+        action_transform = ActionTransform.fit(action_transform, data.actions)
+    return DynamicsWindows(data, features, horizon, action_transform=action_transform)
 
 
 class FrameStream:

@@ -29,12 +29,19 @@ def toy_encoder(path: str | None = None, seed: int = 0):
 
 
 def toy_dynamics_data(cache_dir: str, episodes: int = 64, length: int = 40, horizon: int = 16, seed: int = 0,
-                      encoder_path: str | None = None, progress: bool = True):
-    """Returns ``(DynamicsConfig, DynamicsWindows)`` over cached features of toy demonstrations."""
-    obs, actions, ends, _ = toyworld.demonstrations(jax.random.key(seed), episodes, length,
-                                                    line_prototypes(4, horizon, 7), IMAGE_SIZE)
+                      encoder_path: str | None = None, progress: bool = True, encoder_seed: int | None = None):
+    """Returns ``(DynamicsConfig, DynamicsWindows)`` over cached features of toy demonstrations.
+
+    Every episode is one labelled segment (``obs["segment"]``) of its behaviour (``obs["behaviour"]``,
+    ``"line_<i>"``). The random-weight encoder is seeded by ``encoder_seed`` (default ``seed``), so
+    held-out data (another ``seed``) can be encoded with the encoder a model was trained with.
+    """
+    obs, actions, ends, behaviour = toyworld.demonstrations(jax.random.key(seed), episodes, length,
+                                                            line_prototypes(4, horizon, 7), IMAGE_SIZE)
+    obs["behaviour"] = np.repeat(np.asarray([f"line_{b}" for b in behaviour]), length)
+    obs["segment"] = np.repeat(np.arange(episodes), length)
     data = EpisodeData(obs=obs, actions=actions, episode_ends=ends)
-    enc_cfg, enc_params, size = toy_encoder(encoder_path, seed)
+    enc_cfg, enc_params, size = toy_encoder(encoder_path, seed if encoder_seed is None else encoder_seed)
     cache = os.path.join(cache_dir, "features")
     if jax.process_index() == 0:  # one writer; the other hosts wait, then read the finished cache
         build_feature_cache(cache, obs["camera"], enc_cfg, enc_params, size, batch_size=64, progress=progress)

@@ -7,6 +7,8 @@ many hosts read it.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from dynaguide_jax.data.episodes import EpisodeData
@@ -14,8 +16,10 @@ from dynaguide_jax.data.episodes import EpisodeData
 
 class DynamicsWindows:
     def __init__(self, data: EpisodeData, features: np.ndarray, horizon: int, proprio_key: str | None = "proprio",
-                 action_stats: dict | None = None):
-        """``features [N, C*P, D]``: per-frame encoder patches (e.g. a ``FeatureCache``'s array)."""
+                 action_transform: ActionTransform | None = None):
+        """``features [N, C*P, D]``: per-frame encoder patches (e.g. a ``FeatureCache``'s array);
+        ``action_transform`` maps dataset actions to the action space the model (and the policy it
+        will guide) uses."""
         if len(features) != data.num_frames:
             raise ValueError(f"features have {len(features)} frames, episodes have {data.num_frames}")
         if proprio_key is not None and proprio_key not in data.obs:
@@ -24,21 +28,62 @@ class DynamicsWindows:
         self.valid = np.flatnonzero(np.arange(data.num_frames) + horizon < data.frame_end)
         if len(self.valid) == 0:
             raise ValueError(f"no episode is longer than the horizon {horizon}")
-        self.action_stats = action_stats
+        self.action_transform = action_transform or ActionTransform()
 
     def batch(self, step: int, global_batch: int, seed: int = 0, rows: slice | None = None) -> dict:
         rng = np.random.default_rng([seed, step])
         t = self.valid[rng.integers(0, len(self.valid), global_batch)]
-        if rows is not None:
-            t = t[rows]
-        acts = self.data.actions[t[:, None] + np.arange(self.horizon)[None]].astype(np.float32)
-        if self.action_stats is not None:
-            acts = (acts - self.action_stats["offset"]) / self.action_stats["scale"]
+        return self.at(t if rows is None else t[rows])
+
+    def at(self, t: np.ndarray) -> dict:
+        """The windows starting at frames ``t [B]`` (each must be in ``valid``)."""
+        acts = self.action_transform(self.data.actions[t[:, None] + np.arange(self.horizon)[None]])
         out = {"patches": np.asarray(self.features[t], np.float32), "actions": acts,
                "future_patches": np.asarray(self.features[t + self.horizon], np.float32)}
         if self.proprio_key is not None:
             out["proprio"] = self.data.obs[self.proprio_key][t].astype(np.float32)
         return out
+
+
+ACTION_MODES = ("none", "clip", "minmax")
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionTransform:
+    """Dataset actions -> model actions: ``none``, ``clip`` to [-1, 1] (what the original and our
+    policy training do with CALVIN's rel_actions) or ``minmax`` (``(a - offset) / scale``)."""
+
+    mode: str = "none"
+    scale: tuple[float, ...] | None = None
+    offset: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        if self.mode not in ACTION_MODES:
+            raise ValueError(f"action mode must be one of {ACTION_MODES}, got {self.mode!r}")
+        if (self.mode == "minmax") != (self.scale is not None and self.offset is not None):
+            raise ValueError("scale and offset are given with (and only with) mode 'minmax'")
+
+    @classmethod
+    def fit(cls, mode: str, actions: np.ndarray) -> "ActionTransform":
+        if mode != "minmax":
+            return cls(mode)
+        stats = action_normalization(actions)
+        return cls(mode, tuple(stats["scale"].tolist()), tuple(stats["offset"].tolist()))
+
+    def __call__(self, actions: np.ndarray) -> np.ndarray:
+        a = np.asarray(actions, np.float32)
+        if self.mode == "clip":
+            return np.clip(a, -1.0, 1.0)
+        if self.mode == "minmax":
+            return (a - np.float32(self.offset)) / np.float32(self.scale)
+        return a
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ActionTransform":
+        return cls(d["mode"], *(None if d.get(k) is None else tuple(d[k]) for k in ("scale", "offset")))
 
 
 def action_normalization(actions: np.ndarray) -> dict:

@@ -71,9 +71,12 @@ def make_train_step(config: DynamicsConfig, optimizer, schedule: DDIMSchedule | 
 
 def train_dynamics(config: DynamicsConfig, batches: Callable[[int, slice], dict], cfg: DynamicsTrainConfig,
                    run_dir: str | os.PathLike, *, mesh=None, schedule: DDIMSchedule = DDIMSchedule(),
-                   init_params=None, progress: bool = True, stop_after: int | None = None) -> DynamicsTrainResult:
+                   init_params=None, progress: bool = True, stop_after: int | None = None,
+                   data_info: dict | None = None) -> DynamicsTrainResult:
     """Train (or resume) into ``run_dir``. ``batches(step, rows)`` returns this process's ``rows`` of
-    global batch ``step`` (numpy dict: patches, proprio, actions, future_patches)."""
+    global batch ``step`` (numpy dict: patches, proprio, actions, future_patches). ``data_info``
+    (JSON-able: where the data came from, the action transform) is kept in ``config.json`` so the
+    model can later be evaluated and used on the same inputs."""
     mesh = mesh or make_mesh(cfg.fsdp)
     if cfg.global_batch % mesh.devices.size:
         raise ValueError(f"global_batch {cfg.global_batch} must be divisible by {mesh.devices.size} devices")
@@ -94,7 +97,7 @@ def train_dynamics(config: DynamicsConfig, batches: Callable[[int, slice], dict]
     lead = jax.process_index() == 0
     if lead:
         with open(os.path.join(mgr.directory, "config.json"), "w") as f:
-            json.dump({"dynamics": config.to_dict(), "train": dataclasses.asdict(cfg),
+            json.dump({"dynamics": config.to_dict(), "train": dataclasses.asdict(cfg), "data": data_info or {},
                        "mesh": dict(mesh.shape), "processes": jax.process_count()}, f, indent=2)
     resumed = mgr.latest_step
     if resumed is not None:
@@ -141,10 +144,19 @@ def _tensorboard(directory: str):
     return SummaryWriter(os.path.join(directory, "tb"))
 
 
+def read_run_config(run_dir: str | os.PathLike) -> dict:
+    """The ``config.json`` a ``train_dynamics`` run wrote (model, training and data settings)."""
+    path = os.path.join(os.fspath(run_dir), "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{run_dir} is not a dynamics training run (no config.json): train one with "
+                                "`dynaguide train dynamics --out DIR`")
+    with open(path) as f:
+        return json.load(f)
+
+
 def load_trained_dynamics(run_dir: str | os.PathLike) -> tuple[DynamicsConfig, dict]:
     """``(config, params)`` of the newest checkpoint of a ``train_dynamics`` run (on one device)."""
-    with open(os.path.join(os.fspath(run_dir), "config.json")) as f:
-        meta = json.load(f)
+    meta = read_run_config(run_dir)
     config = DynamicsConfig.from_dict(meta["dynamics"])
     params = init_dynamics(config, jax.random.key(0))
     like = {"params": params, "opt_state": optax.adam(meta["train"]["learning_rate"]).init(params),

@@ -1,0 +1,113 @@
+"""Offline dynamics evaluation: action transforms recorded with a run, segment queries, leave-one-out
+behaviour retrieval, and `dynaguide eval dynamics` as a user calls it."""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from dynaguide_jax.data import ActionTransform, DynamicsWindows, EpisodeData
+from dynaguide_jax.dynamics import DynamicsConfig, init_dynamics, predict_future_patches
+from dynaguide_jax.dynamics.evaluate import behaviour_scores, evaluate_dynamics, segment_queries
+from tests.test_cli import dynaguide
+
+
+def test_action_transforms_and_their_round_trip():
+    a = np.array([[-3.0, 0.5], [2.0, 0.25], [1.0, 0.0]], np.float32)
+    np.testing.assert_array_equal(ActionTransform("clip")(a), [[-1, 0.5], [1, 0.25], [1, 0]])
+    np.testing.assert_array_equal(ActionTransform()(a), a)
+    mm = ActionTransform.fit("minmax", a)
+    out = mm(a)
+    np.testing.assert_allclose(out.min(0), -1)
+    np.testing.assert_allclose(out.max(0), 1)
+    back = ActionTransform.from_dict(json.loads(json.dumps(mm.to_dict())))
+    assert back == mm
+    np.testing.assert_array_equal(back(a), out)
+    with pytest.raises(ValueError, match="action mode must be one of"):
+        ActionTransform("zscore")
+    with pytest.raises(ValueError, match="only with"):
+        ActionTransform("clip", scale=(1.0,), offset=(0.0,))
+
+
+def labelled_episodes():
+    """Two episodes (30 and 25 frames); segment ids restart per episode; frames 0-4 unlabelled."""
+    labels = np.array([""] * 5 + ["a"] * 10 + ["b"] * 15 + ["a"] * 12 + [""] * 3 + ["b"] * 10)
+    segments = np.r_[[-1] * 5, [0] * 10, [1] * 15, [0] * 12, [-1] * 3, [1] * 10]
+    data = EpisodeData(obs={"proprio": np.zeros((55, 2), np.float32)}, actions=np.zeros((55, 3), np.float32),
+                       episode_ends=np.array([30, 55]))
+    return data, labels, segments
+
+
+def test_segment_queries_take_each_segment_end_and_the_window_before_it():
+    data, labels, segments = labelled_episodes()
+    w = DynamicsWindows(data, np.zeros((55, 1, 1), np.float32), horizon=8, proprio_key=None)
+    last, names, seg, start = segment_queries(w, labels, segments)
+    np.testing.assert_array_equal(last, [14, 29, 41, 54])
+    assert list(names) == ["a", "b", "a", "b"]
+    assert len(set(seg.tolist())) == 4  # per-episode ids made global
+    np.testing.assert_array_equal(start, [6, 21, 33, 46])
+    w16 = DynamicsWindows(data, np.zeros((55, 1, 1), np.float32), horizon=16, proprio_key=None)
+    assert segment_queries(w16, labels, segments)[3][0] == -1  # the window would start before the episode
+
+
+def test_retrieval_leaves_the_query_segment_out_and_normalises_set_size():
+    goals = np.array([[0.0], [10.0], [10.5], [11.0], [11.5]], np.float32)
+    labels = np.array(["a", "b", "b", "b", "b"])
+    segs = np.arange(5)
+    # query 0 sits on its own segment's goal: without leave-one-out "a" would win trivially
+    q = np.array([[0.0], [10.2]], np.float32)
+    s = behaviour_scores(q, np.array([0, 1]), goals, labels, segs, ["a", "b"], sigma=1.0)
+    assert s[0, 0] == -np.inf and s[1].argmax() == 1
+    # log-mean-exp: four equally far goals score like one goal at that distance
+    s = behaviour_scores(np.array([[5.0]], np.float32), np.array([-9]), np.array([[0.0], [10.0], [10.0], [10.0],
+                         [10.0]], np.float32), labels, segs, ["a", "b"], sigma=1.0)
+    np.testing.assert_allclose(s[0, 0], s[0, 1], atol=1e-5)
+
+
+def test_evaluate_dynamics_errors_and_retrieval_on_a_model():
+    rng = np.random.default_rng(0)
+    cfg = DynamicsConfig(feature_dim=8, patches_per_camera=4, action_dim=3, horizon=4, proprio_dim=2,
+                         num_layers=1, num_heads=2, ffn_dim=16)
+    params = init_dynamics(cfg, jax.random.key(0))
+    data, labels, segments = labelled_episodes()
+    feats = rng.normal(size=(55, 4, 8)).astype(np.float32)
+    data.actions[:] = rng.uniform(-2, 2, data.actions.shape)
+    w = DynamicsWindows(data, feats, horizon=4, action_transform=ActionTransform("clip"))
+    rep = evaluate_dynamics(cfg, params, w, labels=labels, segments=segments, max_windows=10, batch_size=4,
+                            progress=False)
+    assert rep["windows"] == 10
+    t = w.valid[np.linspace(0, len(w.valid) - 1, 10).round().astype(int)]
+    b = w.at(t)
+    assert np.abs(b["actions"]).max() <= 1.0
+    pred = np.asarray(predict_future_patches(cfg, params, b["patches"], b["proprio"], b["actions"]))
+    np.testing.assert_allclose(rep["per_window_mse"], ((pred - b["future_patches"]) ** 2).mean((1, 2)), atol=1e-5)
+    np.testing.assert_allclose(rep["mse_current_frame"], ((b["patches"] - b["future_patches"]) ** 2).mean(),
+                               rtol=1e-4)
+    r = rep["retrieval"]
+    assert r["classes"] == ["a", "b"] and r["queries"] == 4 and r["chance"] == 0.5
+    assert np.asarray(r["confusion_prediction"]).sum() == 4
+    # the true future of a query is its own segment end, which is left out: no free answer
+    assert 0.0 <= r["accuracy_true_future"] <= 1.0
+    rep = evaluate_dynamics(cfg, params, w, max_windows=None, progress=False)
+    assert rep["windows"] == len(w.valid) and "no behaviour labels" in rep["retrieval"]["skipped"]
+    one = np.where(labels == "b", "", labels)
+    r = evaluate_dynamics(cfg, params, w, labels=one, segments=segments, progress=False)["retrieval"]
+    assert "needs >= 2 behaviours" in r["skipped"] and r["segments"] == {"a": 2}
+
+
+@pytest.mark.slow
+def test_cli_eval_dynamics_on_held_out_toy_episodes(tmp_path):
+    run = tmp_path / "dyn"
+    dynaguide("train", "dynamics", "--out", run, "--steps", "150", "--episodes", "32", "--quiet")
+    info = json.loads((run / "config.json").read_text())["data"]
+    assert info["source"] == "toy" and info["action_transform"]["mode"] == "none"
+    out = dynaguide("eval", "dynamics", "--run", run, "--episodes", "16", "--quiet").stdout
+    assert "skill vs. baseline" in out and "from the prediction" in out
+    rep = json.loads((run / "eval" / "eval_dynamics.json").read_text())
+    assert rep["mse"] < rep["mse_current_frame"]  # even a short run beats "nothing moves"
+    assert rep["retrieval"]["queries"] == 16 and rep["retrieval"]["accuracy_prediction"] > 0.5
+    assert (run / "eval" / "eval_dynamics.png").stat().st_size > 10_000
+    bad = dynaguide("eval", "dynamics", "--run", tmp_path / "nothing", check=False)
+    assert bad.returncode == 2 and "not a dynamics training run" in bad.stderr
+    bad = dynaguide("eval", "dynamics", "--run", run, "--data", "rlds", check=False)
+    assert bad.returncode == 2 and "--features" in bad.stderr
