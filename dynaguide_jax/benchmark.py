@@ -9,6 +9,7 @@ guidance machinery, which dominates the cost of a guided chunk. Random weights.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import platform
 import statistics
@@ -34,7 +35,8 @@ class BenchConfig:
     repeats: int = 4
     num_goals: int = 20
     reps: int = 10
-    unroll: int = 1
+    unroll: tuple[int, ...] = (1,)  # loop unrolling of the step/repeat loops; >= 10 unrolls everything
+    attention: tuple[str, ...] = ("xla", "cudnn")  # "cudnn" rows: NVIDIA GPUs, bf16/fp16 only
     quick: bool = False
     preset: str = "paper"  # "small": tiny models, to check the pipeline in seconds
     policy: bool = True  # also time the image diffusion policy (unguided chunk, training step)
@@ -48,6 +50,25 @@ def _timed(fn, reps):
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def time_steps(jitted, run_step, n: int) -> tuple[float, float]:
+    """``(compile seconds, seconds per call)`` of ``run_step(i)`` (which calls ``jitted``). A settling
+    call comes first: a step's outputs may carry other shardings than its first inputs, which
+    compiles once more. Raises if a timed call compiled."""
+    t0 = time.perf_counter()
+    jax.block_until_ready(run_step(0))
+    compile_s = time.perf_counter() - t0
+    jax.block_until_ready(run_step(1))
+    programs = jitted._cache_size()
+    t0 = time.perf_counter()
+    for i in range(n):
+        out = run_step(i + 2)
+    jax.block_until_ready(out)
+    sec = (time.perf_counter() - t0) / n
+    if jitted._cache_size() != programs:
+        raise RuntimeError("a timed step compiled: the figures would include compile time")
+    return compile_s, sec
 
 
 def environment() -> dict:
@@ -72,6 +93,12 @@ def guidance_models(cfg: BenchConfig):
     return enc_base, dyn_base, size, enc_params, dyn_params, goals
 
 
+def attention_variants(cfg: BenchConfig, dtype: str) -> list[str]:
+    """The attention implementations that can run here for ``dtype`` (cuDNN: NVIDIA GPU, half precision)."""
+    cudnn_ok = jax.devices()[0].platform == "gpu" and dtype in ("bfloat16", "float16")
+    return [a for a in cfg.attention if a == "xla" or cudnn_ok]
+
+
 def run_benchmark(cfg: BenchConfig, emit=print) -> list[dict]:
     schedule = DDIMSchedule()
     enc_base, dyn_base, size, enc_params, dyn_params, goals = guidance_models(cfg)
@@ -81,40 +108,45 @@ def run_benchmark(cfg: BenchConfig, emit=print) -> list[dict]:
     # gradients): 2x forward; plus the final metric and one encoder pass
     evals = cfg.repeats * schedule.num_inference_steps
     flop_chunk = flops_per_image(enc_base, size) + (2 * evals + 1) * flops_per_sample(dyn_base)
+    params = {"dynamics": dyn_params, "encoder": enc_params, "goals": goals, "sigma": 30.0}
     results = []
-    for dtype in cfg.dtypes:
-        guide = DynaGuide(dynamics=dyn_base.replace(dtype=dtype), encoder=enc_base.replace(dtype=dtype),
-                          image_size=size)
-        params = {"dynamics": dyn_params, "encoder": enc_params, "goals": goals, "sigma": 30.0}
-        for b in cfg.batch_sizes:
-            imgs = jax.random.randint(jax.random.key(3), (b, 1, 200, 200, 3), 0, 256).astype(jnp.uint8)
-            obs = {"images": imgs, "proprio": jnp.zeros((b, 15))}
-            cond = jnp.zeros((b, 1))
-            for guided in (True, False):
-                g, gp, go = (guide, params, obs) if guided else (None, None, None)
+    for dtype, b in itertools.product(cfg.dtypes, cfg.batch_sizes):
+        imgs = jax.random.randint(jax.random.key(3), (b, 1, 200, 200, 3), 0, 256).astype(jnp.uint8)
+        obs, cond = {"images": imgs, "proprio": jnp.zeros((b, 15))}, jnp.zeros((b, 1))
+        reference = None  # the first guided variant's chunk: later variants report their difference
+        for attention, unroll, guided in itertools.product(attention_variants(cfg, dtype), cfg.unroll, (True, False)):
+            if not guided and (attention, unroll) != (cfg.attention[0], cfg.unroll[0]):
+                continue  # the unguided chunk has no attention: time it once
+            guide = DynaGuide(dynamics=dyn_base.replace(dtype=dtype, attention=attention),
+                              encoder=enc_base.replace(dtype=dtype, attention=attention), image_size=size)
+            g, gp, go = (guide, params, obs) if guided else (None, None, None)
 
-                def call(seed=0):
-                    return _guided_sample_jit(
-                        mixture_eps, policy, cond, g, gp, go, jax.random.key(seed), jnp.float32(1.5), None,
-                        schedule=schedule, action_shape=(16, 7), repeats=cfg.repeats, mode="repeat",
-                        unroll=cfg.unroll).actions
+            def call(seed=0):
+                return _guided_sample_jit(
+                    mixture_eps, policy, cond, g, gp, go, jax.random.key(seed), jnp.float32(1.5), None,
+                    schedule=schedule, action_shape=(16, 7), repeats=cfg.repeats, mode="repeat",
+                    unroll=unroll).actions
 
-                t0 = time.perf_counter()
-                jax.block_until_ready(call())
-                compile_s = time.perf_counter() - t0
-                reps = 1 if cfg.quick else cfg.reps
-                sec = _timed(call, reps)
-                row = {"bench": "guided_chunk" if guided else "unguided_chunk", "batch": b, "dtype": dtype,
-                       "latency_ms": round(sec * 1e3, 3), "chunks_per_s": round(b / sec, 2),
-                       "compile_s": round(compile_s, 2), "repeats_M": cfg.repeats, "goals_K": cfg.num_goals,
-                       "ddim_steps": schedule.num_inference_steps, "unroll": cfg.unroll, "timed_reps": reps,
-                       "policy": "gaussian-mixture stand-in", "preset": cfg.preset,
-                       **env}
-                if guided:
-                    row["model_tflop_per_chunk"] = round(flop_chunk / 1e12, 4)
-                    row["achieved_tflop_s"] = round(flop_chunk * b / sec / 1e12, 3)
-                results.append(row)
-                emit(json.dumps(row))
+            t0 = time.perf_counter()
+            actions = jax.block_until_ready(call())
+            compile_s = time.perf_counter() - t0
+            reps = 1 if cfg.quick else cfg.reps
+            sec = _timed(call, reps)
+            row = {"bench": "guided_chunk" if guided else "unguided_chunk", "batch": b, "dtype": dtype,
+                   "latency_ms": round(sec * 1e3, 3), "chunks_per_s": round(b / sec, 2),
+                   "compile_s": round(compile_s, 2), "repeats_M": cfg.repeats, "goals_K": cfg.num_goals,
+                   "ddim_steps": schedule.num_inference_steps, "unroll": unroll, "timed_reps": reps,
+                   "policy": "gaussian-mixture stand-in", "preset": cfg.preset, **env}
+            if guided:
+                row["attention"] = attention
+                row["model_tflop_per_chunk"] = round(flop_chunk / 1e12, 4)
+                row["achieved_tflop_s"] = round(flop_chunk * b / sec / 1e12, 3)
+                if reference is None:
+                    reference = actions
+                else:
+                    row["max_abs_diff_vs_first_variant"] = float(jnp.max(jnp.abs(actions - reference)))
+            results.append(row)
+            emit(json.dumps(row))
     return results
 
 
@@ -145,8 +177,9 @@ def run_policy_benchmark(cfg: BenchConfig, emit=print) -> list[dict]:
                 def chunk(params, obs, key, g=g, repeats=repeats):
                     cond = policy.encode_obs(params, obs)
                     return _guided_sample_jit(policy.eps_fn, params, cond, *g, key, jnp.float32(1.5), None,
-                                              schedule=schedule, action_shape=(base.prediction_horizon, base.action_dim),
-                                              repeats=repeats, mode="repeat", unroll=cfg.unroll).actions
+                                              schedule=schedule,
+                                              action_shape=(base.prediction_horizon, base.action_dim),
+                                              repeats=repeats, mode="repeat", unroll=cfg.unroll[0]).actions
 
                 chunk = jax.jit(chunk)
                 t0 = time.perf_counter()
@@ -157,7 +190,8 @@ def run_policy_benchmark(cfg: BenchConfig, emit=print) -> list[dict]:
                 rows.append({"bench": "policy_guided_chunk" if guided else "policy_unguided_chunk", "batch": b,
                              "dtype": dtype, "latency_ms": round(sec * 1e3, 3), "chunks_per_s": round(b / sec, 2),
                              "compile_s": round(compile_s, 2), "timed_reps": reps, "repeats_M": repeats,
-                             "policy": f"robomimic UNet {list(base.down_dims)}, ResNet18-GN x{len(base.rgb_keys)} cameras",
+                             "policy": f"robomimic UNet {list(base.down_dims)}, "
+                                       f"ResNet18-GN x{len(base.rgb_keys)} cameras",
                              "preset": cfg.preset, **env})
                 emit(json.dumps(rows[-1]))
         opt, _ = warmup_cosine_adamw(1e-4, 1000)
@@ -171,16 +205,14 @@ def run_policy_benchmark(cfg: BenchConfig, emit=print) -> list[dict]:
                     "step": jnp.zeros((), jnp.int32)}
 
         state = fresh()
-        t0 = time.perf_counter()
-        state, loss = step(state, batch, jax.random.key(0))
-        jax.block_until_ready(loss)
-        compile_s = time.perf_counter() - t0
+
+        def one_step(i):
+            nonlocal state
+            state, loss = step(state, batch, jax.random.key(i))
+            return loss
+
         n = 1 if cfg.quick else max(2, cfg.reps // 2)
-        t0 = time.perf_counter()
-        for i in range(n):
-            state, loss = step(state, batch, jax.random.key(i + 1))
-        jax.block_until_ready(loss)
-        sec = (time.perf_counter() - t0) / n
+        compile_s, sec = time_steps(step, one_step, n)
         rows.append({"bench": "policy_train_step", "batch": cfg.train_batch, "dtype": dtype,
                      "step_ms": round(sec * 1e3, 2), "samples_per_s": round(cfg.train_batch / sec, 2),
                      "compile_s": round(compile_s, 2), "timed_reps": n, "preset": cfg.preset, **env})

@@ -6,15 +6,33 @@ import jax
 import jax.numpy as jnp
 
 
-def attend(q, k, v, *, dropout_rate: float = 0.0, dropout_rng=None) -> jax.Array:
+ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn")
+
+
+def check_attention(implementation: str) -> str:
+    if implementation not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"attention must be one of {ATTENTION_IMPLEMENTATIONS}, got {implementation!r}")
+    return implementation
+
+
+def attend(q, k, v, *, dropout_rate: float = 0.0, dropout_rng=None, implementation: str = "xla") -> jax.Array:
     """Softmax attention over ``[B, T, heads, head_dim]`` q/k/v with scale ``1/sqrt(head_dim)``.
 
-    Without dropout this is ``jax.nn.dot_product_attention``, which XLA (and cuDNN where present)
-    lower to a fused kernel; attention-probability dropout (torch's MultiheadAttention in training)
+    Without dropout this is ``jax.nn.dot_product_attention``: ``implementation="xla"`` runs
+    everywhere; ``"cudnn"`` asks for cuDNN's fused (flash) kernel, forward and backward, on NVIDIA
+    GPUs in bf16/fp16. Attention-probability dropout (torch's MultiheadAttention in training)
     needs the explicit form.
     """
     if dropout_rng is None or dropout_rate == 0.0:
-        return jax.nn.dot_product_attention(q, k, v)
+        if check_attention(implementation) == "cudnn" and q.dtype not in (jnp.bfloat16, jnp.float16):
+            raise ValueError(f"attention='cudnn' needs bfloat16 or float16 compute, got {q.dtype}; use 'xla'")
+        try:
+            return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
+        except RuntimeError as e:
+            if implementation != "cudnn":
+                raise
+            raise RuntimeError(f"attention='cudnn' needs an NVIDIA GPU with cuDNN (platform: "
+                               f"{jax.default_backend()}): {e}; use attention='xla'") from e
     scale = q.shape[-1] ** -0.5
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * scale
     probs = jax.nn.softmax(logits, axis=-1)
@@ -29,6 +47,7 @@ class SelfAttention(nn.Module):
     num_heads: int
     dtype: jnp.dtype = jnp.float32
     dropout_rate: float = 0.0
+    implementation: str = "xla"  # see ``attend``
 
     @nn.compact
     def __call__(self, x, deterministic: bool = True):
@@ -42,7 +61,7 @@ class SelfAttention(nn.Module):
         rng = None
         if not deterministic and self.dropout_rate > 0.0:
             rng = self.make_rng("dropout")
-        out = attend(q, k, v, dropout_rate=self.dropout_rate, dropout_rng=rng)
+        out = attend(q, k, v, dropout_rate=self.dropout_rate, dropout_rng=rng, implementation=self.implementation)
         return dense("out")(out.reshape(*x.shape[:-1], d))
 
 

@@ -8,14 +8,14 @@ step, which is what training without the feature cache costs. Usage:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
-import time
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from dynaguide_jax.benchmark import environment
+from dynaguide_jax.benchmark import environment, time_steps
 from dynaguide_jax.dynamics import DynamicsConfig, dynamics_loss, init_dynamics
 from dynaguide_jax.dynamics.model import flops_per_sample
 from dynaguide_jax.encoders import DinoV2, DinoV2Config, init_dinov2, preprocess
@@ -23,7 +23,8 @@ from dynaguide_jax.encoders.dinov2 import flops_per_image
 from dynaguide_jax.training.mesh import batch_sharding, make_mesh, replicated
 
 # dense bf16 peaks per device (TFLOP/s), for model FLOP utilisation
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "TPU v4": 275.0, "TPU v5p": 459.0, "TPU v5 lite": 197.0}
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "TPU v4": 275.0, "TPU v5p": 459.0,
+                    "TPU v5 lite": 197.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +33,9 @@ class TrainBenchConfig:
     modes: tuple[str, ...] = ("features", "pixels")
     dtypes: tuple[str, ...] = ("float32", "bfloat16")
     steps: int = 10
+    # "torch": dropout on attention probabilities too, as torch's layer (explicit attention);
+    # "fused": no attention-probability dropout, so attention is one fused kernel (cuDNN on NVIDIA GPUs in bf16)
+    attention: tuple[str, ...] = ("torch", "fused")
     preset: str = "paper"
     peak_tflops: float = 0.0  # per device; 0 = look up the device kind
 
@@ -46,7 +50,8 @@ def run(cfg: TrainBenchConfig, emit=print) -> list[dict]:
     if cfg.preset == "paper":
         enc, dyn, size = DinoV2Config.preset("vits14"), DynamicsConfig(), 224
     else:
-        enc, dyn, size = DinoV2Config(hidden_size=64, num_layers=2, num_heads=4, pos_grid=4), DynamicsConfig.preset("small"), 56
+        enc = DinoV2Config(hidden_size=64, num_layers=2, num_heads=4, pos_grid=4)
+        dyn, size = DynamicsConfig.preset("small"), 56
     mesh = make_mesh()
     b, env, rows = cfg.global_batch, environment(), []
     peak = peak_for(env["device"], cfg.peak_tflops)
@@ -61,40 +66,40 @@ def run(cfg: TrainBenchConfig, emit=print) -> list[dict]:
     pixels = {"image": jax.random.randint(key, (b, 200, 200, 3), 0, 256).astype(jnp.uint8),
               "future_image": jax.random.randint(key, (b, 200, 200, 3), 0, 256).astype(jnp.uint8)}
     common = {"proprio": jnp.zeros((b, dyn.proprio_dim)), "actions": jnp.zeros((b, dyn.horizon, dyn.action_dim))}
-    for dtype in cfg.dtypes:
-        model = dyn.replace(dtype=dtype)
-        encoder = DinoV2(enc.replace(dtype=dtype))
-        for mode in cfg.modes:
-            batch = jax.device_put({**common, **(feats if mode == "features" else pixels)}, shard)
+    for dtype, variant, mode in itertools.product(cfg.dtypes, cfg.attention, cfg.modes):
+        if variant not in ("torch", "fused"):
+            raise ValueError(f"attention variants are 'torch' and 'fused', got {variant!r}")
+        kernel = "cudnn" if variant == "fused" and dtype != "float32" and env["platform"] == "gpu" else "xla"
+        model = dyn.replace(dtype=dtype, attention=kernel, attention_dropout=0.0 if variant == "fused" else None)
+        encoder = DinoV2(enc.replace(dtype=dtype, attention=kernel))
+        batch = jax.device_put({**common, **(feats if mode == "features" else pixels)}, shard)
 
-            def step(params, opt_state, batch, key, mode=mode):
-                if mode == "pixels":
-                    enc_fn = lambda im: encoder.apply({"params": enc_params}, preprocess(im, size))["patches"]  # noqa
-                    batch = {**batch, "patches": enc_fn(batch["image"]), "future_patches": enc_fn(batch["future_image"])}
-                loss, g = jax.value_and_grad(lambda p: dynamics_loss(model, p, batch, key))(params)
-                upd, opt_state = opt.update(g, opt_state)
-                return optax.apply_updates(params, upd), opt_state, loss
+        def step(params, opt_state, batch, key, mode=mode):
+            if mode == "pixels":
+                enc_fn = lambda im: encoder.apply({"params": enc_params}, preprocess(im, size))["patches"]  # noqa
+                batch = {**batch, "patches": enc_fn(batch["image"]), "future_patches": enc_fn(batch["future_image"])}
+            loss, g = jax.value_and_grad(lambda p: dynamics_loss(model, p, batch, key))(params)
+            upd, opt_state = opt.update(g, opt_state)
+            return optax.apply_updates(params, upd), opt_state, loss
 
-            step = jax.jit(step, donate_argnums=(0, 1))
-            p, s = jax.tree.map(jnp.copy, params), opt.init(params)
-            t0 = time.perf_counter()
-            p, s, loss = step(p, s, batch, key)
-            jax.block_until_ready(loss)
-            compile_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            for i in range(cfg.steps):
-                p, s, loss = step(p, s, batch, jax.random.fold_in(key, i))
-            jax.block_until_ready(loss)
-            sec = (time.perf_counter() - t0) / cfg.steps
-            flop = 3 * flops_per_sample(dyn) + (2 * flops_per_image(enc, size) if mode == "pixels" else 0)
-            tflops = b / sec * flop / 1e12
-            row = {"bench": "dynamics_train_step", "input": mode, "dtype": dtype, "global_batch": b,
-                   "devices": mesh.devices.size, "step_ms": round(sec * 1e3, 2), "samples_per_s": round(b / sec, 1),
-                   "model_tflop_s": round(tflops, 3), "compile_s": round(compile_s, 2), "preset": cfg.preset, **env}
-            if peak:
-                row["mfu"] = round(tflops / (peak * mesh.devices.size), 4)
-            rows.append(row)
-            emit(json.dumps(row))
+        step = jax.jit(step, donate_argnums=(0, 1))
+        state = [jax.tree.map(jnp.copy, params), opt.init(params)]
+
+        def one_step(i):
+            state[0], state[1], loss = step(*state, batch, jax.random.fold_in(key, i))
+            return loss
+
+        compile_s, sec = time_steps(step, one_step, cfg.steps)
+        flop = 3 * flops_per_sample(dyn) + (2 * flops_per_image(enc, size) if mode == "pixels" else 0)
+        tflops = b / sec * flop / 1e12
+        row = {"bench": "dynamics_train_step", "input": mode, "dtype": dtype, "global_batch": b,
+               "attention": kernel, "attention_dropout": model.attention_dropout_rate,
+               "devices": mesh.devices.size, "step_ms": round(sec * 1e3, 2), "samples_per_s": round(b / sec, 1),
+               "model_tflop_s": round(tflops, 3), "compile_s": round(compile_s, 2), "preset": cfg.preset, **env}
+        if peak:
+            row["mfu"] = round(tflops / (peak * mesh.devices.size), 4)
+        rows.append(row)
+        emit(json.dumps(row))
     return rows
 
 

@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from dynaguide_jax.data import DynamicsWindows, EpisodeData, action_normalization, build_feature_cache, load_feature_cache
+from dynaguide_jax.data import (DynamicsWindows, EpisodeData, action_normalization, build_feature_cache,
+                                load_feature_cache)
 from dynaguide_jax.encoders import DinoV2, DinoV2Config, init_dinov2, preprocess
 
 
@@ -72,5 +73,8 @@ def test_feature_cache_matches_direct_encoding_and_resumes(tmp_path):
     other = init_dinov2(cfg, jax.random.key(1), 28)
     with pytest.raises(ValueError, match="different encoder"):
         load_feature_cache(tmp_path / "c", cfg, other, 28)
+    load_feature_cache(tmp_path / "c", cfg.replace(attention="cudnn"), params, 28)  # same features, same cache
+    with pytest.raises(ValueError, match="different encoder"):
+        load_feature_cache(tmp_path / "c", cfg.replace(dtype="bfloat16"), params, 28)
     half = build_feature_cache(tmp_path / "h", images, cfg, params, 28, batch_size=4, progress=False)
     assert half.dtype == np.float16 and np.abs(np.asarray(half, np.float32) - direct).max() < 1e-2

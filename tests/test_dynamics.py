@@ -138,3 +138,28 @@ def test_loss_trains_down_and_dropout_is_used():
     assert float(loss) < 0.7 * first
     det = LatentDynamics(cfg).apply({"params": params}, batch["patches"], batch["proprio"], batch["actions"])
     assert det.shape == (8, 16, 64)
+
+
+def test_attention_dropout_and_kernel_settings():
+    """attention_dropout=None keeps torch's layer (dropout on attention probabilities too); 0 drops
+    only that part; eval-mode outputs do not depend on it. 'cudnn' fails clearly where it cannot run."""
+    cfg = DynamicsConfig.preset("small").replace(dropout=0.3)
+    params = init_dynamics(cfg, jax.random.key(0))
+    x = (jnp.ones((2, 16, 64)), jnp.ones((2, 15)), jnp.ones((2, 16, 7)))
+
+    def train_mode(c):
+        return LatentDynamics(c).apply({"params": params}, *x, deterministic=False, rngs={"dropout": jax.random.key(5)})
+
+    same = train_mode(cfg.replace(attention_dropout=0.3))
+    np.testing.assert_array_equal(train_mode(cfg), same)
+    assert not np.allclose(train_mode(cfg.replace(attention_dropout=0.0)), same)
+    np.testing.assert_allclose(predict_future_patches(cfg.replace(attention_dropout=0.0), params, *x),
+                               predict_future_patches(cfg, params, *x), atol=1e-6)
+    assert DynamicsConfig.from_dict(cfg.replace(attention_dropout=0.0).to_dict()).attention_dropout_rate == 0.0
+    with pytest.raises(ValueError, match="attention must be one of"):
+        cfg.replace(attention="flash")
+    with pytest.raises(ValueError, match="needs bfloat16 or float16"):
+        predict_future_patches(cfg.replace(attention="cudnn"), params, *x)
+    if jax.default_backend() == "cpu":
+        with pytest.raises(RuntimeError, match="needs an NVIDIA GPU with cuDNN"):
+            predict_future_patches(cfg.replace(attention="cudnn", dtype="bfloat16"), params, *x)

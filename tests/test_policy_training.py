@@ -50,7 +50,8 @@ def test_windows_pad_like_robomimic_and_goals_stay_in_episode():
     n = 12
     frames = np.arange(n, dtype=np.float32)
     data = EpisodeData(obs={"proprio": np.repeat(frames[:, None], 4, 1),
-                            "camera": np.repeat(np.arange(n, dtype=np.uint8)[:, None, None, None], 56, 1).repeat(56, 2).repeat(3, 3)},
+                            "camera": np.broadcast_to(np.arange(n, dtype=np.uint8)[:, None, None, None],
+                                                      (n, 56, 56, 3)).copy()},
                        actions=np.repeat(frames[:, None], 7, 1), episode_ends=np.array([5, 12]))
     for step in range(20):
         b = policy_batch(data, cfg, 16, seed=1, step=step)
@@ -62,7 +63,8 @@ def test_windows_pad_like_robomimic_and_goals_stay_in_episode():
         np.testing.assert_array_equal(b["actions"][:, :, 0], want)
         g = b["goal"]["camera"][:, 0, 0, 0]
         assert ((g >= obs_t) & (g <= ep_end)).all()
-    np.testing.assert_array_equal(policy_batch(data, cfg, 4, 1, 3)["actions"], policy_batch(data, cfg, 4, 1, 3)["actions"])
+    again = policy_batch(data, cfg, 4, 1, 3)["actions"]
+    np.testing.assert_array_equal(policy_batch(data, cfg, 4, 1, 3)["actions"], again)
     with pytest.raises(ValueError, match="episode_ends"):
         EpisodeData(obs={}, actions=np.zeros((5, 7)), episode_ends=np.array([3, 4]))
 
@@ -101,8 +103,8 @@ def test_resume_in_process_and_bf16(tmp_path):
     train_policy(DiffusionPolicy(cfg), batches, tc, tmp_path / "b", progress=False, stop_after=3)
     again = train_policy(DiffusionPolicy(cfg), batches, tc, tmp_path / "b", progress=False)
     assert again.resumed_from == 3 and again.losses == full.losses
-    bf16 = train_policy(DiffusionPolicy(cfg), batches, PolicyTrainConfig(**{**tc.__dict__, "compute_dtype": "bfloat16"}),
-                        tmp_path / "c", progress=False)
+    bf16_cfg = PolicyTrainConfig(**{**tc.__dict__, "compute_dtype": "bfloat16"})
+    bf16 = train_policy(DiffusionPolicy(cfg), batches, bf16_cfg, tmp_path / "c", progress=False)
     assert all(np.isfinite(loss) for _, loss in bf16.losses)
     assert jax.tree.leaves(bf16.params)[0].dtype == jnp.float32  # fp32 params under bf16 compute
 
@@ -111,7 +113,8 @@ def test_trained_policy_restored_steered_and_run_in_a_loop(tmp_path):
     cfg = toy_policy_config()
     data = toy_episodes(episodes=8, length=20)
     tc = PolicyTrainConfig(steps=4, batch_size=4, warmup_steps=1, checkpoint_every=4)
-    trained = train_policy(DiffusionPolicy(cfg), lambda s: policy_batch(data, cfg, 4, 0, s), tc, tmp_path, progress=False)
+    trained = train_policy(DiffusionPolicy(cfg), lambda s: policy_batch(data, cfg, 4, 0, s), tc, tmp_path,
+                           progress=False)
     policy, params, schedule = load_trained_policy(tmp_path)
     jax.tree.map(np.testing.assert_array_equal, params, jax.tree.map(np.asarray, trained.ema_params))
 

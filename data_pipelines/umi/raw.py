@@ -54,7 +54,8 @@ def open_replay_buffer(path: str):
     if ends.ndim != 1 or len(ends) == 0 or ends[-1] != n:
         raise UmiFormatError(f"{path}: meta/episode_ends must end at the {n} frames of data/, got {ends[-3:]}")
     if (lengths <= 0).any():
-        raise UmiFormatError(f"{path}: episode {int(np.argmax(lengths <= 0))} is empty (meta/episode_ends not increasing)")
+        raise UmiFormatError(f"{path}: episode {int(np.argmax(lengths <= 0))} is empty "
+                             "(meta/episode_ends not increasing)")
     return root, ends
 
 

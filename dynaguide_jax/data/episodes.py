@@ -18,7 +18,8 @@ class EpisodeData:
         n = len(self.actions)
         ends = np.asarray(self.episode_ends, np.int64)
         if ends.ndim != 1 or len(ends) == 0 or ends[-1] != n or (np.diff(np.r_[0, ends]) <= 0).any():
-            raise ValueError(f"episode_ends must be increasing, positive lengths, ending at {n} frames; got {ends[:5]}...")
+            raise ValueError(f"episode_ends must be increasing, positive lengths, ending at {n} frames; "
+                             f"got {ends[:5]}...")
         for k, v in self.obs.items():
             if len(v) != n:
                 raise ValueError(f"obs[{k!r}] has {len(v)} frames, actions have {n}")

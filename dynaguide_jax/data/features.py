@@ -7,6 +7,7 @@ a progress bar and resumes where an interrupted run stopped; readers refuse a ca
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,7 +23,9 @@ from dynaguide_jax.encoders.preprocess import preprocess
 
 
 def encoder_fingerprint(config: DinoV2Config, params, image_size: int) -> str:
-    h = hashlib.sha256(config.to_json().encode() + str(image_size).encode())
+    # the attention kernel does not change the features, so it is not part of the fingerprint
+    arch = {k: v for k, v in dataclasses.asdict(config).items() if k != "attention"}
+    h = hashlib.sha256(json.dumps(arch, indent=2, sort_keys=True).encode() + str(image_size).encode())
     for leaf in jax.tree.leaves(params)[:4]:
         h.update(np.asarray(leaf).tobytes()[:4096])
     return h.hexdigest()[:16]

@@ -138,7 +138,8 @@ def export_guidance_conditions(directory: str, out_dir: str, split: str = "valid
         for s in np.unique(seg[seg >= 0]):
             idx = np.flatnonzero(seg == s)
             last = idx[-1]
-            name = ep["behaviour"][last].decode() if isinstance(ep["behaviour"][last], bytes) else str(ep["behaviour"][last])
+            label = ep["behaviour"][last]
+            name = label.decode() if isinstance(label, bytes) else str(label)
             window = np.clip(np.arange(last - horizon + 1, last + 1), idx[0], last)
             g = groups[name]
             g["images"].append(ep[image_field][last])

@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from dynaguide_jax.layers import check_attention
+
 
 @dataclasses.dataclass(frozen=True)
 class DynamicsConfig:
@@ -25,6 +27,8 @@ class DynamicsConfig:
     num_heads: int = 8
     ffn_dim: int = 2048
     dropout: float = 0.1
+    attention_dropout: float | None = None  # None: ``dropout``, as torch's layer; 0 allows fused attention
+    attention: str = "xla"  # "cudnn": fused flash attention on NVIDIA GPUs (bf16), see layers.attend
     layer_norm_eps: float = 1e-5
     num_predicted_tokens: int | None = None
     dtype: str = "float32"
@@ -39,6 +43,11 @@ class DynamicsConfig:
             raise ValueError(f"feature_dim={self.feature_dim} not divisible by num_heads={self.num_heads}")
         if self.predicted_tokens > self.num_cameras * self.patches_per_camera:
             raise ValueError("num_predicted_tokens exceeds the number of image tokens")
+        check_attention(self.attention)
+
+    @property
+    def attention_dropout_rate(self) -> float:
+        return self.dropout if self.attention_dropout is None else self.attention_dropout
 
     @property
     def action_channels(self) -> int:

@@ -19,7 +19,7 @@ class PostNormEncoderLayer(nn.Module):
         c, dt = self.cfg, compute_dtype(self.cfg.dtype)
         drop = lambda h: nn.Dropout(c.dropout)(h, deterministic=deterministic)  # noqa: E731
         ln = lambda name: nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=dt, name=name)  # noqa: E731
-        h = SelfAttention(c.num_heads, dt, c.dropout, name="self_attn")(x, deterministic)
+        h = SelfAttention(c.num_heads, dt, c.attention_dropout_rate, c.attention, name="self_attn")(x, deterministic)
         x = ln("norm1")(x + drop(h))
         h = drop(nn.relu(nn.Dense(c.ffn_dim, dtype=dt, name="linear1")(x)))
         h = nn.Dense(c.feature_dim, dtype=dt, name="linear2")(h)

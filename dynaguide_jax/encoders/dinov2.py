@@ -63,7 +63,8 @@ class Block(nn.Module):
     def __call__(self, x):
         c, dt = self.cfg, compute_dtype(self.cfg.dtype)
         ln = lambda name: nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=dt, name=name)  # noqa: E731
-        x = x + LayerScale(name="ls1")(SelfAttention(c.num_heads, dt, name="attn")(ln("norm1")(x)))
+        attn = SelfAttention(c.num_heads, dt, implementation=c.attention, name="attn")
+        x = x + LayerScale(name="ls1")(attn(ln("norm1")(x)))
         mlp = Mlp(c.mlp_hidden, c.use_swiglu, dt, name="mlp")
         return x + LayerScale(name="ls2")(mlp(ln("norm2")(x)))
 

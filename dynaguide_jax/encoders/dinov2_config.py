@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from dynaguide_jax.layers import check_attention
+
 
 @dataclasses.dataclass(frozen=True)
 class DinoV2Config:
@@ -28,8 +30,10 @@ class DinoV2Config:
     interpolate_offset: float = 0.1
     interpolate_antialias: bool = False
     dtype: str = "float32"
+    attention: str = "xla"  # "cudnn": fused flash attention on NVIDIA GPUs (bf16), see layers.attend
 
     def __post_init__(self):
+        check_attention(self.attention)
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}"

@@ -60,7 +60,8 @@ def _res_block(s, p):
 
 def unet_sizes(s) -> dict:
     """UNet sizes read from a few weight shapes (robomimic ignores the config's ``algo.unet``)."""
-    downs = [int(m.group(1)) for k in s if (m := re.match(re.escape(UNET) + r"down_modules\.(\d+)\.0\.blocks\.0\.block\.0\.weight$", k))]
+    first_conv = re.escape(UNET) + r"down_modules\.(\d+)\.0\.blocks\.0\.block\.0\.weight$"
+    downs = [int(m.group(1)) for k in s if (m := re.match(first_conv, k))]
     if not downs:
         raise KeyError(f"{UNET}down_modules.0.0.blocks.0.block.0.weight")
     down_dims = tuple(s[f"{UNET}down_modules.{i}.0.blocks.0.block.0.weight"].shape[0] for i in range(max(downs) + 1))
@@ -144,7 +145,8 @@ def _config_from(ckpt: dict, sizes: dict, state, n_groups: int) -> tuple[PolicyC
     goal_rgb = tuple(k for k in shapes if k in obs_cfg["modalities"].get("goal", {}).get("rgb", []))
     enc = obs_cfg["encoder"]["rgb"]
     core = enc.get("core_kwargs", {})
-    if core.get("backbone_class", "ResNet18Conv") != "ResNet18Conv" or core.get("pool_class", "SpatialSoftmax") != "SpatialSoftmax":
+    if (core.get("backbone_class", "ResNet18Conv") != "ResNet18Conv"
+            or core.get("pool_class", "SpatialSoftmax") != "SpatialSoftmax"):
         raise ValueError("only VisualCore(ResNet18Conv, SpatialSoftmax) image encoders are supported")
     crop = None
     if enc.get("obs_randomizer_class") == "CropRandomizer":

@@ -100,7 +100,7 @@ def random_crop(key, images, crop: tuple[int, int]):
     kt, kl = jax.random.split(key)
     tops = jax.random.randint(kt, (n,), 0, h - crop[0] + 1)
     lefts = jax.random.randint(kl, (n,), 0, w - crop[1] + 1)
-    one = lambda img, t, l: jax.lax.dynamic_slice(img, (t, l, 0), (crop[0], crop[1], c))  # noqa: E731
+    one = lambda img, top, left: jax.lax.dynamic_slice(img, (top, left, 0), (crop[0], crop[1], c))  # noqa: E731
     return jax.vmap(one)(images, tops, lefts)
 
 

@@ -111,24 +111,31 @@ def train_dynamics(config: DynamicsConfig, batches: Callable[[int, slice], dict]
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc="train dynamics",
                disable=None if (progress and lead) else True)
     flops = 3 * flops_per_sample(config)  # forward + backward (activations and weights)
-    t0, done, metrics = time.perf_counter(), 0, {}
+    # throughput over each logging interval; the run's first step (it compiles) is not counted
+    t_mark, since, metrics = None, 0, {}
     for i in bar:
         batch = global_batch(mesh, batches(i, rows))
         state, loss = step_fn(state, batch, jax.random.fold_in(base_key, i))
-        done += 1
+        if t_mark is None:
+            jax.block_until_ready(loss)
+            t_mark = time.perf_counter()
+        else:
+            since += 1
         if (i + 1) % cfg.log_every == 0 or i + 1 == end:
-            loss = float(loss)
-            rate = done * cfg.global_batch / (time.perf_counter() - t0)
-            metrics = {"step": i + 1, "loss": loss, "samples_per_s": round(rate, 2),
-                       "model_tflop_s": round(rate * flops / 1e12, 4)}
-            if cfg.peak_tflops > 0:
-                metrics["mfu"] = round(metrics["model_tflop_s"] / (cfg.peak_tflops * mesh.devices.size), 4)
+            loss, now = float(loss), time.perf_counter()
+            metrics = {"step": i + 1, "loss": loss}
+            if since:
+                rate = since * cfg.global_batch / (now - t_mark)
+                metrics.update(samples_per_s=round(rate, 2), model_tflop_s=round(rate * flops / 1e12, 4))
+                if cfg.peak_tflops > 0:
+                    metrics["mfu"] = round(metrics["model_tflop_s"] / (cfg.peak_tflops * mesh.devices.size), 4)
+            t_mark, since = now, 0
             if lead:
                 mgr.log(metrics)
                 for k, v in metrics.items():
                     if k != "step":
                         writer.add_scalar(f"train/{k}", v, i + 1)
-                bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.1f}")
+                bar.set_postfix(loss=f"{loss:.4f}", samples_s=metrics.get("samples_per_s", "-"))
         if (i + 1) % cfg.checkpoint_every == 0 or i + 1 == end:
             mgr.save(i + 1, state)
     mgr.close()

@@ -94,7 +94,8 @@ class ConditionalUnet1D(nn.Module):
         for ind, (di, do) in enumerate(reversed(in_out[1:])):
             last = ind >= len(in_out) - 1
             up.append(nn.ModuleList([blk(do * 2, di), blk(di, di), Upsample1d(di) if not last else nn.Identity()]))
-        final_conv = nn.Sequential(Conv1dBlock(down_dims[0], down_dims[0], kernel_size), nn.Conv1d(down_dims[0], input_dim, 1))
+        final_conv = nn.Sequential(Conv1dBlock(down_dims[0], down_dims[0], kernel_size),
+                                   nn.Conv1d(down_dims[0], input_dim, 1))
         self.diffusion_step_encoder = diffusion_step_encoder
         self.up_modules = up
         self.down_modules = down
