@@ -145,3 +145,19 @@ def test_cli_build_cache_goals_and_train_from_rlds(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dynaguide_jax.cli", "train", "dynamics", "--data", "rlds",
                            "--rlds", ds, "--out", tmp_path / "x"], capture_output=True, text=True, env=ENV)
     assert proc.returncode == 2 and "--features" in proc.stderr
+
+
+def test_readers_decode_only_the_requested_images(built):
+    from dynaguide_jax.data.rlds import _skip_images, iterate_episodes
+
+    root, ranges, path = built
+    steps = tfds.builder_from_directory(path).info.features["steps"].feature
+    skip = _skip_images(steps, {"observation/robot_obs", "observation/rgb_static"})
+    assert set(skip) == {"observation"} and set(skip["observation"]) == {"rgb_gripper"}
+    eps = list(iterate_episodes(path, "train", ("observation/rgb_static", "observation/robot_obs", "behaviour")))
+    assert [len(e["behaviour"]) for e in eps] == [b - a + 1 for a, b in ranges["training"]]
+    first = min(a for a, _ in ranges["training"])
+    raw = np.load(os.path.join(root, "raw", "training", f"episode_{first + 3:07d}.npz"))
+    ep = next(e for e in eps if len(e["behaviour"]) == ranges["training"][0][1] - ranges["training"][0][0] + 1)
+    np.testing.assert_array_equal(ep["observation/rgb_static"][3], raw["rgb_static"])
+    np.testing.assert_allclose(ep["observation/robot_obs"][3], raw["robot_obs"].astype(np.float32))

@@ -25,11 +25,33 @@ def _builder(directory: str):
         raise FileNotFoundError(f"{directory} is not a prepared RLDS dataset (build it first): {e}") from e
 
 
-def _dataset(directory: str, split: str):
+def _dataset(directory: str, split: str, fields=None):
+    """``(builder, episodes)``; with ``fields``, images not among them are never decoded."""
     builder = _builder(directory)
     if split not in builder.info.splits:
         raise KeyError(f"{directory} has no split {split!r} (splits: {list(builder.info.splits)})")
-    return builder, builder.as_dataset(split=split, shuffle_files=False)
+    decoders = None
+    if fields is not None:
+        skip = _skip_images(builder.info.features["steps"].feature, set(fields))
+        decoders = {"steps": skip} if skip else None
+    return builder, builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
+
+
+def _skip_images(features, fields: set, prefix: str = "") -> dict:
+    """TFDS decoders leaving every image feature outside ``fields`` encoded: reading low-dim fields
+    of a camera dataset then costs no image decoding (most of the time of a full read)."""
+    import tensorflow_datasets as tfds
+
+    out = {}
+    for name, feat in features.items():
+        path = prefix + name
+        if isinstance(feat, tfds.features.FeaturesDict):
+            sub = _skip_images(feat, fields, path + "/")
+            if sub:
+                out[name] = sub
+        elif isinstance(feat, tfds.features.Image) and path not in fields:
+            out[name] = tfds.decode.SkipDecoding()
+    return out
 
 
 def _field(step: dict, path: str):
@@ -39,13 +61,14 @@ def _field(step: dict, path: str):
 
 
 def iterate_episodes(directory: str, split: str = "train", fields=("action",)):
-    """Yields ``{field: [T, ...]}`` per episode, fields as slash paths (``observation/robot_obs``)."""
-    _, ds = _dataset(directory, split)
+    """Yields ``{field: [T, ...]}`` per episode, fields as slash paths (``observation/robot_obs``).
+
+    Only the requested fields are decoded; steps are converted in batches, not one by one."""
+    _, ds = _dataset(directory, split, fields)
     for ep in ds:
-        steps = list(ep["steps"].as_numpy_iterator())
-        if not steps:
-            continue
-        yield {f: np.stack([_field(s, f) for s in steps]) for f in fields}
+        parts = list(ep["steps"].batch(4096).as_numpy_iterator())  # batch preallocates: not the whole episode
+        if parts:  # an empty episode has no batch
+            yield {f: np.concatenate([_field(p, f) for p in parts]) for f in fields}
 
 
 def read_episodes(directory: str, split: str = "train", obs_fields=("observation/robot_obs",),
