@@ -26,19 +26,22 @@ from dynaguide_jax.dynamics.model import predict_future_patches
 from dynaguide_jax.guidance.metric import pairwise_distance
 
 
+# one compiled program per (config, shapes), shared by the error and the retrieval passes
+_predict = jax.jit(predict_future_patches, static_argnums=0)
+
+
 def predict_windows(config: DynamicsConfig, params, windows: DynamicsWindows, starts: np.ndarray,
                     batch_size: int = 64, progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(predicted, current, future)`` patches ``[N, P', D]`` for the windows starting at ``starts``
     (batched and jitted; the last batch is padded so one program serves all)."""
     p = config.predicted_tokens
-    predict = jax.jit(lambda prm, b: predict_future_patches(config, prm, b["patches"], b.get("proprio"),
-                                                            b["actions"]))
     pred, cur, fut = [], [], []
     for i in tqdm(range(0, len(starts), batch_size), desc="evaluate dynamics", unit="batch",
                   disable=None if progress else True):
         t = starts[i:i + batch_size]
         batch = windows.at(np.concatenate([t, np.repeat(t[-1:], batch_size - len(t))]))
-        pred.append(np.asarray(predict(params, batch))[: len(t)])
+        out = _predict(config, params, batch["patches"], batch.get("proprio"), batch["actions"])
+        pred.append(np.asarray(out)[: len(t)])
         cur.append(batch["patches"][: len(t), :p])
         fut.append(batch["future_patches"][: len(t), :p])
     return tuple(np.concatenate(x) for x in (pred, cur, fut))
