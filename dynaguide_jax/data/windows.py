@@ -30,16 +30,21 @@ class DynamicsWindows:
             raise ValueError(f"no episode is longer than the horizon {horizon}")
         self.action_transform = action_transform or ActionTransform()
 
-    def batch(self, step: int, global_batch: int, seed: int = 0, rows: slice | None = None) -> dict:
+    def batch(self, step: int, global_batch: int, seed: int = 0, rows: slice | None = None,
+              feature_dtype=None) -> dict:
+        """Training batch ``step`` (a function of ``(seed, step)``), or its ``rows``. Features keep the
+        cache's dtype by default: the model casts them on the device, and converting float16 to
+        float32 on the host would take most of the loader's time and double the bytes sent."""
         rng = np.random.default_rng([seed, step])
         t = self.valid[rng.integers(0, len(self.valid), global_batch)]
-        return self.at(t if rows is None else t[rows])
+        return self.at(t if rows is None else t[rows], feature_dtype)
 
-    def at(self, t: np.ndarray) -> dict:
-        """The windows starting at frames ``t [B]`` (each must be in ``valid``)."""
+    def at(self, t: np.ndarray, feature_dtype=np.float32) -> dict:
+        """The windows starting at frames ``t [B]`` (each must be in ``valid``); ``feature_dtype=None``
+        keeps the features' stored dtype."""
         acts = self.action_transform(self.data.actions[t[:, None] + np.arange(self.horizon)[None]])
-        out = {"patches": np.asarray(self.features[t], np.float32), "actions": acts,
-               "future_patches": np.asarray(self.features[t + self.horizon], np.float32)}
+        out = {"patches": np.asarray(self.features[t], feature_dtype), "actions": acts,
+               "future_patches": np.asarray(self.features[t + self.horizon], feature_dtype)}
         if self.proprio_key is not None:
             out["proprio"] = self.data.obs[self.proprio_key][t].astype(np.float32)
         return out

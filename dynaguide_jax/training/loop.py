@@ -26,6 +26,7 @@ from dynaguide_jax.dynamics.fit import dynamics_update
 from dynaguide_jax.dynamics.model import flops_per_sample, init_dynamics
 from dynaguide_jax.training.checkpoints import CheckpointManager
 from dynaguide_jax.training.mesh import global_batch, make_mesh, param_sharding, process_rows, replicated
+from dynaguide_jax.training.prefetch import Prefetcher
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,7 @@ class DynamicsTrainConfig:
     log_every: int = 10
     seed: int = 0
     peak_tflops: float = 0.0  # per device; > 0 adds model FLOP utilisation to the metrics
+    prefetch: int = 2  # batches read and sent to the devices ahead, on background threads (0: in the loop)
 
 
 class DynamicsTrainResult(NamedTuple):
@@ -112,32 +114,34 @@ def train_dynamics(config: DynamicsConfig, batches: Callable[[int, slice], dict]
                disable=None if (progress and lead) else True)
     flops = 3 * flops_per_sample(config)  # forward + backward (activations and weights)
     # throughput over each logging interval; the run's first step (it compiles) is not counted
-    t_mark, since, metrics = None, 0, {}
-    for i in bar:
-        batch = global_batch(mesh, batches(i, rows))
-        state, loss = step_fn(state, batch, jax.random.fold_in(base_key, i))
-        if t_mark is None:
-            jax.block_until_ready(loss)
-            t_mark = time.perf_counter()
-        else:
-            since += 1
-        if (i + 1) % cfg.log_every == 0 or i + 1 == end:
-            loss, now = float(loss), time.perf_counter()
-            metrics = {"step": i + 1, "loss": loss}
-            if since:
-                rate = since * cfg.global_batch / (now - t_mark)
-                metrics.update(samples_per_s=round(rate, 2), model_tflop_s=round(rate * flops / 1e12, 4))
-                if cfg.peak_tflops > 0:
-                    metrics["mfu"] = round(metrics["model_tflop_s"] / (cfg.peak_tflops * mesh.devices.size), 4)
-            t_mark, since = now, 0
-            if lead:
-                mgr.log(metrics)
-                for k, v in metrics.items():
-                    if k != "step":
-                        writer.add_scalar(f"train/{k}", v, i + 1)
-                bar.set_postfix(loss=f"{loss:.4f}", samples_s=metrics.get("samples_per_s", "-"))
-        if (i + 1) % cfg.checkpoint_every == 0 or i + 1 == end:
-            mgr.save(i + 1, state)
+    t_mark, since, waited, metrics = None, 0, 0.0, {}
+    loader = Prefetcher(lambda i: global_batch(mesh, batches(i, rows)), range(start, end), cfg.prefetch)
+    with loader:
+        for i, batch in zip(bar, loader):
+            state, loss = step_fn(state, batch, jax.random.fold_in(base_key, i))
+            if t_mark is None:
+                jax.block_until_ready(loss)
+                t_mark, waited = time.perf_counter(), loader.waited_s
+            else:
+                since += 1
+            if (i + 1) % cfg.log_every == 0 or i + 1 == end:
+                loss, now = float(loss), time.perf_counter()
+                metrics = {"step": i + 1, "loss": loss}
+                if since:
+                    rate = since * cfg.global_batch / (now - t_mark)
+                    metrics.update(samples_per_s=round(rate, 2), model_tflop_s=round(rate * flops / 1e12, 4),
+                                   input_wait_frac=round((loader.waited_s - waited) / (now - t_mark), 4))
+                    if cfg.peak_tflops > 0:
+                        metrics["mfu"] = round(metrics["model_tflop_s"] / (cfg.peak_tflops * mesh.devices.size), 4)
+                t_mark, since, waited = now, 0, loader.waited_s
+                if lead:
+                    mgr.log(metrics)
+                    for k, v in metrics.items():
+                        if k != "step":
+                            writer.add_scalar(f"train/{k}", v, i + 1)
+                    bar.set_postfix(loss=f"{loss:.4f}", samples_s=metrics.get("samples_per_s", "-"))
+            if (i + 1) % cfg.checkpoint_every == 0 or i + 1 == end:
+                mgr.save(i + 1, state)
     mgr.close()
     if writer is not None:
         writer.close()
