@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 from typing import Callable, NamedTuple
 
@@ -27,6 +28,8 @@ from dynaguide_jax.dynamics.model import flops_per_sample, init_dynamics
 from dynaguide_jax.training.checkpoints import CheckpointManager
 from dynaguide_jax.training.mesh import global_batch, make_mesh, param_sharding, process_rows, replicated
 from dynaguide_jax.training.prefetch import Prefetcher
+
+INPUT_BOUND_FRAC = 0.2  # above this share of waiting for batches, the run says it is input-bound
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +117,7 @@ def train_dynamics(config: DynamicsConfig, batches: Callable[[int, slice], dict]
                disable=None if (progress and lead) else True)
     flops = 3 * flops_per_sample(config)  # forward + backward (activations and weights)
     # throughput over each logging interval; the run's first step (it compiles) is not counted
-    t_mark, since, waited, metrics = None, 0, 0.0, {}
+    t_mark, since, waited, metrics, warned_input = None, 0, 0.0, {}, False
     loader = Prefetcher(lambda i: global_batch(mesh, batches(i, rows)), range(start, end), cfg.prefetch)
     with loader:
         for i, batch in zip(bar, loader):
@@ -135,6 +138,11 @@ def train_dynamics(config: DynamicsConfig, batches: Callable[[int, slice], dict]
                         metrics["mfu"] = round(metrics["model_tflop_s"] / (cfg.peak_tflops * mesh.devices.size), 4)
                 t_mark, since, waited = now, 0, loader.waited_s
                 if lead:
+                    if not warned_input and metrics.get("input_wait_frac", 0.0) > INPUT_BOUND_FRAC:
+                        warned_input = True
+                        tqdm.write(f"train dynamics: the step waited for its batch {metrics['input_wait_frac']:.0%} "
+                                   f"of the time (input-bound): raise --prefetch (now {cfg.prefetch}) or keep the "
+                                   "feature cache in page cache / on faster storage", file=sys.stderr)
                     mgr.log(metrics)
                     for k, v in metrics.items():
                         if k != "step":
