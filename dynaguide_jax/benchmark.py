@@ -221,12 +221,9 @@ def run_policy_benchmark(cfg: BenchConfig, emit=print) -> list[dict]:
 
 
 def main(argv=None):  # ``python benchmarks/guided_inference.py`` and ``dynaguide bench``
-    import argparse
+    from dynaguide_jax.cli_config import dataclass_from_args, dataclass_parser
 
-    from dynaguide_jax.cli_config import add_dataclass_args, dataclass_from_args
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_args(p, BenchConfig)
+    p = dataclass_parser(BenchConfig, __doc__)
     p.add_argument("--out", help="also append the JSON lines to this file")
     args = p.parse_args(argv)
     cfg = dataclass_from_args(BenchConfig, args)

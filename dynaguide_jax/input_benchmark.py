@@ -99,11 +99,8 @@ def run(cfg: InputBenchConfig, emit=print) -> list[dict]:
 
 
 def main(argv=None):
-    import argparse
+    from dynaguide_jax.cli_config import dataclass_from_args, dataclass_parser
 
-    from dynaguide_jax.cli_config import add_dataclass_args, dataclass_from_args
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_args(p, InputBenchConfig)
+    p = dataclass_parser(InputBenchConfig, __doc__)
     run(dataclass_from_args(InputBenchConfig, p.parse_args(argv)))
     return 0

@@ -93,7 +93,7 @@ def run(cfg: TrainBenchConfig, emit=print) -> list[dict]:
         flop = 3 * flops_per_sample(dyn) + (2 * flops_per_image(enc, size) if mode == "pixels" else 0)
         tflops = b / sec * flop / 1e12
         row = {"bench": "dynamics_train_step", "input": mode, "dtype": dtype, "global_batch": b,
-               "attention": kernel, "attention_dropout": model.attention_dropout_rate,
+               "variant": variant, "attention": kernel, "attention_dropout": model.attention_dropout_rate,
                "devices": mesh.devices.size, "step_ms": round(sec * 1e3, 2), "samples_per_s": round(b / sec, 1),
                "model_tflop_s": round(tflops, 3), "compile_s": round(compile_s, 2), "preset": cfg.preset, **env}
         if peak:
@@ -104,12 +104,9 @@ def run(cfg: TrainBenchConfig, emit=print) -> list[dict]:
 
 
 def main(argv=None):
-    import argparse
+    from dynaguide_jax.cli_config import dataclass_from_args, dataclass_parser
 
-    from dynaguide_jax.cli_config import add_dataclass_args, dataclass_from_args
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_args(p, TrainBenchConfig)
+    p = dataclass_parser(TrainBenchConfig, __doc__)
     args = p.parse_args(argv)
     cfg = dataclass_from_args(TrainBenchConfig, args)
     if jax.devices()[0].platform == "cpu" and args.global_batch == TrainBenchConfig.global_batch:

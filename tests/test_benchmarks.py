@@ -1,0 +1,63 @@
+"""The training and input-pipeline benchmarks run end to end and print consistent rows (their
+figures are never asserted: speed is measured by running the scripts, not by tests)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dynaguide_jax.dynamics import DynamicsConfig
+from dynaguide_jax.dynamics.model import flops_per_sample
+from dynaguide_jax.input_benchmark import InputBenchConfig, needed_rate
+from dynaguide_jax.input_benchmark import run as run_input
+from dynaguide_jax.training_benchmark import PEAK_BF16_TFLOPS, TrainBenchConfig, peak_for
+from dynaguide_jax.training_benchmark import run as run_training
+from tests.test_cli import ENV
+
+
+def test_training_benchmark_rows_cover_every_setting():
+    printed = []
+    rows = run_training(TrainBenchConfig(global_batch=4, steps=1, dtypes=("float32",), preset="small"),
+                        emit=printed.append)
+    assert [json.loads(p) for p in printed] == rows
+    assert sorted((r["input"], r["variant"]) for r in rows) == [
+        ("features", "fused"), ("features", "torch"), ("pixels", "fused"), ("pixels", "torch")]
+    assert all(r["attention_dropout"] == 0.0 for r in rows if r["variant"] == "fused")
+    for r in rows:
+        assert r["bench"] == "dynamics_train_step" and r["attention"] == "xla"  # no cuDNN on a CPU
+        assert r["samples_per_s"] == pytest.approx(4 / (r["step_ms"] / 1e3), rel=0.02)
+        assert "mfu" not in r  # a CPU has no known peak
+    with pytest.raises(ValueError, match="attention variants are 'torch' and 'fused'"):
+        run_training(TrainBenchConfig(global_batch=4, steps=1, attention=("flash",), preset="small"))
+
+
+def test_peak_lookup():
+    assert peak_for("NVIDIA H100 80GB HBM3", 0.0) == PEAK_BF16_TFLOPS["H100"]
+    assert peak_for("TPU v5 lite", 0.0) == 197.0 and peak_for("cpu", 0.0) == 0.0
+    assert peak_for("NVIDIA H100 80GB HBM3", 500.0) == 500.0
+
+
+def test_input_benchmark_rows_and_feed_verdict(tmp_path):
+    cfg = InputBenchConfig(frames=256, episode_length=64, global_batch=8, batches=2, prefetch=(0, 2),
+                           directory=str(tmp_path))
+    rows = run_input(cfg, emit=lambda _: None)
+    assert [(r["feature_dtype"], r["prefetch"]) for r in rows] == [
+        ("float16", 0), ("float16", 2), ("float32", 0), ("float32", 2)]
+    need = needed_rate(DynamicsConfig())
+    assert need == pytest.approx(0.4 * 989e12 / (3 * flops_per_sample(DynamicsConfig())))
+    for r in rows:
+        assert r["needed_samples_per_s_h100_40pct_mfu"] == round(need, 1)
+        assert r["feeds_h100_at_40pct_mfu"] == (r["samples_per_s"] >= need)
+        # bytes per sample: two frames of 256 x 384 features (+ proprio and actions, float32)
+        feat_bytes = 2 * 256 * 384 * (2 if r["feature_dtype"] == "float16" else 4)
+        per_sample = r["gb_per_s_to_devices"] * 1e9 / r["samples_per_s"]
+        assert per_sample == pytest.approx(feat_bytes + 4 * (15 + 16 * 7), rel=0.05)
+    assert list(tmp_path.iterdir()) == []  # the synthetic cache is removed afterwards
+
+
+def test_input_benchmark_rejects_too_few_frames():
+    with pytest.raises(ValueError, match="longer than the horizon"):
+        run_input(InputBenchConfig(frames=100, episode_length=64))
+    proc = subprocess.run([sys.executable, "benchmarks/input_pipeline.py", "--episode-length", "8"],
+                          capture_output=True, text=True, env=ENV, timeout=120)
+    assert proc.returncode != 0 and "longer than the horizon 16" in proc.stderr
