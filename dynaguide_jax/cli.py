@@ -63,15 +63,19 @@ def _convert_dynamics(args) -> int:
 
 def _rlds_policy_data(args):
     """Cameras and proprio of an RLDS split, in memory (fits datasets up to a few 100k frames)."""
-    from dynaguide_jax.data.rlds import read_episodes
+    from dynaguide_jax.data.episodes import split_at_segments
+    from dynaguide_jax.data.rlds import has_step_field, read_episodes
     from dynaguide_jax.policy import PolicyConfig
 
     if not args.rlds:
         raise ValueError("--data rlds needs --rlds DATASET_DIR")
     cams = tuple(args.cameras)
-    fields = ("observation/robot_obs", *(f"observation/{c}" for c in cams))
+    segmented = has_step_field(args.rlds, "segment")
+    fields = ("observation/robot_obs", *(f"observation/{c}" for c in cams), *(("segment",) if segmented else ()))
     data = read_episodes(args.rlds, args.split, fields, args.action_field,
                          rename={"observation/robot_obs": "proprio"})
+    if segmented:  # robomimic trains on one demo per behaviour segment (CALVIN), not on play ranges
+        data = split_at_segments(data, data.obs.pop("segment"))
     data.actions = np.clip(data.actions, -1.0, 1.0)  # the original clips rel_actions for training
     pcfg = PolicyConfig(action_dim=data.actions.shape[1], obs_keys=("proprio", *cams),
                         rgb_shapes=tuple((c, tuple(data.obs[c].shape[1:3])) for c in cams),
@@ -98,9 +102,9 @@ def _train_policy(args) -> int:
         data = toy_episodes(args.data_seed, args.episodes, args.length)
     else:
         pcfg, data = _rlds_policy_data(args)
-    result = train_policy(DiffusionPolicy(pcfg),
-                          lambda step: policy_batch(data, pcfg, cfg.batch_size, cfg.seed, step), cfg, args.out,
-                          progress=not args.quiet, stop_after=args.stop_after)
+    batches = lambda step: policy_batch(data, pcfg, cfg.batch_size, cfg.seed, step, args.goal_mode)  # noqa: E731
+    result = train_policy(DiffusionPolicy(pcfg), batches, cfg, args.out, progress=not args.quiet,
+                          stop_after=args.stop_after)
     if result.resumed_from is not None:
         print(f"resumed from step {result.resumed_from}")
     last = result.losses[-1] if result.losses else None
@@ -118,14 +122,14 @@ def _rlds_dynamics_data(args):
         raise ValueError("--data rlds needs --rlds DATASET_DIR and --features CACHE_DIR (dynaguide data cache)")
     feats = load_feature_cache(args.features)
     windows = dynamics_windows(args.rlds, args.split, feats, args.horizon, tuple(args.proprio_fields),
-                               args.action_field, args.action_norm)
+                               args.action_field, args.action_norm, target=args.target)
     transform = windows.action_transform
     cfg = DynamicsConfig.preset(args.model).replace(
         feature_dim=feats.shape[2], patches_per_camera=feats.shape[1], action_dim=windows.data.actions.shape[1],
         proprio_dim=windows.data.obs["proprio"].shape[1], horizon=args.horizon)
     info = {"source": "rlds", "rlds": os.path.abspath(args.rlds), "split": args.split,
             "features": os.path.abspath(args.features), "proprio_fields": list(args.proprio_fields),
-            "action_field": args.action_field, "action_transform": transform.to_dict()}
+            "action_field": args.action_field, "action_transform": transform.to_dict(), "target": windows.target}
     return cfg, windows, info
 
 
@@ -140,10 +144,11 @@ def _train_dynamics(args) -> int:
         from dynaguide_jax.data.toy import toy_dynamics_data
 
         model_cfg, windows = toy_dynamics_data(args.out, args.episodes, args.length, seed=args.data_seed,
-                                               encoder_path=args.encoder, progress=not args.quiet)
+                                               encoder_path=args.encoder, progress=not args.quiet,
+                                               target=args.target)
         info = {"source": "toy", "data_seed": args.data_seed, "episodes": args.episodes, "length": args.length,
                 "encoder": args.encoder and os.path.abspath(args.encoder),
-                "action_transform": windows.action_transform.to_dict()}
+                "action_transform": windows.action_transform.to_dict(), "target": windows.target}
     else:
         model_cfg, windows, info = _rlds_dynamics_data(args)
     result = train_dynamics(model_cfg, lambda step, rows: windows.batch(step, cfg.global_batch, cfg.seed, rows),
@@ -164,6 +169,7 @@ def _eval_windows(args, config, info: dict):
     from dynaguide_jax.data import ActionTransform
 
     transform = ActionTransform.from_dict(info.get("action_transform", {"mode": "none"}))
+    target = info.get("target", "horizon")  # runs that recorded no target predicted frame t+H
     if args.data == "toy":
         from dynaguide_jax.data.toy import toy_dynamics_data
 
@@ -173,7 +179,7 @@ def _eval_windows(args, config, info: dict):
         seed = info["data_seed"] + 1 if args.data_seed is None else args.data_seed
         _, windows = toy_dynamics_data(os.path.join(args.out, "toy_data"), args.episodes, info["length"],
                                        config.horizon, seed=seed, encoder_path=info.get("encoder"),
-                                       progress=not args.quiet, encoder_seed=info["data_seed"])
+                                       progress=not args.quiet, encoder_seed=info["data_seed"], target=target)
         windows.action_transform = transform
     else:
         from dynaguide_jax.data import load_feature_cache
@@ -188,7 +194,7 @@ def _eval_windows(args, config, info: dict):
         labelled = has_step_field(args.rlds, "behaviour") and has_step_field(args.rlds, "segment")
         windows = dynamics_windows(args.rlds, args.split, feats, config.horizon,
                                    tuple(info.get("proprio_fields", ["observation/robot_obs"])),
-                                   info.get("action_field", "rel_action"), transform, labels=labelled)
+                                   info.get("action_field", "rel_action"), transform, labels=labelled, target=target)
     obs = windows.data.obs
     return windows, obs.get("behaviour"), obs.get("segment")
 
@@ -196,7 +202,7 @@ def _eval_windows(args, config, info: dict):
 def _eval_dynamics(args) -> int:
     import json
 
-    from dynaguide_jax.dynamics.evaluate import evaluate_dynamics, format_report, save_report_plot
+    from dynaguide_jax.eval.dynamics import evaluate_dynamics, format_report, save_report_plot
     from dynaguide_jax.training.loop import load_trained_dynamics, read_run_config
 
     info = read_run_config(args.run).get("data", {})
@@ -247,9 +253,14 @@ def _data_cache(args) -> int:
 def _data_goals(args) -> int:
     from dynaguide_jax.data.rlds import export_guidance_conditions
 
-    counts = export_guidance_conditions(args.rlds, args.out, args.split, args.camera, horizon=args.horizon)
-    for name, n in counts.items():
-        print(f"{name:>16}: {n}")
+    counts = export_guidance_conditions(args.rlds, args.out, args.split, args.camera, horizon=args.horizon,
+                                        seed=args.seed, keep_fraction=args.keep_fraction,
+                                        max_per_behaviour=args.max_per_behaviour or None)
+    print(f"{'behaviour':>16}  available  kept  capped  written")
+    for name, c in counts["behaviours"].items():
+        print(f"{name:>16}  {c['available']:>9}  {c['kept']:>4}  {c['capped']:>6}  {c['written']:>7}")
+    dropped = ", ".join(f"{k} {v}" for k, v in counts["dropped"].items()) or "none"
+    print(f"dropped (*_displace): {dropped}; unlabelled segments skipped: {counts['unlabelled_segments']}")
     print(f"goal sets written to {args.out}")
     return 0
 
@@ -315,12 +326,22 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--batch-size", type=int, default=64)
     dc.add_argument("--quiet", action="store_true")
     dc.set_defaults(func=_data_cache)
-    dg = dsub.add_parser("goals", help="per-behaviour goal sets (images, proprio, action chunks) from a split")
+    dg = dsub.add_parser("goals", help="per-behaviour goal sets (images, proprio, action chunks) from a split",
+                         description="Goal sets as the original makes them: the labelled segments' last frames, "
+                         "*_displace dropped, a seeded random keep_fraction of the segments, at most "
+                         "max_per_behaviour per behaviour; counts.json reports the numbers.")
     dg.add_argument("rlds")
     dg.add_argument("out")
-    dg.add_argument("--split", default="validation")
-    dg.add_argument("--camera", default="observation/rgb_static")
-    dg.add_argument("--horizon", type=int, default=16)
+    dg.add_argument("--split", default="validation", help="(default: %(default)s)")
+    dg.add_argument("--camera", nargs="+", default=["observation/rgb_static"],
+                    help="image field(s); the first is `images` (default: %(default)s)")
+    dg.add_argument("--horizon", type=int, default=16,
+                    help="length of the repeated-action chunk (default: %(default)s)")
+    dg.add_argument("--seed", type=int, default=0, help="seed of the keep draw and the shuffle (default: %(default)s)")
+    dg.add_argument("--keep-fraction", type=float, default=0.7,
+                    help="probability of keeping each segment (default: %(default)s)")
+    dg.add_argument("--max-per-behaviour", type=int, default=20,
+                    help="cap per behaviour after a seeded shuffle, 0: none (default: %(default)s)")
     dg.set_defaults(func=_data_goals)
 
     train = sub.add_parser("train", help="train models (resumes automatically from OUT)")
@@ -340,7 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--episodes", type=int, default=64)
     tp.add_argument("--length", type=int, default=32)
     tp.add_argument("--data-seed", type=int, default=0)
-    tp.add_argument("--goal-conditioned", action="store_true", help="the GC baseline (hindsight goals)")
+    tp.add_argument("--goal-conditioned", action="store_true", help="the GC baseline (goal image: --goal-mode)")
+    tp.add_argument("--goal-mode", choices=["last", "future"], default="last",
+                    help="GC goal: last = the episode's (segment's) final frame, as the original (default); "
+                         "future = a random later frame (hindsight)")
     tp.add_argument("--out", default="runs/policy")
     tp.add_argument("--stop-after", type=int, default=None, help="stop after this many total steps")
     tp.add_argument("--quiet", action="store_true")
@@ -365,7 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--action-norm", choices=["clip", "minmax", "none"], default="clip",
                     help="dataset actions -> model actions; keep it the policy's action space (clip: as the "
                          "original and `train policy`); recorded in the run for eval and guidance")
-    td.add_argument("--horizon", type=int, default=16)
+    td.add_argument("--horizon", type=int, default=16, help="action chunk length H (default: 16)")
+    td.add_argument("--target", choices=["segment_end", "horizon"], default="segment_end",
+                    help="what the model predicts: segment_end (default, the original's) = the final frame of "
+                         "the behaviour segment the window starts in, actions zero-filled past its end "
+                         "(CALVIN: the segmentation's segments, spanning play ranges; toy world and UMI: "
+                         "episodes); horizon = the frame t+H inside the episode")
     td.add_argument("--model", choices=["paper", "small"], default="paper", help="dynamics size preset")
     td.add_argument("--episodes", type=int, default=64)
     td.add_argument("--length", type=int, default=40)

@@ -45,6 +45,7 @@ class DemoConfig:
     goals_from: str = "images"  # "images" (paper: φ(g)) or "trajectories" (original code)
     num_goals: int = 5
     gpc_samples: int = 5  # the sample-and-rank baseline: best of N base-policy chunks (0: skip)
+    gpc_score: str = "mean_l2"  # its ranking: "mean_l2" (original code) or "metric" (the LSE metric)
     train_steps: int = 1000
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -61,6 +62,8 @@ class DemoConfig:
             raise ValueError("negative_behaviour must differ from goal_behaviour")
         if self.goals_from not in ("images", "trajectories"):
             raise ValueError(f"goals_from must be 'images' or 'trajectories', got {self.goals_from!r}")
+        if self.gpc_score not in ("mean_l2", "metric"):
+            raise ValueError(f"gpc_score must be 'mean_l2' or 'metric', got {self.gpc_score!r}")
         if self.samples < 1 or self.train_steps < 0 or self.num_goals < 1 or not self.scales or self.gpc_samples < 0:
             raise ValueError("samples, num_goals and scales must be positive; train_steps >= 0")
 
@@ -119,21 +122,25 @@ def prepare_scene(cfg: DemoConfig, progress: bool = True) -> dict:
     def goal_features(behaviour):
         chunks = prototypes[behaviour][None] + 0.05 * rng.normal(size=(cfg.num_goals, HORIZON, ACTION_DIM))
         chunks = jnp.asarray(chunks, jnp.float32)
+        ends = toyworld.step(jnp.repeat(start, cfg.num_goals, 0), chunks)
+        end_imgs = toyworld.render(ends, cfg.image_size, cfg.dot_radius, bg)
         if cfg.goals_from == "images":
-            ends = toyworld.step(jnp.repeat(start, cfg.num_goals, 0), chunks)
-            feats = goals_from_images(enc, enc_params, toyworld.render(ends, cfg.image_size, cfg.dot_radius, bg),
-                                      cfg.image_size)
-        else:
-            feats = goals_from_trajectory_ends(dyn, dyn_params, jnp.repeat(patches, cfg.num_goals, 0),
-                                               jnp.repeat(start, cfg.num_goals, 0), chunks)
-        return feats, toyworld.step(jnp.repeat(start, cfg.num_goals, 0), chunks)
+            feats = goals_from_images(enc, enc_params, end_imgs, cfg.image_size)
+        else:  # the original: predict from each trajectory's final frame with its last action repeated
+            end_patches = encode_cameras(enc, enc_params, end_imgs[:, None], cfg.image_size)
+            feats = goals_from_trajectory_ends(dyn, dyn_params, end_patches, ends, chunks[:, -1])
+        return feats, ends
 
     pos_feats, goal_ends = goal_features(cfg.goal_behaviour)
     neg_feats = None if cfg.negative_behaviour is None else goal_features(cfg.negative_behaviour)[0]
     goals = GoalSet.create(pos_feats, neg_feats)
+    # GPC's goals are always encoder features of the goal final frames (the original's state_embedding)
+    gpc_goals = pos_feats if cfg.goals_from == "images" else goals_from_images(
+        enc, enc_params, toyworld.render(goal_ends, cfg.image_size, cfg.dot_radius, bg), cfg.image_size)
     n = cfg.samples
     return {"schedule": schedule, "policy": policy, "dyn": dyn, "dyn_params": dyn_params, "goals": goals,
-            "pos_feats": pos_feats, "goal_ends": goal_ends, "losses": losses, "mse": mse, "copy_mse": copy_mse,
+            "pos_feats": pos_feats, "goal_ends": goal_ends, "gpc_goals": gpc_goals, "losses": losses, "mse": mse,
+            "copy_mse": copy_mse,
             "guide": DynaGuide(dynamics=dyn, distance=cfg.distance),
             "obs": {"patches": jnp.repeat(patches, n, 0), "proprio": jnp.repeat(start, n, 0)}}
 
@@ -158,8 +165,7 @@ def goal_rates(cfg: DemoConfig, scene: dict, actions) -> np.ndarray:
 def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
     t0 = time.time()
     scene = prepare_scene(cfg, progress)
-    policy, dyn, dyn_params, obs = scene["policy"], scene["dyn"], scene["dyn_params"], scene["obs"]
-    pos_feats, goal_ends, losses = scene["pos_feats"], scene["goal_ends"], scene["losses"]
+    policy, losses = scene["policy"], scene["losses"]
     mse, copy_mse, n = scene["mse"], scene["copy_mse"], cfg.samples
     t_sweep = time.time()
     res = sweep_scene(cfg, scene, [cfg.seed])
@@ -169,17 +175,15 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
     for i, scale in enumerate(cfg.scales):
         actions = res.actions[i, 0, 0]
         chosen = np.bincount(np.asarray(nearest_prototype(policy, actions)), minlength=cfg.behaviours) / n
-        ends = toyworld.step(obs["proprio"], actions)
-        end_dist = jnp.min(jnp.linalg.norm(ends[:, None] - goal_ends[None], axis=-1), axis=1)
-        z = predict_future_patches(dyn, dyn_params, obs["patches"], obs["proprio"], actions)
+        feat_dist, end_dist = goal_distances(scene, actions)
         rows.append({
             "scale": float(scale),
             "goal_rate": float(chosen[cfg.goal_behaviour]),
             "negative_rate": None if cfg.negative_behaviour is None else float(chosen[cfg.negative_behaviour]),
             "behaviour_fractions": chosen.round(4).tolist(),
             "metric_mean": float(jnp.mean(res.metric[i, 0, 0])),
-            "feature_distance_to_goals": float(jnp.mean(min_goal_distance(z, pos_feats))),
-            "end_distance_to_goal": float(jnp.mean(end_dist)),
+            "feature_distance_to_goals": feat_dist,
+            "end_distance_to_goal": end_dist,
         })
     return {"gpc": run_gpc(cfg, scene) if cfg.gpc_samples else None,
         "label": "toy world, random-weight DinoV2 (small), dynamics trained in this run, "
@@ -194,15 +198,30 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
     }
 
 
+def goal_distances(scene: dict, actions) -> tuple[float, float]:
+    """Mean nearest-goal distance of the predicted features and of the simulated end positions."""
+    obs = scene["obs"]
+    ends = toyworld.step(obs["proprio"], actions)
+    end_dist = jnp.min(jnp.linalg.norm(ends[:, None] - scene["goal_ends"][None], axis=-1), axis=1)
+    z = predict_future_patches(scene["dyn"], scene["dyn_params"], obs["patches"], obs["proprio"], actions)
+    return float(jnp.mean(min_goal_distance(z, scene["pos_feats"]))), float(jnp.mean(end_dist))
+
+
 def run_gpc(cfg: DemoConfig, scene: dict) -> dict:
-    """The sample-and-rank baseline on the same observation, goals and metric."""
+    """The sample-and-rank baseline on the same observation and dynamics model, ranked by
+    ``cfg.gpc_score``; its row reports the LSE metric of the chosen chunks like the other rows."""
     params = {"dynamics": scene["dyn_params"], "goals": scene["goals"], "sigma": cfg.sigma}
     ranked = sample_and_rank(mixture_eps, scene["policy"], jnp.zeros((cfg.samples, 1)), scene["guide"], params,
-                             scene["obs"], key=jax.random.key(cfg.seed), num_samples=cfg.gpc_samples,
-                             schedule=scene["schedule"], action_shape=(HORIZON, ACTION_DIM))
+                             scene["obs"], key=jax.random.key(cfg.seed), goals=scene["gpc_goals"],
+                             score=cfg.gpc_score, num_samples=cfg.gpc_samples, schedule=scene["schedule"],
+                             action_shape=(HORIZON, ACTION_DIM))
     chosen = np.bincount(np.asarray(nearest_prototype(scene["policy"], ranked.actions)), minlength=cfg.behaviours)
-    return {"num_samples": cfg.gpc_samples, "goal_rate": float(chosen[cfg.goal_behaviour] / cfg.samples),
-            "behaviour_fractions": (chosen / cfg.samples).round(4).tolist(), "metric_mean": float(ranked.metric.mean())}
+    metric = scene["guide"].metric(params, scene["obs"], ranked.actions)
+    feat_dist, end_dist = goal_distances(scene, ranked.actions)
+    return {"num_samples": cfg.gpc_samples, "score": cfg.gpc_score, "score_mean": float(ranked.score.mean()),
+            "goal_rate": float(chosen[cfg.goal_behaviour] / cfg.samples),
+            "behaviour_fractions": (chosen / cfg.samples).round(4).tolist(), "metric_mean": float(metric.mean()),
+            "feature_distance_to_goals": feat_dist, "end_distance_to_goal": end_dist}
 
 
 def run_sweep(cfg: DemoConfig, seeds, sigmas, progress: bool = True) -> dict:
@@ -269,9 +288,11 @@ def format_table(result: dict) -> str:
     base, best = result["rows"][0], max(result["rows"], key=lambda r: r["goal_rate"])
     gpc = result.get("gpc")
     if gpc:
-        lines.append(f"{'GPC':>6} {gpc['goal_rate']:>9.2f} {gpc['metric_mean']:>8.3f} {'':>9} {'':>8}  "
+        by = "mean L2 to goal-frame features" if gpc["score"] == "mean_l2" else "the metric"
+        lines.append(f"{'GPC':>6} {gpc['goal_rate']:>9.2f} {gpc['metric_mean']:>8.3f} "
+                     f"{gpc['feature_distance_to_goals']:>9.3f} {gpc['end_distance_to_goal']:>8.3f}  "
                      + " ".join(f"{f:.2f}" for f in gpc["behaviour_fractions"])
-                     + f"   (sample-and-rank baseline: best of {gpc['num_samples']} unguided chunks by the metric)")
+                     + f"   (sample-and-rank baseline: best of {gpc['num_samples']} unguided chunks by {by})")
     lines += ["", f"guidance moved the goal behaviour from {base['goal_rate']:.0%} (scale {base['scale']:g}) "
               f"to {best['goal_rate']:.0%} (scale {best['scale']:g})"]
     return "\n".join(lines)

@@ -1,5 +1,7 @@
-"""CALVIN raw layout -> RLDS: values round-trip, episode boundaries, segmentation labels, language,
-and clear errors (naming the file) for corrupt, missing, mis-shaped or empty data."""
+"""CALVIN raw layout -> RLDS: values round-trip, episode boundaries, segmentation labels (== the
+original's script, across play ranges), language, goal-set export, and clear errors (naming the
+file) for corrupt, missing, mis-shaped, overlapping or empty data."""
+import json
 import os
 import shutil
 
@@ -11,8 +13,11 @@ pytest.importorskip("tensorflow")
 
 from data_pipelines.calvin.builder import build_calvin  # noqa: E402
 from data_pipelines.calvin.raw import CalvinFormatError  # noqa: E402
-from data_pipelines.calvin.segmentation import segment_play  # noqa: E402
-from tests.fixtures.calvin_raw import scripted_play, scripted_push, write_calvin  # noqa: E402
+from data_pipelines.calvin.segmentation import BEHAVIOURS, segment_play  # noqa: E402
+from dynaguide_jax.data.goal_sets import select_goal_segments  # noqa: E402
+from dynaguide_jax.data.rlds import export_guidance_conditions  # noqa: E402
+from tests.fixtures.calvin_raw import scripted_boundary, scripted_play, scripted_push, write_calvin, write_split  # noqa: E402,E501
+from tests.oracles import calvin_goal_sets, calvin_segmentation  # noqa: E402
 
 
 def episodes(path, split):
@@ -31,11 +36,31 @@ def built(tmp_path_factory):
     return root, ranges, build_calvin(str(root / "raw"), str(root / "rlds"))
 
 
+def oracle_demos(eps):
+    """The original script's demos ``[(first, last, behaviour or "")]`` over the concatenated ranges."""
+    scene, robot = np.concatenate([e[0] for e in eps]), np.concatenate([e[1] for e in eps])
+    frames = [{"scene_obs": scene[i], "robot_obs": robot[i], "rel_actions": np.zeros(7)} for i in range(len(scene))]
+    return [(f[0], f[-1], b or "") for f, b in calvin_segmentation.segment(frames) if f]
+
+
 def test_segmentation_follows_the_original_rules():
-    assert segment_play(*scripted_play()) == [(0, 41, "drawer_open"), (42, 61, "button_on")]
+    assert segment_play(*scripted_play()) == [(0, 41, "drawer_open"), (42, 61, "button_on"), (62, 89, "")]
     # first contact with a block next to the gripper ends a segment at once ("lift"), the push after it
-    # is a displacement
-    assert [b for _, _, b in segment_play(*scripted_push())] == ["red_lift", "red_displace"]
+    # is a displacement; the still frames after the last cut are an unlabelled segment
+    assert [b for _, _, b in segment_play(*scripted_push())] == ["red_lift", "red_displace", ""]
+
+
+def test_segmentation_matches_the_original_across_play_ranges():
+    """One machine over all frames of the split: a drawer opening spans the first range boundary, the
+    unlabelled rest the second; short motions are stitched, the green light cuts a short segment."""
+    eps = scripted_boundary()
+    scene, robot = np.concatenate([e[0] for e in eps]), np.concatenate([e[1] for e in eps])
+    expected = [(0, 21, "red_lift"), (22, 46, "red_displace"), (47, 53, "button_on"), (54, 76, "drawer_open"),
+                (77, 159, "")]
+    assert oracle_demos(eps) == expected
+    assert segment_play(scene, robot) == expected
+    eps = [scripted_play(), scripted_push()]  # the light turned on in range 1 is off again in range 2
+    assert segment_play(*map(np.concatenate, zip(*eps))) == oracle_demos(eps)
 
 
 def test_round_trip_boundaries_labels_and_language(built):
@@ -53,7 +78,8 @@ def test_round_trip_boundaries_labels_and_language(built):
     np.testing.assert_allclose(s["rel_action"], raw["rel_actions"].astype(np.float32))
     np.testing.assert_allclose(s["action"], raw["actions"].astype(np.float32))
     labels = [st["behaviour"].decode() for st in steps]
-    assert labels[0] == labels[41] == "drawer_open" and labels[42] == labels[61] == "button_on" and labels[62] == ""
+    assert labels[0] == labels[41] == "drawer_open" and labels[42] == labels[61] == "button_on"
+    assert labels[62] == labels[89] == "button_off"  # continues into the next range (see the oracle test)
     assert [st["segment"] for st in steps][40:43] == [0, 0, 1]
     lang = [st["language_instruction"].decode() for st in steps]
     assert lang[8] == lang[40] == "open the drawer" and lang[7] == "" and lang[41] == ""
@@ -61,6 +87,104 @@ def test_round_trip_boundaries_labels_and_language(built):
     assert "red_displace" in push
     val = episodes(path, "validation")
     assert len(val) == 1 and len(val[0][1]) == 40
+
+
+@pytest.fixture(scope="module")
+def built_boundary(tmp_path_factory):
+    root = tmp_path_factory.mktemp("calvin_boundary")
+    ranges = write_split(str(root / "raw"), "training", scripted_boundary(), action_scale=1.5)
+    return root, ranges, build_calvin(str(root / "raw"), str(root / "rlds"))
+
+
+def test_built_segments_match_the_original_across_play_ranges(built_boundary):
+    root, ranges, path = built_boundary
+    eps = sorted(episodes(path, "train"), key=lambda e: e[0])
+    assert [int(f) for f, _ in eps] == [a for a, _ in ranges]  # still one RLDS episode per play range
+    assert [len(st) for _, st in eps] == [b - a + 1 for a, b in ranges]
+    steps = [st for _, ep in eps for st in ep]
+    want_seg, want_labels = np.full(len(steps), -1), [None] * len(steps)
+    for k, (a, b, name) in enumerate(oracle_demos(scripted_boundary())):
+        want_seg[a:b + 1], want_labels[a:b + 1] = k, [name] * (b + 1 - a)
+    np.testing.assert_array_equal([st["segment"] for st in steps], want_seg)
+    assert [st["behaviour"].decode() for st in steps] == want_labels
+    assert eps[0][1][-1]["segment"] == eps[1][1][0]["segment"] == 3  # drawer_open spans ranges 1 and 2
+    assert eps[1][1][-1]["segment"] == eps[2][1][-1]["segment"] == 4  # the unlabelled rest spans 2 and 3
+
+
+def test_dynamics_windows_predict_segment_ends_across_ranges(built_boundary):
+    """The default target on a built split: episodes are read in chronological order, windows are cut
+    at the segmentation's segments (not at play ranges), and every window predicts its segment's
+    last frame with the clipped actions zero-filled past it (tests/oracles/embedder_dataset.py)."""
+    from dynaguide_jax.data.rlds import dynamics_windows
+    from tests.oracles.embedder_dataset import MultiviewDataset
+
+    root, ranges, path = built_boundary
+    assert tfds.builder_from_directory(path).info.disable_shuffling  # episodes stay in the written order
+    demos = oracle_demos(scripted_boundary())
+    n = demos[-1][1] + 1
+    feats = np.repeat(np.arange(n, dtype=np.float32)[:, None, None], 2, 1)
+    w = dynamics_windows(path, "train", feats, 16, action_transform="clip")
+    assert w.target == "segment_end"
+    np.testing.assert_array_equal(w.data.episode_ends, [b + 1 for _, b, _ in demos])
+    raw = np.stack([np.load(root / "raw" / "training" / f"episode_{i:07d}.npz")["rel_actions"]
+                    for a, b in ranges for i in range(a, b + 1)])
+    np.testing.assert_allclose(w.data.actions, raw.astype(np.float32))  # chronological: no reordering needed
+    oracle = MultiviewDataset([{"actions": np.clip(raw[a:b + 1], -1, 1),
+                                "obs": {"cam": np.arange(a, b + 1)[:, None, None, None] * np.ones((1, 1, 1, 3))}}
+                               for a, b, _ in demos], 16, ["cam"], padding=True, pad_mode="zeros")
+    got = w.at(w.valid)
+    for i in range(len(oracle)):
+        state, actions, target = oracle[i]
+        assert got["patches"][i, 0, 0] == state["cam"][0, 0, 0]
+        assert got["future_patches"][i, 0, 0] == target["cam"][0, 0, 0]
+        np.testing.assert_allclose(got["actions"][i], actions, atol=1e-7)
+    horizon = dynamics_windows(path, "train", feats, 16, action_transform="clip", target="horizon")
+    assert len(horizon.data.episode_ends) == len(ranges)  # the optional t+H target keeps play ranges
+
+
+def test_goal_export_uses_segment_ends_across_ranges(built_boundary, tmp_path):
+    root, ranges, path = built_boundary
+    counts = export_guidance_conditions(path, str(tmp_path / "all"), "train", ("observation/rgb_static",
+                                        "observation/rgb_gripper"), keep_fraction=1.0)
+    assert counts["behaviours"] == {n: {"available": 1, "kept": 1, "capped": 0, "written": 1}
+                                    for n in ("button_on", "drawer_open", "red_lift")}
+    assert counts["dropped"] == {"red_displace": 1} and counts["unlabelled_segments"] == 1
+    assert json.loads((tmp_path / "all" / "counts.json").read_text()) == counts
+    assert sorted(p.name for p in (tmp_path / "all").glob("goals_*")) == [
+        "goals_button_on.npz", "goals_drawer_open.npz", "goals_red_lift.npz"]
+    g = np.load(tmp_path / "all" / "goals_drawer_open.npz")
+    raw = np.load(root / "raw" / "training" / f"episode_{ranges[1][0] + 16:07d}.npz")  # t = 76, in range 2
+    np.testing.assert_array_equal(g["images"][0], raw["rgb_static"])
+    np.testing.assert_array_equal(g["images_rgb_gripper"][0], raw["rgb_gripper"])
+    np.testing.assert_allclose(g["proprio"][0], raw["robot_obs"].astype(np.float32))
+    np.testing.assert_allclose(g["last_action"][0], raw["rel_actions"].astype(np.float32))
+    assert np.abs(raw["rel_actions"]).max() > 1  # clipping matters
+    want = np.tile(np.clip(raw["rel_actions"], -1, 1).astype(np.float32), (16, 1))
+    np.testing.assert_array_equal(g["actions"][0], want)
+    assert g["segment"].tolist() == [3]
+    seeded = export_guidance_conditions(path, str(tmp_path / "seeded"), "train", seed=3)
+    labels = {0: "red_lift", 1: "red_displace", 2: "button_on", 3: "drawer_open", 4: ""}
+    assert seeded == {"split": "train", **select_goal_segments(labels, seed=3)[1]}
+    with pytest.raises(ValueError, match="keep_fraction must be in"):
+        export_guidance_conditions(path, str(tmp_path / "bad"), "train", keep_fraction=1.5)
+
+
+@pytest.mark.parametrize("seed,cap", [(0, 20), (1, 20), (2, None), (3, 5)])
+def test_goal_selection_follows_the_original(seed, cap):
+    rng = np.random.default_rng(seed)
+    names = [*BEHAVIOURS, ""]
+    labels = {i: names[j] for i, j in enumerate(rng.integers(0, len(names), 600))}
+    chosen, counts = select_goal_segments(labels, seed=seed, max_per_behaviour=cap)
+    demos = [(i, {"behavior": b} if b else {}) for i, b in labels.items()]
+    want, kept = calvin_goal_sets.goal_sets(demos, seed, accept_cap=cap)
+    assert chosen == {k: v for k, v in want.items() if k in chosen} and not any(
+        v for k, v in want.items() if k not in chosen)
+    assert {k: c["kept"] for k, c in counts["behaviours"].items()} == {k: kept[k] for k in counts["behaviours"]}
+    assert not any(k.endswith("_displace") for k in chosen)
+    assert sum(counts["dropped"].values()) == sum(b.endswith("_displace") for b in labels.values())
+    if cap is not None:
+        assert all(len(v) <= cap for v in chosen.values())
+        assert any(c["capped"] for c in counts["behaviours"].values())
 
 
 def build_broken(tmp_path, mutate):
@@ -75,6 +199,7 @@ def build_broken(tmp_path, mutate):
     ("missing", r"episode_0000050\.npz: frame 50 is missing"),
     ("shape", r"episode_0000050\.npz: scene_obs has shape \(23,\), expected \(24,\)"),
     ("empty", r"ep_start_end_ids\.npy: episode 1 is empty"),
+    ("overlap", r"ep_start_end_ids\.npy: frame ranges \[0, 89\] and \[89, 154\] overlap"),
     ("no_ranges", r"ep_start_end_ids\.npy is missing"),
 ])
 def test_bad_raw_data_fails_clearly_and_leaves_no_dataset(tmp_path, case, match):
@@ -90,13 +215,15 @@ def test_bad_raw_data_fails_clearly_and_leaves_no_dataset(tmp_path, case, match)
             np.savez(f, **d)
         elif case == "empty":
             np.save(raw / "training" / "ep_start_end_ids.npy", np.array([[0, 89], [95, 94]]))
+        elif case == "overlap":
+            np.save(raw / "training" / "ep_start_end_ids.npy", np.array([[0, 89], [89, 154]]))
         else:
             (raw / "training" / "ep_start_end_ids.npy").unlink()
 
     raw = build_broken(tmp_path, mutate)
     with pytest.raises(CalvinFormatError, match=match):
         build_calvin(str(raw), str(tmp_path / "rlds"))
-    version_dir = tmp_path / "rlds" / "calvin_rlds" / "1.0.0"
+    version_dir = tmp_path / "rlds" / "calvin_rlds" / "1.1.0"
     assert not version_dir.exists()  # only an incomplete.* directory may remain
     with pytest.raises(Exception):
         tfds.builder_from_directory(str(version_dir))
@@ -107,7 +234,6 @@ def test_bad_raw_data_fails_clearly_and_leaves_no_dataset(tmp_path, case, match)
 def test_cli_build_cache_goals_and_train_from_rlds(tmp_path):
     """The user path: one command each to build the dataset, cache features, export goal sets and
     train the dynamics model and the policy from it."""
-    import json
     import subprocess
     import sys
 
@@ -122,11 +248,13 @@ def test_cli_build_cache_goals_and_train_from_rlds(tmp_path):
     write_calvin(str(tmp_path / "raw"))
     out = cli("data", "build", "calvin", tmp_path / "raw", tmp_path / "rlds")
     ds = out.strip().split()[-1]
-    assert ds.endswith("calvin_rlds/1.0.0")
+    assert ds.endswith("calvin_rlds/1.1.0")
     assert "(150, 16, 64)" in cli("data", "cache", ds, tmp_path / "feats", "--quiet")
-    cli("data", "goals", ds, tmp_path / "goals", "--split", "train")
+    cli("data", "goals", ds, tmp_path / "goals", "--split", "train", "--keep-fraction", "1")
     counts = json.loads((tmp_path / "goals" / "counts.json").read_text())
-    assert counts == {"button_on": 1, "drawer_open": 1, "red_displace": 1, "red_lift": 1}
+    written = {k: c["written"] for k, c in counts["behaviours"].items()}
+    assert written == {"button_off": 1, "button_on": 1, "drawer_open": 1, "red_lift": 1}
+    assert counts["dropped"] == {"red_displace": 1} and counts["keep_fraction"] == 1.0
     goals = np.load(tmp_path / "goals" / "goals_drawer_open.npz")
     assert goals["images"].shape == (1, 24, 24, 3) and goals["actions"].shape == (1, 16, 7)
     cli("train", "dynamics", "--data", "rlds", "--rlds", ds, "--features", tmp_path / "feats", "--model", "small",
@@ -134,11 +262,13 @@ def test_cli_build_cache_goals_and_train_from_rlds(tmp_path):
     assert (tmp_path / "dyn" / "checkpoints" / "3").exists()
     info = json.loads((tmp_path / "dyn" / "config.json").read_text())["data"]
     assert info["action_transform"]["mode"] == "clip" and info["action_field"] == "rel_action"
+    assert info["target"] == "segment_end"
     out = cli("eval", "dynamics", "--run", tmp_path / "dyn", "--data", "rlds", "--rlds", ds, "--features",
               tmp_path / "feats", "--split", "train", "--quiet")
     assert "future-patch MSE" in out and "behaviour retrieval skipped" in out  # one segment per behaviour here
     rep = json.loads((tmp_path / "dyn" / "eval" / "eval_dynamics.json").read_text())
-    assert rep["retrieval"]["segments"] == counts and rep["windows"] == 150 - 2 * 16
+    assert rep["retrieval"]["segments"] == {**written, "red_displace": 1} and rep["windows"] == 150  # every frame
+    assert rep["target"] == "segment_end"
     out = cli("train", "policy", "--data", "rlds", "--rlds", ds, "--model", "small", "--steps", "2",
               "--batch-size", "2", "--warmup-steps", "1", "--out", tmp_path / "pol", "--quiet")
     assert "rlds episodes" in out

@@ -6,8 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from dynaguide_jax.data import (DynamicsWindows, EpisodeData, action_normalization, build_feature_cache,
-                                load_feature_cache)
+from dynaguide_jax.data import (ActionTransform, DynamicsWindows, EpisodeData, action_normalization,
+                                build_feature_cache, load_feature_cache)
+from dynaguide_jax.data.episodes import split_at_segments
 from dynaguide_jax.encoders import DinoV2, DinoV2Config, init_dinov2, preprocess
 
 
@@ -18,10 +19,47 @@ def episodes(lengths=(10, 30, 20)):
                        episode_ends=np.cumsum(lengths))
 
 
-def test_dynamics_windows_stay_inside_episodes_and_split_by_rows():
+def frame_coded_features(n):
+    """``[n, 4, 2]`` patches whose every value is the frame index."""
+    return np.repeat(np.arange(n, dtype=np.float32)[:, None, None], 4, 1).repeat(2, 2)
+
+
+def test_segment_end_windows_match_the_original_training_dataset():
+    """Every window of the default target equals the original's ``MultiviewDataset(padding=True,
+    pad_mode="zeros")`` sample at the same index (tests/oracles/embedder_dataset.py): the state at t,
+    the demo's final frame as target, the clipped actions from t zero-filled past the demo's end."""
+    from tests.oracles.embedder_dataset import MultiviewDataset
+
+    rng = np.random.default_rng(0)
+    lengths = (10, 30, 3, 20, 16)
+    n = sum(lengths)
+    raw = rng.uniform(-2, 2, (n, 7)).astype(np.float32)
+    proprio = rng.normal(size=(n, 15)).astype(np.float32)
+    data = EpisodeData(obs={"proprio": proprio}, actions=raw, episode_ends=np.cumsum(lengths))
+    w = DynamicsWindows(data, frame_coded_features(n), horizon=16, action_transform=ActionTransform("clip"))
+    assert w.target == "segment_end"
+    ends = np.cumsum(lengths)
+    demos = [{"actions": np.clip(raw[a:b], -1, 1),  # the original's hdf5 stores clipped rel_actions
+              "obs": {"third_person": np.broadcast_to(np.arange(a, b)[:, None, None, None], (b - a, 2, 2, 3)),
+                      "proprio": proprio[a:b]}} for a, b in zip(np.r_[0, ends[:-1]], ends)]
+    oracle = MultiviewDataset(demos, 16, ["third_person"], padding=True, pad_mode="zeros", proprio="proprio")
+    assert len(oracle) == len(w.valid) == n
+    got = w.at(w.valid)
+    for i in range(len(oracle)):
+        state, actions, target = oracle[i]
+        assert got["patches"][i, 0, 0] == state["third_person"][0, 0, 0]
+        assert got["future_patches"][i, 0, 0] == target["third_person"][0, 0, 0]
+        np.testing.assert_array_equal(got["proprio"][i], state["proprio"])
+        np.testing.assert_allclose(got["actions"][i], actions, rtol=0, atol=0)
+    # batches draw from the same windows, and split by rows exactly
+    full = w.batch(5, 8, seed=3)
+    halves = [w.batch(5, 8, seed=3, rows=slice(i * 4, (i + 1) * 4)) for i in range(2)]
+    np.testing.assert_array_equal(np.concatenate([h["actions"] for h in halves]), full["actions"])
+
+
+def test_horizon_windows_stay_inside_episodes_and_split_by_rows():
     data = episodes()
-    feats = np.repeat(np.arange(data.num_frames, dtype=np.float32)[:, None, None], 4, 1).repeat(2, 2)
-    w = DynamicsWindows(data, feats, horizon=16)
+    w = DynamicsWindows(data, frame_coded_features(data.num_frames), horizon=16, target="horizon")
     assert w.valid.min() >= 10 and not np.isin(np.arange(0, 10), w.valid).any()  # episode 0 is too short
     for step in range(10):
         b = w.batch(step, 8, seed=3)
@@ -34,9 +72,24 @@ def test_dynamics_windows_stay_inside_episodes_and_split_by_rows():
     halves = [w.batch(5, 8, seed=3, rows=slice(i * 4, (i + 1) * 4)) for i in range(2)]
     np.testing.assert_array_equal(np.concatenate([h["patches"] for h in halves]), full["patches"])
     with pytest.raises(ValueError, match="longer than the horizon"):
-        DynamicsWindows(episodes((5, 6)), np.zeros((11, 1, 1)), horizon=16)
+        DynamicsWindows(episodes((5, 6)), np.zeros((11, 1, 1)), horizon=16, target="horizon")
     with pytest.raises(ValueError, match="features have"):
-        DynamicsWindows(data, feats[:5], horizon=16)
+        DynamicsWindows(data, frame_coded_features(5), horizon=16)
+    with pytest.raises(ValueError, match="target must be one of"):
+        DynamicsWindows(data, frame_coded_features(data.num_frames), horizon=16, target="t+16")
+
+
+def test_split_at_segments_recuts_play_ranges_into_segments():
+    data = episodes((6, 8))  # two play ranges; segment 1 spans their boundary
+    seg = np.r_[[0] * 4, [1] * 5, [2] * 5]
+    out = split_at_segments(data, seg)
+    np.testing.assert_array_equal(out.episode_ends, [4, 9, 14])
+    w = DynamicsWindows(out, frame_coded_features(14), horizon=16)
+    np.testing.assert_array_equal(w.at(np.array([4, 5, 8]))["future_patches"][:, 0, 0], [8, 8, 8])
+    with pytest.raises(ValueError, match="segment 0 is split into several runs"):
+        split_at_segments(data, np.r_[[0] * 4, [1] * 5, [0] * 5])
+    with pytest.raises(ValueError, match="cover 3 frames"):
+        split_at_segments(data, np.zeros(3))
 
 
 def test_action_normalization_maps_to_unit_range():

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from dynaguide_jax.data import ActionTransform, DynamicsWindows, EpisodeData
+from dynaguide_jax.data.episodes import split_at_segments
 from dynaguide_jax.dynamics import DynamicsConfig, init_dynamics, predict_future_patches
-from dynaguide_jax.dynamics.evaluate import behaviour_scores, evaluate_dynamics, segment_queries
+from dynaguide_jax.eval.dynamics import behaviour_scores, evaluate_dynamics, segment_queries
 from tests.test_cli import dynaguide
 
 
@@ -38,16 +39,37 @@ def labelled_episodes():
     return data, labels, segments
 
 
+def labelled_segments():
+    """The same frames cut at segments (CALVIN's split-wide ids): episodes 0-4, 5-14, 15-29, 30-41,
+    42-44, 45-54; labelled segment ends 14, 29, 41, 54, starts 5, 15, 30, 45."""
+    data, labels, _ = labelled_episodes()
+    segments = np.r_[[-1] * 5, [0] * 10, [1] * 15, [2] * 12, [-1] * 3, [3] * 10]
+    return split_at_segments(data, segments), labels, segments
+
+
 def test_segment_queries_take_each_segment_end_and_the_window_before_it():
     data, labels, segments = labelled_episodes()
-    w = DynamicsWindows(data, np.zeros((55, 1, 1), np.float32), horizon=8, proprio_key=None)
+    w = DynamicsWindows(data, np.zeros((55, 1, 1), np.float32), horizon=8, proprio_key=None, target="horizon")
     last, names, seg, start = segment_queries(w, labels, segments)
     np.testing.assert_array_equal(last, [14, 29, 41, 54])
     assert list(names) == ["a", "b", "a", "b"]
     assert len(set(seg.tolist())) == 4  # per-episode ids made global
     np.testing.assert_array_equal(start, [6, 21, 33, 46])
-    w16 = DynamicsWindows(data, np.zeros((55, 1, 1), np.float32), horizon=16, proprio_key=None)
+    w16 = DynamicsWindows(data, np.zeros((55, 1, 1), np.float32), horizon=16, proprio_key=None, target="horizon")
     assert segment_queries(w16, labels, segments)[3][0] == -1  # the window would start before the episode
+
+
+def test_segment_end_queries_start_at_each_segment_first_frame():
+    data, labels, segments = labelled_segments()
+    w = DynamicsWindows(data, np.zeros((55, 1, 1), np.float32), horizon=16, proprio_key=None)
+    last, names, _, start = segment_queries(w, labels, segments)
+    np.testing.assert_array_equal(last, [14, 29, 41, 54])
+    np.testing.assert_array_equal(start, [5, 15, 30, 45])
+    np.testing.assert_array_equal(w.target_frame(start), last)
+    # play-range episodes are not segments: a segment_end window there would predict another frame
+    whole, labels, segments = labelled_episodes()
+    w = DynamicsWindows(whole, np.zeros((55, 1, 1), np.float32), horizon=16, proprio_key=None)
+    np.testing.assert_array_equal(segment_queries(w, labels, segments)[3], [-1, 15, -1, 45])
 
 
 def test_retrieval_leaves_the_query_segment_out_and_normalises_set_size():
@@ -69,13 +91,15 @@ def test_evaluate_dynamics_errors_and_retrieval_on_a_model():
     cfg = DynamicsConfig(feature_dim=8, patches_per_camera=4, action_dim=3, horizon=4, proprio_dim=2,
                          num_layers=1, num_heads=2, ffn_dim=16)
     params = init_dynamics(cfg, jax.random.key(0))
-    data, labels, segments = labelled_episodes()
-    feats = rng.normal(size=(55, 4, 8)).astype(np.float32)
+    data, labels, segments = labelled_segments()
+    feats = rng.normal(0, 0.1, size=(55, 4, 8)).astype(np.float32)
+    feats[[14, 41]], feats[[29, 54]] = 5.0, -5.0  # segment ends: "a" near +5, "b" near -5
+    feats[[5, 30]], feats[[15, 45]] = -5.0, 5.0  # segment starts look like the OTHER behaviour's end
     data.actions[:] = rng.uniform(-2, 2, data.actions.shape)
     w = DynamicsWindows(data, feats, horizon=4, action_transform=ActionTransform("clip"))
     rep = evaluate_dynamics(cfg, params, w, labels=labels, segments=segments, max_windows=10, batch_size=4,
                             progress=False)
-    assert rep["windows"] == 10
+    assert rep["windows"] == 10 and rep["target"] == "segment_end"
     t = w.valid[np.linspace(0, len(w.valid) - 1, 10).round().astype(int)]
     b = w.at(t)
     assert np.abs(b["actions"]).max() <= 1.0
@@ -86,8 +110,10 @@ def test_evaluate_dynamics_errors_and_retrieval_on_a_model():
     r = rep["retrieval"]
     assert r["classes"] == ["a", "b"] and r["queries"] == 4 and r["chance"] == 0.5
     assert np.asarray(r["confusion_prediction"]).sum() == 4
-    # the true future of a query is its own segment end, which is left out: no free answer
-    assert 0.0 <= r["accuracy_true_future"] <= 1.0
+    # the true future of a query is its own segment end, which is left out; the other segment of
+    # its behaviour ends at the same features, so the true future always retrieves the right one,
+    # while each query's first frame (the current-frame baseline) always points to the other
+    assert r["accuracy_true_future"] == 1.0 and r["accuracy_current_frame"] == 0.0
     rep = evaluate_dynamics(cfg, params, w, max_windows=None, progress=False)
     assert rep["windows"] == len(w.valid) and "no behaviour labels" in rep["retrieval"]["skipped"]
     one = np.where(labels == "b", "", labels)

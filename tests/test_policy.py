@@ -1,4 +1,8 @@
-"""robomimic diffusion policy: converted checkpoints reproduce the torch networks (<= 1e-4)."""
+"""robomimic diffusion policy: converted checkpoints reproduce the torch networks (<= 1e-4).
+
+The test checkpoints' EMA weights differ from the trained ones in every tensor, so a loader that
+took the wrong set for the encoders or the noise net fails."""
+import json
 from collections import OrderedDict
 
 import jax
@@ -19,10 +23,31 @@ RGB = ("eye_in_hand", "third_person")
 
 
 def make_checkpoint(tmp_path, goal_keys=(), **kw):
+    """-> (the oracle's robomimic algo deserialized from the checkpoint, the checkpoint's path)."""
     nets = rp.build(SHAPES, RGB, goal_keys, **kw)
     cfg = rp.robomimic_config(["proprio"], RGB, goal_keys)
-    shadow = rp.save_checkpoint(tmp_path / "policy.pth", nets, SHAPES, cfg)
-    return rp.copy_ema_(nets, shadow), tmp_path / "policy.pth"
+    path = tmp_path / "policy.pth"
+    rp.save_checkpoint(path, nets, SHAPES, cfg)
+    return rp.load_algo(path, nets, cfg, SHAPES), path
+
+
+def ema_nets(algo):
+    """robomimic's 'select network' step: the EMA weights copied into ``_shadow_nets``."""
+    algo.ema.copy_to(parameters=algo._shadow_nets.parameters())
+    return algo._shadow_nets
+
+
+def sample_chunk(loaded, obs, noise):
+    """encode_obs + unguided DDIM, cut to robomimic's [To - 1, To - 1 + Ta) window."""
+    policy = DiffusionPolicy(loaded.config)
+    out = guided_sample(policy.eps_fn, loaded.params, policy.encode_obs(loaded.params, obs), key=jax.random.key(0),
+                        repeats=1, schedule=loaded.schedule, initial_noise=jnp.asarray(noise.numpy()))
+    start = loaded.config.obs_horizon - 1
+    return np.asarray(out.actions)[:, start:start + loaded.config.action_horizon]
+
+
+def make_noise(seed=4):
+    return torch.randn(2, 16, 7, generator=torch.Generator().manual_seed(seed))
 
 
 def make_obs(b=2, seed=0, goal_keys=()):
@@ -48,38 +73,67 @@ def torch_goal(goal):
 
 @pytest.mark.parametrize("goal_keys", [(), ("third_person",)])
 def test_encoding_and_noise_prediction_match(tmp_path, goal_keys):
-    nets, path = make_checkpoint(tmp_path, goal_keys)
+    """Default weights: trained observation and goal encoders, EMA noise net (robomimic's inference)."""
+    algo, path = make_checkpoint(tmp_path, goal_keys)
     loaded = load_robomimic_policy(path)
-    assert loaded.used_ema and loaded.config.down_dims == (32, 64, 128)
+    assert loaded.weights == "robomimic" and loaded.config.down_dims == (32, 64, 128)
     assert loaded.config.obs_keys == ("proprio", "eye_in_hand", "third_person")
     policy = DiffusionPolicy(loaded.config)
     obs, goal = make_obs(goal_keys=goal_keys)
+    shadow = ema_nets(algo)
     with torch.no_grad():
-        ref_cond = rp.encode(nets, torch_obs(obs), torch_goal(goal))
+        ref_cond = rp.encode(algo.nets, torch_obs(obs), torch_goal(goal)).numpy()
+        ema_cond = rp.encode(shadow, torch_obs(obs), torch_goal(goal)).numpy()
+    assert np.abs(ema_cond - ref_cond).max() > 100 * TOL  # EMA encoders would fail below
+    if goal_keys:
+        assert np.abs(ema_cond[:, -16:] - ref_cond[:, -16:]).max() > 100 * TOL  # the goal encoder's part
     cond = policy.encode_obs(loaded.params, obs, goal)
-    np.testing.assert_allclose(np.asarray(cond), ref_cond.numpy(), atol=TOL)
+    np.testing.assert_allclose(np.asarray(cond), ref_cond, atol=TOL)
     x = np.random.default_rng(1).normal(size=(2, 16, 7)).astype(np.float32)
     for k in (0, 50, 90):
         with torch.no_grad():
-            ref = nets["policy"]["noise_pred_net"](torch.tensor(x), torch.tensor(k), ref_cond).numpy()
+            args = (torch.tensor(x), torch.tensor(k), torch.tensor(ref_cond))
+            ref = shadow["policy"]["noise_pred_net"](*args).numpy()
+            trained = algo.nets["policy"]["noise_pred_net"](*args).numpy()
+        assert np.abs(trained - ref).max() > 100 * TOL
         ours = policy.eps_fn(loaded.params, jnp.asarray(x), jnp.int32(k), cond)
         np.testing.assert_allclose(np.asarray(ours), ref, atol=TOL)
 
 
 def test_full_unguided_ddim_chunk_matches(tmp_path):
-    nets, path = make_checkpoint(tmp_path)
-    loaded = load_robomimic_policy(path)
-    policy = DiffusionPolicy(loaded.config)
+    """robomimic's ``_get_action_trajectory`` vs encode_obs + guided_sample with the default weights."""
+    algo, path = make_checkpoint(tmp_path)
     obs, _ = make_obs()
-    noise = torch.randn(2, 16, 7, generator=torch.Generator().manual_seed(4))
+    noise = make_noise()
+    ref = algo._get_action_trajectory(torch_obs(obs), noise.clone())
+    np.testing.assert_allclose(sample_chunk(load_robomimic_policy(path), obs, noise), ref.numpy(), atol=TOL)
+
+
+def test_ema_weights_option_matches_all_ema_variant(tmp_path):
+    """Extension (not robomimic): weights="ema" also encodes with the EMA copy; it differs from the default."""
+    algo, path = make_checkpoint(tmp_path)
+    obs, _ = make_obs()
+    noise = make_noise()
+    ema = load_robomimic_policy(path, weights="ema")
+    assert ema.weights == "ema"
+    ref = algo._get_action_trajectory(torch_obs(obs), noise.clone(), all_ema=True)
+    ours = sample_chunk(ema, obs, noise)
+    np.testing.assert_allclose(ours, ref.numpy(), atol=TOL)
+    assert np.abs(sample_chunk(load_robomimic_policy(path), obs, noise) - ours).max() > 1e-3
+
+
+def test_guided_loop_oracle_agrees_with_robomimic_trajectory(tmp_path):
+    """The guided_ddim oracle without guidance (used by other parity tests) is robomimic's loop."""
+    algo, _ = make_checkpoint(tmp_path)
+    obs, _ = make_obs()
+    noise = make_noise()
+    shadow = ema_nets(algo)
     with torch.no_grad():
-        cond_t = rp.encode(nets, torch_obs(obs))
-    unet = nets["policy"]["noise_pred_net"]
-    ref = guided_loop(lambda x, k, c: unet(x, k, c), cond_t, None, original_scheduler(), noise, 1)
-    cond = policy.encode_obs(loaded.params, obs)
-    out = guided_sample(policy.eps_fn, loaded.params, cond, key=jax.random.key(0), repeats=1,
-                        schedule=loaded.schedule, initial_noise=jnp.asarray(noise.numpy()))
-    np.testing.assert_allclose(np.asarray(out.actions), ref.numpy(), atol=TOL)
+        cond = rp.encode(algo.nets, torch_obs(obs))
+    unet = shadow["policy"]["noise_pred_net"]
+    loop = guided_loop(lambda x, k, c: unet(x, k, c), cond, None, original_scheduler(), noise, 1)
+    ref = algo._get_action_trajectory(torch_obs(obs), noise.clone())
+    np.testing.assert_allclose(loop[:, 1:9].numpy(), ref.numpy(), atol=1e-6)
 
 
 def test_numpy_normalisation_stats_load_safely(tmp_path):
@@ -97,36 +151,54 @@ def test_numpy_normalisation_stats_load_safely(tmp_path):
                                                             unnormalize_actions(loaded.action_stats, a))), 1.0)
 
 
-def test_raw_weights_when_ema_is_off(tmp_path):
-    nets, path = make_checkpoint(tmp_path)
-    raw = load_robomimic_policy(path, use_ema=False)
-    ema = load_robomimic_policy(path)
-    assert not raw.used_ema
-    a = raw.params["noise_pred_net"]["step_fc1"]["kernel"]
-    b = ema.params["noise_pred_net"]["step_fc1"]["kernel"]
-    assert np.abs(a - b).max() > 1e-3
-    np.testing.assert_allclose(b, nets["policy"]["noise_pred_net"].diffusion_step_encoder[1].weight.detach().numpy().T)
+def test_trained_weights_and_checkpoints_without_ema(tmp_path):
+    """weights="train", and robomimic's inference when the config disables EMA: ``self.nets`` throughout."""
+    algo, path = make_checkpoint(tmp_path)
+    obs, _ = make_obs()
+    noise = make_noise()
+    ckpt = torch.load(path, weights_only=True)
+    cfg = json.loads(ckpt["config"])
+    cfg["algo"]["ema"]["enabled"] = False
+    ckpt["config"], ckpt["model"]["ema"] = json.dumps(cfg), None
+    torch.save(ckpt, tmp_path / "no_ema.pth")
+    ref = rp.load_algo(tmp_path / "no_ema.pth", rp.build(SHAPES, RGB), cfg, SHAPES)
+    ref = ref._get_action_trajectory(torch_obs(obs), noise.clone()).numpy()
+    for loaded in (load_robomimic_policy(path, weights="train"), load_robomimic_policy(tmp_path / "no_ema.pth")):
+        assert loaded.weights == "train"
+        np.testing.assert_allclose(sample_chunk(loaded, obs, noise), ref, atol=TOL)
+
+    cfg["algo"]["ema"]["enabled"] = True  # robomimic would sample with the EMA model's initial weights
+    ckpt["config"] = json.dumps(cfg)
+    torch.save(ckpt, tmp_path / "lost_ema.pth")
+    with pytest.raises(ValueError, match=r"lost_ema.pth: weights='robomimic' needs EMA weights.*algo.ema.enabled"):
+        load_robomimic_policy(tmp_path / "lost_ema.pth")
+    with pytest.raises(ValueError, match="weights='ema' needs EMA weights"):
+        load_robomimic_policy(tmp_path / "no_ema.pth", weights="ema")
+    assert load_robomimic_policy(tmp_path / "lost_ema.pth", weights="train").weights == "train"
+    with pytest.raises(ValueError, match=r"weights must be one of \('robomimic', 'ema', 'train'\), got 'EMA'"):
+        load_robomimic_policy(path, weights="EMA")
 
 
 @pytest.mark.slow
 def test_paper_size_unet_matches(tmp_path):
     """ConditionalUnet1D's defaults (256/512/1024, kernel 5, step embedding 256) as robomimic builds it."""
-    nets, path = make_checkpoint(tmp_path, down_dims=(256, 512, 1024), dsed=256)
+    algo, path = make_checkpoint(tmp_path, down_dims=(256, 512, 1024), dsed=256)
     loaded = load_robomimic_policy(path)
     assert loaded.config.down_dims == (256, 512, 1024) and loaded.config.step_embed_dim == 256
     policy = DiffusionPolicy(loaded.config)
     obs, _ = make_obs()
     with torch.no_grad():
-        cond_t = rp.encode(nets, torch_obs(obs))
+        cond_t = rp.encode(algo.nets, torch_obs(obs))
         x = torch.randn(2, 16, 7, generator=torch.Generator().manual_seed(2))
-        ref = nets["policy"]["noise_pred_net"](x, torch.tensor(30), cond_t).numpy()
+        ref = ema_nets(algo)["policy"]["noise_pred_net"](x, torch.tensor(30), cond_t).numpy()
     ours = policy.eps_fn(loaded.params, jnp.asarray(x.numpy()), jnp.int32(30),
                          policy.encode_obs(loaded.params, obs))
     np.testing.assert_allclose(np.asarray(ours), ref, atol=TOL)
 
 
 def test_bad_checkpoints(tmp_path):
-    nets, path = make_checkpoint(tmp_path)
+    algo, path = make_checkpoint(tmp_path)
+    nets = algo.nets
     ckpt = torch.load(path, weights_only=True)
     sd = ckpt["model"]["nets"]
     del sd["policy.noise_pred_net.mid_modules.1.cond_encoder.1.bias"]
@@ -134,7 +206,7 @@ def test_bad_checkpoints(tmp_path):
     ckpt["model"]["ema"] = None
     torch.save(ckpt, tmp_path / "bad.pth")
     with pytest.raises(KeyError, match=r"mid_modules.1.cond_encoder.1.bias.*unexpected keys: .*extra.weight"):
-        load_robomimic_policy(tmp_path / "bad.pth")
+        load_robomimic_policy(tmp_path / "bad.pth", weights="train")
 
     ckpt = torch.load(path, weights_only=True)
     ckpt["model"]["ema"] = None
@@ -142,7 +214,7 @@ def test_bad_checkpoints(tmp_path):
     ckpt["model"]["nets"]["policy.noise_pred_net.final_conv.1.weight"] = torch.zeros(w.shape[0], w.shape[1] + 1, 1)
     torch.save(ckpt, tmp_path / "shape.pth")
     with pytest.raises(ValueError, match="final_conv/kernel: expected"):
-        load_robomimic_policy(tmp_path / "shape.pth")
+        load_robomimic_policy(tmp_path / "shape.pth", weights="train")
 
     ckpt = torch.load(path, weights_only=True)
     ckpt["model"]["ema"]["shadow_params"] = ckpt["model"]["ema"]["shadow_params"][:-1]
@@ -183,8 +255,7 @@ def test_crop_randomizer_checkpoint_center_crops_at_eval(tmp_path):
     cfg["observation"]["encoder"]["rgb"]["obs_randomizer_class"] = "CropRandomizer"
     cfg["observation"]["encoder"]["rgb"]["obs_randomizer_kwargs"] = {"crop_height": crop, "crop_width": crop,
                                                                      "num_crops": 1, "pos_enc": False}
-    shadow = rp.save_checkpoint(tmp_path / "p.pth", nets, SHAPES, cfg)
-    rp.copy_ema_(nets, shadow)
+    rp.save_checkpoint(tmp_path / "p.pth", nets, SHAPES, cfg)
     loaded = load_robomimic_policy(tmp_path / "p.pth")
     assert loaded.config.crop == (crop, crop)
     obs, _ = make_obs()
@@ -194,6 +265,6 @@ def test_crop_randomizer_checkpoint_center_crops_at_eval(tmp_path):
         top, left = (h - crop) // 2, (w - crop) // 2
         t_obs[k] = t_obs[k][..., top:top + crop, left:left + crop]
     with torch.no_grad():
-        ref = rp.encode(nets, t_obs)
+        ref = rp.encode(nets, t_obs)  # the trained encoder, as robomimic's inference
     ours = DiffusionPolicy(loaded.config).encode_obs(loaded.params, obs)
     np.testing.assert_allclose(np.asarray(ours), ref.numpy(), atol=TOL)

@@ -2,9 +2,11 @@
 
 Each step: ``observation {rgb_static, rgb_gripper, robot_obs, scene_obs}``, ``action`` (absolute),
 ``rel_action``, ``language_instruction`` ("" where none), ``behaviour`` / ``segment`` (the original's
-segmentation, "" / -1 outside a segment), ``is_first`` / ``is_last`` / ``is_terminal``. TFDS writes
-into an ``incomplete.*`` directory and renames it when every split is done, so an interrupted or
-failed build never reads as a prepared dataset.
+segmentation, run once over all sorted frames of the split: ``segment`` is a split-wide index in
+frame order, a segment may continue into the next play range, the trailing one is unlabelled "";
+``episode_metadata/first_frame`` orders episodes), ``is_first`` / ``is_last`` / ``is_terminal``.
+TFDS writes into an ``incomplete.*`` directory and renames it when every split is done, so an
+interrupted or failed build never reads as a prepared dataset.
 
 Build: ``dynaguide data build calvin RAW_DIR OUT_DIR`` (``RAW_DIR`` holds ``training/`` and/or
 ``validation/``).
@@ -23,8 +25,11 @@ SPLITS = {"training": "train", "validation": "validation"}
 
 
 class CalvinRlds(tfds.core.GeneratorBasedBuilder):
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "RLDS episodes with behaviour segmentation labels."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "RLDS episodes with behaviour segmentation labels.",
+                     "1.1.0": "Segmentation as in the original: one state machine over the whole split (segments "
+                              "may span play ranges, split-wide segment ids); the frames after the last cut form "
+                              "an unlabelled segment instead of segment -1."}
 
     def __init__(self, *, raw_dir: str | None = None, **kwargs):
         self.raw_dir = raw_dir
@@ -48,7 +53,8 @@ class CalvinRlds(tfds.core.GeneratorBasedBuilder):
             "is_last": f.Scalar(dtype=np.bool_),
             "is_terminal": f.Scalar(dtype=np.bool_),
         })
-        return tfds.core.DatasetInfo(builder=self, description=__doc__, features=f.FeaturesDict({
+        # written and read in generation order (chronological): segments continue across episodes
+        return tfds.core.DatasetInfo(builder=self, description=__doc__, disable_shuffling=True, features=f.FeaturesDict({
             "steps": f.Dataset(step),
             "episode_metadata": f.FeaturesDict({"first_frame": f.Scalar(dtype=np.int64),
                                                 "last_frame": f.Scalar(dtype=np.int64)}),
@@ -65,12 +71,14 @@ class CalvinRlds(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, split_dir: str):
         language = language_by_frame(split_dir)
-        for first, last in episode_ranges(split_dir):
+        ranges = episode_ranges(split_dir)
+        seg_all, labels_all = split_labels(split_dir, ranges)
+        offset = 0
+        for first, last in ranges:
             frames = [read_frame(split_dir, i) for i in range(int(first), int(last) + 1)]
-            scene = np.stack([fr["scene_obs"] for fr in frames])
-            robot = np.stack([fr["robot_obs"] for fr in frames])
-            seg_index, labels = per_step_labels(len(frames), segment_play(scene, robot))
             n = len(frames)
+            seg_index, labels = seg_all[offset:offset + n], labels_all[offset:offset + n]
+            offset += n
             steps = [{
                 "observation": {"rgb_static": fr["rgb_static"], "rgb_gripper": fr["rgb_gripper"],
                                 "robot_obs": fr["robot_obs"].astype(np.float32),
@@ -81,6 +89,16 @@ class CalvinRlds(tfds.core.GeneratorBasedBuilder):
             } for j, fr in enumerate(frames)]
             yield f"{int(first)}-{int(last)}", {"steps": steps, "episode_metadata": {"first_frame": int(first),
                                                                                    "last_frame": int(last)}}
+
+
+def split_labels(split_dir: str, ranges) -> tuple[np.ndarray, list[str]]:
+    """Segment index and behaviour of every frame of the split's ``ranges`` (in order), from one
+    segmentation pass over their sorted frames; reads only ``scene_obs`` / ``robot_obs``."""
+    ids = [i for a, b in ranges for i in range(int(a), int(b) + 1)]
+    states = [read_frame(split_dir, i, ("scene_obs", "robot_obs")) for i in ids]
+    scene = np.stack([s["scene_obs"] for s in states])
+    robot = np.stack([s["robot_obs"] for s in states])
+    return per_step_labels(len(ids), segment_play(scene, robot))
 
 
 def build_calvin(raw_dir: str, out_dir: str) -> str:

@@ -23,26 +23,27 @@ def frame_path(split_dir: str, index: int) -> str:
     return os.path.join(split_dir, f"episode_{index:07d}.npz")
 
 
-def read_frame(split_dir: str, index: int) -> dict[str, np.ndarray]:
+def read_frame(split_dir: str, index: int, keys=(*FRAME_KEYS, *IMAGE_KEYS)) -> dict[str, np.ndarray]:
+    """The ``keys`` of one frame (all by default; only those are decompressed), checked."""
     path = frame_path(split_dir, index)
     if not os.path.isfile(path):
         raise CalvinFormatError(f"{path}: frame {index} is missing")
     try:
         with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in (*FRAME_KEYS, *IMAGE_KEYS) if k not in z.files]
+            missing = [k for k in keys if k not in z.files]
             if missing:
                 raise CalvinFormatError(f"{path}: missing keys {missing}")
-            frame = {k: z[k] for k in (*FRAME_KEYS, *IMAGE_KEYS)}
+            frame = {k: z[k] for k in keys}
     except CalvinFormatError:
         raise
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
         raise CalvinFormatError(f"{path}: unreadable or corrupt ({e})") from e
     for k, shape in FRAME_KEYS.items():
-        if frame[k].shape != shape:
+        if k in frame and frame[k].shape != shape:
             raise CalvinFormatError(f"{path}: {k} has shape {frame[k].shape}, expected {shape}")
     for k in IMAGE_KEYS:
-        img = frame[k]
-        if img.ndim != 3 or img.shape[-1] != 3 or img.dtype != np.uint8:
+        img = frame.get(k)
+        if img is not None and (img.ndim != 3 or img.shape[-1] != 3 or img.dtype != np.uint8):
             raise CalvinFormatError(f"{path}: {k} must be uint8 [H, W, 3], got {img.dtype} {img.shape}")
     return frame
 
@@ -61,7 +62,12 @@ def episode_ranges(split_dir: str) -> np.ndarray:
     if len(bad):
         raise CalvinFormatError(f"{path}: episode {int(bad[0])} is empty (end {ranges[bad[0], 1]} < start "
                                 f"{ranges[bad[0], 0]})")
-    return ranges[np.argsort(ranges[:, 0])]
+    ranges = ranges[np.argsort(ranges[:, 0])]
+    overlap = np.flatnonzero(ranges[1:, 0] <= ranges[:-1, 1])
+    if len(overlap):
+        a, b = ranges[overlap[0]], ranges[overlap[0] + 1]
+        raise CalvinFormatError(f"{path}: frame ranges {a.tolist()} and {b.tolist()} overlap")
+    return ranges
 
 
 def language_by_frame(split_dir: str) -> dict[int, str]:

@@ -7,6 +7,10 @@ next one, except that a change of the green light always ends a segment; touchin
 5 cm of the end effector ends one at once. Each segment is labelled by comparing the scene at its
 start and end (thresholds below). Quirk kept for fidelity: a block counts as displaced when any
 coordinate *increased* by more than 1 cm (the original takes the norm of a boolean array).
+
+Like the original, the machine runs once over all sorted frames of a split: its state and the
+partial segment carry across play-range boundaries, and the frames after the last cut form a
+final, unlabelled segment (behaviour "").
 """
 from __future__ import annotations
 
@@ -74,11 +78,13 @@ def classify(start: np.ndarray, end: np.ndarray, moving: bool, block_delta_now: 
 
 
 def segment_play(scene_obs: np.ndarray, robot_obs: np.ndarray) -> list[tuple[int, int, str]]:
-    """Segments ``(first, last_inclusive, behaviour)`` of one contiguous stretch of play; frames
-    after the last segment belong to none (the original drops them)."""
+    """Segments ``(first, last_inclusive, behaviour)`` covering all frames of a split in order (every
+    sorted frame, across play ranges); the last is the unlabelled rest ("") unless a cut ends it."""
     scene = np.asarray(scene_obs, np.float64)
-    if scene.ndim != 2 or scene.shape[1] != 24:
-        raise ValueError(f"scene_obs must be [N, 24], got {scene.shape}")
+    if scene.ndim != 2 or scene.shape[1] != 24 or len(scene) == 0:
+        raise ValueError(f"scene_obs must be [N, 24] with N > 0, got {scene.shape}")
+    if np.shape(robot_obs)[:1] != scene.shape[:1] or np.ndim(robot_obs) != 2:
+        raise ValueError(f"robot_obs must be [N={len(scene)}, >=3], got {np.shape(robot_obs)}")
     deltas, block_delta = frame_deltas(scene)
     active = (deltas > ACTIVE_EPSILON).any(axis=1)
     released = ~(deltas > RELEASE_EPSILON).any(axis=1)
@@ -106,11 +112,13 @@ def segment_play(scene_obs: np.ndarray, robot_obs: np.ndarray) -> list[tuple[int
             start_state = scene[i]
             segments.append((first, i, behaviour))
             first, length = i + 1, 0
+    if first < len(scene):
+        segments.append((first, len(scene) - 1, ""))
     return segments
 
 
 def per_step_labels(num_frames: int, segments) -> tuple[np.ndarray, list[str]]:
-    """Segment index (-1 outside any segment) and behaviour label ("" outside) for every frame."""
+    """Segment index (-1 outside any segment) and behaviour label ("" outside or unlabelled) per frame."""
     index = np.full(num_frames, -1, np.int32)
     labels = [""] * num_frames
     for s, (a, b, name) in enumerate(segments):

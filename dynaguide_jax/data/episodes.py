@@ -31,3 +31,23 @@ class EpisodeData:
     @property
     def num_frames(self) -> int:
         return len(self.actions)
+
+
+def split_at_segments(data: EpisodeData, segment: np.ndarray) -> EpisodeData:
+    """The same frames re-cut into one episode per behaviour segment (runs of equal ``segment [N]``).
+
+    CALVIN's segmentation runs over a whole split, so a segment may span two play ranges: the old
+    episode boundaries are dropped and only segment changes cut (frames must be in chronological
+    order, as the builders write them). Each segment id must form one run: a split read out of
+    order would silently glue unrelated frames into a segment."""
+    seg = np.asarray(segment).reshape(-1)
+    if len(seg) != data.num_frames:
+        raise ValueError(f"segment ids cover {len(seg)} frames, the episodes have {data.num_frames}")
+    cut = np.flatnonzero(seg[1:] != seg[:-1]) + 1
+    run_ids = seg[np.r_[0, cut]]
+    ids, runs = np.unique(run_ids[run_ids >= 0], return_counts=True)
+    if (runs > 1).any():
+        dup = ids[runs > 1][0]
+        raise ValueError(f"segment {int(dup)} is split into several runs: the frames are not in chronological "
+                         "order (a dataset written by an older builder? rebuild it)")
+    return EpisodeData(obs=data.obs, actions=data.actions, episode_ends=np.r_[cut, data.num_frames])

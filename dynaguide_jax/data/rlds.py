@@ -99,19 +99,28 @@ def has_step_field(directory: str, path: str) -> bool:
 
 
 def dynamics_windows(directory: str, split: str, features, horizon: int, proprio_fields=("observation/robot_obs",),
-                     action_field: str = "rel_action", action_transform="none", labels: bool = False):
+                     action_field: str = "rel_action", action_transform="none", labels: bool = False,
+                     target: str = "segment_end"):
     """``DynamicsWindows`` over a split's cached features, proprio = the concatenated ``proprio_fields``.
     ``action_transform``: an ``ActionTransform`` or a mode name, fitted on this split's actions. With
-    ``labels``, the per-step ``behaviour`` / ``segment`` fields come along in ``data.obs``."""
-    from dynaguide_jax.data.windows import ActionTransform, DynamicsWindows
+    ``labels``, the per-step ``behaviour`` / ``segment`` fields come along in ``data.obs``. With
+    ``target="segment_end"`` and a per-step ``segment`` field (CALVIN), the windows' episodes are the
+    behaviour segments (they may span play ranges); without one (UMI), the dataset's episodes."""
+    from dynaguide_jax.data.episodes import split_at_segments
+    from dynaguide_jax.data.windows import TARGETS, ActionTransform, DynamicsWindows
 
-    extra = ("behaviour", "segment") if labels else ()
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    segmented = has_step_field(directory, "segment")
+    extra = ("behaviour", "segment") if labels else ("segment",) if segmented and target == "segment_end" else ()
     data = read_episodes(directory, split, (*proprio_fields, *extra), action_field)
     parts = [data.obs.pop(f.split("/")[-1]).reshape(data.num_frames, -1) for f in proprio_fields]
     data.obs["proprio"] = np.concatenate(parts, axis=1).astype(np.float32)
+    if segmented and target == "segment_end":
+        data = split_at_segments(data, data.obs["segment"] if labels else data.obs.pop("segment"))
     if isinstance(action_transform, str):
         action_transform = ActionTransform.fit(action_transform, data.actions)
-    return DynamicsWindows(data, features, horizon, action_transform=action_transform)
+    return DynamicsWindows(data, features, horizon, action_transform=action_transform, target=target)
 
 
 class FrameStream:
@@ -146,36 +155,67 @@ class FrameStream:
         return np.stack(out)
 
 
-def export_guidance_conditions(directory: str, out_dir: str, split: str = "validation",
-                               image_field: str = "observation/rgb_static",
-                               proprio_field: str = "observation/robot_obs", action_field: str = "rel_action",
-                               horizon: int = 16, min_count: int = 1) -> dict[str, int]:
-    """Per behaviour, the final frame of every labelled segment: ``goals_<behaviour>.npz`` with
-    ``images [K, H, W, 3]`` (the paper's goal images), and the last observation's ``proprio``
-    plus the ``actions [K, horizon, A]`` leading into it (for goals from the dynamics prediction at
-    trajectory ends, as the original code builds them). Writes ``counts.json``; returns the counts."""
-    groups = defaultdict(lambda: defaultdict(list))
-    fields = (image_field, proprio_field, action_field, "behaviour", "segment")
-    for ep in iterate_episodes(directory, split, fields):
-        seg = ep["segment"]
-        for s in np.unique(seg[seg >= 0]):
-            idx = np.flatnonzero(seg == s)
-            last = idx[-1]
-            label = ep["behaviour"][last]
-            name = label.decode() if isinstance(label, bytes) else str(label)
-            window = np.clip(np.arange(last - horizon + 1, last + 1), idx[0], last)
-            g = groups[name]
-            g["images"].append(ep[image_field][last])
-            g["proprio"].append(ep[proprio_field][last])
-            g["actions"].append(ep[action_field][window])
-    os.makedirs(out_dir, exist_ok=True)
-    counts = {}
-    for name, g in sorted(groups.items()):
-        if len(g["images"]) < min_count:
+def _segment_ends(directory: str, split: str, fields) -> dict:
+    """``{segment: {field: value}}`` at the last frame of every segment of a split, a segment that
+    continues into the next episode included (episodes ordered by ``episode_metadata/first_frame``)."""
+    builder, ds = _dataset(directory, split, fields)
+    feats = builder.info.features
+    ordered = "episode_metadata" in feats.keys() and "first_frame" in feats["episode_metadata"].keys()
+    ends, where = {}, {}
+    for n, ep in enumerate(ds):
+        order = int(ep["episode_metadata"]["first_frame"]) if ordered else n
+        parts = list(ep["steps"].batch(4096).as_numpy_iterator())
+        if not parts:
             continue
-        counts[name] = len(g["images"])
-        np.savez_compressed(os.path.join(out_dir, f"goals_{name}.npz"),
-                            **{k: np.stack(v) for k, v in g.items()})
+        steps = {f: np.concatenate([_field(p, f) for p in parts]) for f in fields}
+        seg = steps["segment"]
+        for s in np.unique(seg[seg >= 0]).tolist():
+            last = int(np.flatnonzero(seg == s)[-1])
+            if s in where and not ordered:
+                raise ValueError(f"{directory} ({split}): segment {s} spans episodes but the dataset has no "
+                                 "episode_metadata/first_frame to order them")
+            if s not in where or (order, last) > where[s]:
+                where[s] = (order, last)
+                ends[s] = {f: steps[f][last] for f in fields}
+    return ends
+
+
+def export_guidance_conditions(directory: str, out_dir: str, split: str = "validation",
+                               image_field="observation/rgb_static", proprio_field: str = "observation/robot_obs",
+                               action_field: str = "rel_action", horizon: int = 16, seed: int = 0,
+                               keep_fraction: float = 0.7, max_per_behaviour: int | None = 20) -> dict:
+    """Per-behaviour goal sets as the original makes them (``goal_sets.select_goal_segments``: unlabelled
+    segments skipped, ``*_displace`` dropped, each kept with probability ``keep_fraction``, then per
+    behaviour a seeded shuffle capped at ``max_per_behaviour``).
+
+    ``goals_<behaviour>.npz`` holds, at each goal segment's last frame: ``images [K, H, W, 3]`` (the
+    first of ``image_field``, one path or several; the others as ``images_<name>``), ``proprio``,
+    ``last_action`` (raw) and ``actions [K, horizon, A]``: the last action clipped to [-1, 1] and
+    repeated, the chunk the original predicts from at a goal trajectory's last step (pad_mode "repeat").
+    Writes ``counts.json`` (available / kept / capped / written per behaviour) and returns it."""
+    from dynaguide_jax.data.goal_sets import select_goal_segments
+
+    cameras = (image_field,) if isinstance(image_field, str) else tuple(image_field)
+    if not cameras:
+        raise ValueError("image_field names no image field")
+    select_goal_segments({}, seed, keep_fraction, max_per_behaviour)  # argument errors before reading
+    ends = _segment_ends(directory, split, (*cameras, proprio_field, action_field, "behaviour", "segment"))
+    labels = {s: e["behaviour"].decode() if isinstance(e["behaviour"], bytes) else str(e["behaviour"])
+              for s, e in ends.items()}
+    chosen, counts = select_goal_segments(labels, seed, keep_fraction, max_per_behaviour)
+    os.makedirs(out_dir, exist_ok=True)
+    for name, segs in chosen.items():
+        if not segs:
+            continue
+        goals = [ends[s] for s in segs]
+        out = {"images" if i == 0 else f"images_{c.split('/')[-1]}": np.stack([g[c] for g in goals])
+               for i, c in enumerate(cameras)}
+        last = np.stack([g[action_field] for g in goals]).astype(np.float32)
+        out.update(proprio=np.stack([g[proprio_field] for g in goals]), last_action=last,
+                   actions=np.repeat(np.clip(last, -1.0, 1.0)[:, None], horizon, axis=1),
+                   segment=np.asarray(segs, np.int64))
+        np.savez_compressed(os.path.join(out_dir, f"goals_{name}.npz"), **out)
+    counts = {"split": split, **counts}
     with open(os.path.join(out_dir, "counts.json"), "w") as f:
-        json.dump(counts, f, indent=2, sort_keys=True)
+        json.dump(counts, f, indent=2)
     return counts

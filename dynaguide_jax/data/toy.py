@@ -29,12 +29,14 @@ def toy_encoder(path: str | None = None, seed: int = 0):
 
 
 def toy_dynamics_data(cache_dir: str, episodes: int = 64, length: int = 40, horizon: int = 16, seed: int = 0,
-                      encoder_path: str | None = None, progress: bool = True, encoder_seed: int | None = None):
+                      encoder_path: str | None = None, progress: bool = True, encoder_seed: int | None = None,
+                      target: str = "segment_end"):
     """Returns ``(DynamicsConfig, DynamicsWindows)`` over cached features of toy demonstrations.
 
     Every episode is one labelled segment (``obs["segment"]``) of its behaviour (``obs["behaviour"]``,
     ``"line_<i>"``). The random-weight encoder is seeded by ``encoder_seed`` (default ``seed``), so
     held-out data (another ``seed``) can be encoded with the encoder a model was trained with.
+    ``target``: what the windows predict (``DynamicsWindows``), by default each episode's last frame.
     """
     obs, actions, ends, behaviour = toyworld.demonstrations(jax.random.key(seed), episodes, length,
                                                             line_prototypes(4, horizon, 7), IMAGE_SIZE)
@@ -53,4 +55,4 @@ def toy_dynamics_data(cache_dir: str, episodes: int = 64, length: int = 40, hori
     cfg = DynamicsConfig(feature_dim=enc_cfg.hidden_size, patches_per_camera=feats.shape[1], action_dim=7,
                          horizon=horizon, proprio_dim=obs["proprio"].shape[1], num_layers=2, num_heads=4,
                          ffn_dim=4 * enc_cfg.hidden_size, dropout=0.1)
-    return cfg, DynamicsWindows(data, np.asarray(feats), horizon)
+    return cfg, DynamicsWindows(data, np.asarray(feats), horizon, target=target)

@@ -1,9 +1,17 @@
-"""Training windows for the dynamics model: ``(patches_t, proprio_t, a_t..a_{t+H-1}, patches_{t+H})``.
+"""Training windows for the dynamics model: ``(patches_t, proprio_t, a_t..a_{t+H-1}, target patches)``.
 
-Only times whose ``t + H`` lies in the same episode are used (the future frame must exist). Batches
-are a pure function of ``(seed, step)``: a resumed run continues the exact data stream, and every
-process takes its own rows of the same global batch, so the global batch does not depend on how
-many hosts read it.
+Two targets (``DynamicsWindows.target``):
+
+- ``"segment_end"`` (default, the original's): the FINAL frame of the episode (behaviour segment)
+  that ``t`` lies in, for every ``t`` of it; actions past the segment's end are zeros (orig:
+  core/embedder_datasets.py ``MultiviewDataset(padding=True, pad_mode="zeros")``, as
+  train_dynaguide.py builds it). The episodes must be the segments: ``split_at_segments`` re-cuts
+  CALVIN's play ranges; toy-world and UMI episodes are one demonstration each.
+- ``"horizon"``: the frame ``t + H``; only times whose ``t + H`` lies in the same episode are used.
+
+Batches are a pure function of ``(seed, step)``: a resumed run continues the exact data stream, and
+every process takes its own rows of the same global batch, so the global batch does not depend on
+how many hosts read it.
 """
 from __future__ import annotations
 
@@ -13,19 +21,29 @@ import numpy as np
 
 from dynaguide_jax.data.episodes import EpisodeData
 
+TARGETS = ("segment_end", "horizon")
+
 
 class DynamicsWindows:
     def __init__(self, data: EpisodeData, features: np.ndarray, horizon: int, proprio_key: str | None = "proprio",
-                 action_transform: ActionTransform | None = None):
+                 action_transform: ActionTransform | None = None, target: str = "segment_end"):
         """``features [N, C*P, D]``: per-frame encoder patches (e.g. a ``FeatureCache``'s array);
         ``action_transform`` maps dataset actions to the action space the model (and the policy it
-        will guide) uses."""
+        will guide) uses; ``target`` is ``"segment_end"`` or ``"horizon"`` (module doc)."""
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+        if int(horizon) < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
         if len(features) != data.num_frames:
             raise ValueError(f"features have {len(features)} frames, episodes have {data.num_frames}")
         if proprio_key is not None and proprio_key not in data.obs:
             raise KeyError(f"episodes have no {proprio_key!r} observation (keys: {sorted(data.obs)})")
-        self.data, self.features, self.horizon, self.proprio_key = data, features, horizon, proprio_key
-        self.valid = np.flatnonzero(np.arange(data.num_frames) + horizon < data.frame_end)
+        self.data, self.features, self.horizon, self.proprio_key = data, features, int(horizon), proprio_key
+        self.target = target
+        if target == "segment_end":
+            self.valid = np.arange(data.num_frames)
+        else:
+            self.valid = np.flatnonzero(np.arange(data.num_frames) + self.horizon < data.frame_end)
         if len(self.valid) == 0:
             raise ValueError(f"no episode is longer than the horizon {horizon}")
         self.action_transform = action_transform or ActionTransform()
@@ -39,12 +57,21 @@ class DynamicsWindows:
         t = self.valid[rng.integers(0, len(self.valid), global_batch)]
         return self.at(t if rows is None else t[rows], feature_dtype)
 
+    def target_frame(self, t: np.ndarray) -> np.ndarray:
+        """Index of the frame each window starting at ``t`` predicts."""
+        t = np.asarray(t)
+        return self.data.frame_end[t] - 1 if self.target == "segment_end" else t + self.horizon
+
     def at(self, t: np.ndarray, feature_dtype=np.float32) -> dict:
         """The windows starting at frames ``t [B]`` (each must be in ``valid``); ``feature_dtype=None``
         keeps the features' stored dtype."""
-        acts = self.action_transform(self.data.actions[t[:, None] + np.arange(self.horizon)[None]])
+        t = np.asarray(t)
+        idx = t[:, None] + np.arange(self.horizon)[None]
+        end = self.data.frame_end[t][:, None]
+        acts = self.action_transform(self.data.actions[np.minimum(idx, end - 1)])
+        acts = np.where((idx < end)[..., None], acts, np.float32(0.0))  # zero-filled past the segment's end
         out = {"patches": np.asarray(self.features[t], feature_dtype), "actions": acts,
-               "future_patches": np.asarray(self.features[t + self.horizon], feature_dtype)}
+               "future_patches": np.asarray(self.features[self.target_frame(t)], feature_dtype)}
         if self.proprio_key is not None:
             out["proprio"] = self.data.obs[self.proprio_key][t].astype(np.float32)
         return out

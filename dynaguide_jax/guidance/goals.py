@@ -27,14 +27,33 @@ def goals_from_images(encoder: DinoV2Config, encoder_params, images, image_size:
     return patches.reshape(patches.shape[0], -1)
 
 
+def repeat_last_action(last_actions, horizon: int):
+    """``[K, A]`` -> ``[K, horizon, A]``: the chunk the original feeds at a trajectory's last step
+    (``MultiviewDataset.get_labeled_item`` with pad_mode "repeat": everything past the end is padded
+    with the last action)."""
+    last_actions = jnp.asarray(last_actions)
+    if last_actions.ndim != 2:
+        raise ValueError(f"last actions must be [K, A], got shape {last_actions.shape}")
+    return jnp.repeat(last_actions[:, None], horizon, axis=1)
+
+
 def goals_from_trajectory_ends(dynamics: DynamicsConfig, dynamics_params, patches, proprio,
                                actions):
-    """The dynamics prediction at the last step of each goal trajectory -> ``[K, P'*D]``.
+    """The dynamics prediction at the last step of each goal trajectory -> ``[K, P'*D]``, as the
+    original builds goal embeddings (``core/dynaguide.py`` ``calculate_classifier_guidance``).
 
-    ``patches [K, C*P, D]`` / ``proprio [K, p]`` / ``actions [K, H, A]`` are each trajectory's
-    final observation and action chunk.
+    ``patches [K, C*P, D]`` / ``proprio [K, p]``: each trajectory's final observation. ``actions``:
+    its last action ``[K, A]``, repeated to the model's horizon here, or that repeat chunk
+    ``[K, H, A]`` (``export_guidance_conditions`` writes both), in the model's action space
+    (CALVIN: clipped to [-1, 1]).
     """
+    actions = jnp.asarray(actions)
     if patches.shape[0] == 0:
         raise ValueError("no goal trajectories given")
+    if actions.ndim == 2:
+        actions = repeat_last_action(actions, dynamics.horizon)
+    if actions.shape != (patches.shape[0], dynamics.horizon, dynamics.action_dim):
+        raise ValueError(f"goal actions must be [K={patches.shape[0]}, A={dynamics.action_dim}] last actions or "
+                         f"[K, H={dynamics.horizon}, A] chunks, got shape {actions.shape}")
     z = predict_future_patches(dynamics, dynamics_params, patches, proprio, actions)
     return z.reshape(z.shape[0], -1)

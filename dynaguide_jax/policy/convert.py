@@ -2,9 +2,10 @@
 
 The file holds ``model`` (``nets``: the ModuleDict state dict; ``ema``: diffusers' EMAModel state
 whose ``shadow_params`` list follows ``nets.parameters()`` order), ``config`` (a JSON string) and
-``shape_metadata``. Inference uses the EMA weights when present. The UNet is built with
-ConditionalUnet1D's defaults, not the config's ``algo.unet`` block, so its sizes are read from the
-weights. Buffers (SpatialSoftmax ``pos_x``/``pos_y``/``temperature``) are checked, not learned.
+``shape_metadata``. By default the weights are those robomimic's inference uses (see
+``select_weights``). The UNet is built with ConditionalUnet1D's defaults, not the config's
+``algo.unet`` block, so its sizes are read from the weights. Buffers (SpatialSoftmax
+``pos_x``/``pos_y``/``temperature``) are checked, not learned.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from dynaguide_jax.torch_io import as_float32, check_keys, linear, load_torch_fi
 
 UNET = "policy.noise_pred_net."
 BUFFER_SUFFIXES = ("pos_x", "pos_y", "temperature", "running_mean", "running_var", "num_batches_tracked")
+WEIGHTS = ("robomimic", "ema", "train")
 
 
 class RobomimicPolicy(NamedTuple):
@@ -28,7 +30,7 @@ class RobomimicPolicy(NamedTuple):
     params: dict
     schedule: DDIMSchedule
     action_stats: dict | None  # {"scale", "offset"} for unnormalising actions, or None
-    used_ema: bool
+    weights: str  # the set used: "robomimic" (EMA noise net, trained encoders), "ema" or "train"
 
 
 def conv1d(s, name):
@@ -129,11 +131,40 @@ def apply_ema(nets: dict[str, np.ndarray], shadow: list[np.ndarray]) -> dict[str
     return out
 
 
-def _config_from(ckpt: dict, sizes: dict, state, n_groups: int) -> tuple[PolicyConfig, DDIMSchedule]:
+def select_weights(nets: dict, ema: dict | None, weights: str, ema_enabled: bool, source: str):
+    """The state dict to convert and the name of its weight set.
+
+    robomimic's inference (robomimic/algo/diffusion_policy.py, ``_get_action_trajectory`` and its
+    guided variants) copies the EMA weights into ``self._shadow_nets`` and predicts noise with them,
+    but encodes observations and goals with ``self.nets["policy"]["obs_encoder"]``, the trained
+    weights; without EMA (``algo.ema.enabled`` false) it uses ``self.nets`` throughout. "robomimic"
+    does exactly that, "ema" takes the EMA weights everywhere, "train" never takes them.
+    """
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    if weights == "train" or (weights == "robomimic" and not ema_enabled):
+        return nets, "train"
+    shadow = (ema or {}).get("shadow_params")
+    if not shadow:
+        why = "its config enables EMA (algo.ema.enabled) but " if weights == "robomimic" else ""
+        raise ValueError(f"{source}: weights={weights!r} needs EMA weights, but {why}model['ema'] has no "
+                         "shadow_params; weights='train' loads the trained weights")
+    averaged = apply_ema(nets, [np.asarray(t.detach().cpu().float().numpy()) for t in shadow])
+    if weights == "ema":
+        return averaged, "ema"
+    return {k: averaged[k] if k.startswith(UNET) else v for k, v in nets.items()}, "robomimic"
+
+
+def _json_config(ckpt: dict) -> dict:
     raw = ckpt.get("config")
     cfg = json.loads(raw) if isinstance(raw, str) else raw
     if not isinstance(cfg, dict) or "algo" not in cfg or "observation" not in cfg:
         raise ValueError("checkpoint 'config' must be robomimic's JSON config with 'algo' and 'observation'")
+    return cfg
+
+
+def _config_from(ckpt: dict, sizes: dict, state, n_groups: int) -> tuple[PolicyConfig, DDIMSchedule]:
+    cfg = _json_config(ckpt)
     algo, obs_cfg = cfg["algo"], cfg["observation"]
     shapes = ckpt["shape_metadata"]["all_shapes"]
     mods = obs_cfg["modalities"]["obs"]
@@ -289,11 +320,13 @@ def _feature_hw(hw, crop):
     return h, w
 
 
-def load_robomimic_policy(path, use_ema: bool = True, n_groups: int = 8) -> RobomimicPolicy:
-    """Read a robomimic diffusion-policy checkpoint safely and convert it (EMA weights by default).
+def load_robomimic_policy(path, weights: str = "robomimic", n_groups: int = 8) -> RobomimicPolicy:
+    """Read a robomimic diffusion-policy checkpoint safely and convert it.
 
-    ``n_groups`` is ConditionalUnet1D's GroupNorm group count, which robomimic leaves at its
-    default of 8 and which the weights cannot reveal.
+    ``weights``: "robomimic" (default: EMA noise-prediction net, trained observation and goal
+    encoders, as robomimic's inference), "ema" (EMA everywhere) or "train" (no EMA); see
+    ``select_weights``. ``n_groups`` is ConditionalUnet1D's GroupNorm group count, which robomimic
+    leaves at its default of 8 and which the weights cannot reveal.
     """
     path = str(path)
     ckpt = load_torch_file(path)
@@ -305,10 +338,8 @@ def load_robomimic_policy(path, use_ema: bool = True, n_groups: int = 8) -> Robo
             raise ValueError(f"{path}: robomimic checkpoint lacks {k!r}")
     model = ckpt["model"]
     nets = tensors_to_numpy(model["nets"], path)
-    ema = model.get("ema")
-    used_ema = bool(use_ema and ema and ema.get("shadow_params"))
-    if used_ema:
-        nets = apply_ema(nets, [np.asarray(t.detach().cpu().float().numpy()) for t in ema["shadow_params"]])
+    ema_enabled = bool(_json_config(ckpt)["algo"].get("ema", {}).get("enabled", True))
+    nets, used = select_weights(nets, model.get("ema"), weights, ema_enabled, path)
     try:
         sizes = unet_sizes(nets)
     except KeyError as e:
@@ -321,4 +352,4 @@ def load_robomimic_policy(path, use_ema: bool = True, n_groups: int = 8) -> Robo
         stats = tensors_to_numpy(stats)
         stats = {"scale": np.asarray(stats["actions.scale"], np.float32),
                  "offset": np.asarray(stats["actions.offset"], np.float32)}
-    return RobomimicPolicy(config, params, schedule, stats or None, used_ema)
+    return RobomimicPolicy(config, params, schedule, stats or None, used)

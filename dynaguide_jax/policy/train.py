@@ -1,6 +1,8 @@
-"""Training the diffusion policy in JAX: epsilon-prediction loss over random DDPM timesteps,
-AdamW with warm-up + cosine decay, EMA weights (diffusers' schedule), optional random crops and
-bf16 compute, orbax checkpoints that resume exactly (same batches, same keys, same loss curve)."""
+"""Training the diffusion policy in JAX: epsilon-prediction loss over random DDPM timesteps, Adam
+at a constant 1e-4 without weight decay (robomimic's settings for the original's policies,
+configs/diffusion_policy_image_calvin_ddim.json; AdamW + warm-up + cosine as an option), EMA
+weights (diffusers' schedule), optional random crops and bf16 compute, orbax checkpoints that
+resume exactly (same batches, same keys, same loss curve)."""
 from __future__ import annotations
 
 import dataclasses
@@ -17,7 +19,7 @@ from tqdm.auto import tqdm
 
 from dynaguide_jax.diffusion.schedule import DDIMSchedule, add_noise
 from dynaguide_jax.policy.diffusion_policy import DiffusionPolicy, PolicyNets
-from dynaguide_jax.training import CheckpointManager, EMAConfig, ema_update, warmup_cosine_adamw
+from dynaguide_jax.training import CheckpointManager, EMAConfig, ema_update, make_optimizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,8 +27,10 @@ class PolicyTrainConfig:
     steps: int = 1000
     batch_size: int = 16
     learning_rate: float = 1e-4
-    weight_decay: float = 1e-6
-    warmup_steps: int = 500
+    optimizer: str = "adam"  # "adam" (robomimic) | "adamw"
+    lr_schedule: str = "constant"  # "constant" (robomimic) | "warmup_cosine"
+    weight_decay: float = 0.0  # robomimic's L2 = 0
+    warmup_steps: int = 0  # warmup_cosine only
     ema_decay: float = 0.9999
     ema_warmup: bool = False
     ema_power: float = 0.75
@@ -39,6 +43,11 @@ class PolicyTrainConfig:
     @property
     def ema(self) -> EMAConfig:
         return EMAConfig(decay=self.ema_decay, warmup=self.ema_warmup, power=self.ema_power)
+
+    def make_optimizer(self):
+        """``(optimizer, lr_schedule)`` for this run."""
+        return make_optimizer(self.optimizer, self.lr_schedule, self.learning_rate, self.steps, self.warmup_steps,
+                              self.weight_decay)
 
 
 class TrainResult(NamedTuple):
@@ -84,7 +93,7 @@ def train_policy(policy: DiffusionPolicy, batches: Callable[[int], dict], cfg: P
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise ValueError("steps and batch_size must be positive")
     train_policy_obj = DiffusionPolicy(policy.config.replace(dtype=cfg.compute_dtype))
-    optimizer, lr_schedule = warmup_cosine_adamw(cfg.learning_rate, cfg.steps, cfg.warmup_steps, cfg.weight_decay)
+    optimizer, lr_schedule = cfg.make_optimizer()
     base_key = jax.random.key(cfg.seed)
     params = init_params if init_params is not None else policy.init(jax.random.fold_in(base_key, 10**6))
     params = jax.tree.map(jnp.asarray, params)
@@ -125,19 +134,38 @@ def _write_config(directory, policy, cfg, schedule):
                    "schedule": dataclasses.asdict(schedule)}, f, indent=2)
 
 
-def load_trained_policy(run_dir: str | os.PathLike, use_ema: bool = True):
-    """``(DiffusionPolicy, params, schedule)`` from a ``train_policy`` run directory."""
+INFERENCE_WEIGHTS = ("robomimic", "ema", "train")
+
+
+def inference_params(params: dict, ema_params: dict, weights: str = "robomimic") -> dict:
+    """The parameters to sample with. ``"robomimic"``: the EMA noise-prediction net with the TRAINED
+    observation (and goal) encoders, as robomimic's inference does (robomimic/algo/diffusion_policy.py
+    ``_get_action_trajectory``: noise from ``self._shadow_nets``, features from
+    ``self.nets["policy"]["obs_encoder"]``); ``"ema"``: EMA everywhere; ``"train"``: no EMA."""
+    if weights not in INFERENCE_WEIGHTS:
+        raise ValueError(f"weights must be one of {INFERENCE_WEIGHTS}, got {weights!r}")
+    if weights != "robomimic":
+        return ema_params if weights == "ema" else params
+    return {k: ema_params[k] if k == "noise_pred_net" else v for k, v in params.items()}
+
+
+def load_trained_policy(run_dir: str | os.PathLike, weights: str = "robomimic"):
+    """``(DiffusionPolicy, params, schedule)`` from a ``train_policy`` run directory; ``weights`` as
+    for ``inference_params`` (default: robomimic's EMA noise net + trained encoders)."""
+    if weights not in INFERENCE_WEIGHTS:
+        raise ValueError(f"weights must be one of {INFERENCE_WEIGHTS}, got {weights!r}")
     from dynaguide_jax.policy.config import PolicyConfig
 
     with open(os.path.join(os.fspath(run_dir), "config.json")) as f:
         meta = json.load(f)
     policy = DiffusionPolicy(PolicyConfig.from_dict(meta["policy"]))
-    tcfg = PolicyTrainConfig(**meta["train"])
+    # runs written before the optimizer became a setting trained with AdamW + warm-up + cosine
+    tcfg = PolicyTrainConfig(**{"optimizer": "adamw", "lr_schedule": "warmup_cosine", **meta["train"]})
     schedule = DDIMSchedule(**meta["schedule"])
     params = policy.init(jax.random.key(0))
-    optimizer, _ = warmup_cosine_adamw(tcfg.learning_rate, tcfg.steps, tcfg.warmup_steps, tcfg.weight_decay)
+    optimizer, _ = tcfg.make_optimizer()
     like = {"params": params, "opt_state": optimizer.init(params), "ema": params, "step": jnp.zeros((), jnp.int32)}
     mgr = CheckpointManager(run_dir, keep=tcfg.keep_checkpoints)
     state = mgr.restore(like)
     mgr.close()
-    return policy, jax.tree.map(np.asarray, state["ema" if use_ema else "params"]), schedule
+    return policy, jax.tree.map(np.asarray, inference_params(state["params"], state["ema"], weights)), schedule

@@ -3,8 +3,10 @@ same batch format for large datasets).
 
 Windows follow robomimic's SequenceDataset with frame stacking: at time ``t`` the observation frames
 are ``t - To + 1 .. t`` and the actions ``t - To + 1 .. t - To + Tp``, both padded by repeating the
-episode's first / last frame. Batches are a pure function of ``(seed, step)``, so a resumed run
-sees exactly the batches an uninterrupted run would.
+episode's first / last frame. Episodes are the behaviour segments robomimic trains on (one hdf5
+demo per segment in the original; ``split_at_segments`` cuts CALVIN's play ranges so). Batches
+are a pure function of ``(seed, step)``, so a resumed run sees exactly the batches an
+uninterrupted run would.
 """
 from __future__ import annotations
 
@@ -13,11 +15,18 @@ import numpy as np
 from dynaguide_jax.data.episodes import EpisodeData
 from dynaguide_jax.policy.config import PolicyConfig
 
+GOAL_MODES = ("last", "future")
+
 
 def policy_batch(data: EpisodeData, config: PolicyConfig, batch_size: int, seed: int, step: int,
-                 goal_mode: str = "future") -> dict:
+                 goal_mode: str = "last") -> dict:
     """One batch of windows: ``obs {k: [B, To, ...]}``, ``actions [B, Tp, A]`` (normalized by the
-    caller if needed) and, for goal-conditioned configs, ``goal {camera: [B, H, W, 3]}``."""
+    caller if needed) and, for goal-conditioned configs, ``goal {camera: [B, H, W, 3]}``: the
+    episode's final frame (``goal_mode="last"``, the original's GC policy: robomimic's
+    ``goal_mode: "last"`` in configs/diffusion_policy_image_calvin_ddim_gc.json) or, as an option,
+    a uniformly drawn later frame of the episode (``"future"``, hindsight relabelling)."""
+    if goal_mode not in GOAL_MODES:
+        raise ValueError(f"goal_mode must be one of {GOAL_MODES}, got {goal_mode!r}")
     rng = np.random.default_rng([seed, step])
     n = len(data.actions)
     t = rng.integers(0, n, batch_size)
@@ -30,9 +39,7 @@ def policy_batch(data: EpisodeData, config: PolicyConfig, batch_size: int, seed:
     if config.goal_rgb_keys:
         if goal_mode == "last":
             g = hi
-        elif goal_mode == "future":  # hindsight: any later frame of the same episode
+        else:  # hindsight: any later frame of the same episode
             g = t + (rng.random(batch_size) * (hi - t + 1)).astype(np.int64)
-        else:
-            raise ValueError(f"goal_mode must be 'future' or 'last', got {goal_mode!r}")
         batch["goal"] = {k: data.obs[k][g] for k in config.goal_rgb_keys}
     return batch

@@ -7,6 +7,7 @@ VisualCore: backbone (ResNet18Conv: Sequential of torchvision resnet18 children[
 GroupNorm(C // 16)), pool (SpatialSoftmax), nets = Sequential(backbone, pool, Flatten, Linear)
 (the shared modules appear twice in the state dict), ReLU after each obs net.
 """
+import copy
 import json
 import math
 from collections import OrderedDict
@@ -238,7 +239,9 @@ def build(shapes, rgb_keys, goal_keys=(), action_dim=7, to=2, down_dims=(32, 64,
 
 
 def encode(nets, obs, goal=None):
-    """obs: {key: [B, To, ...]} (images float 0..1 CHW) -> [B, To*D (+ goal)] as robomimic does."""
+    """obs: {key: [B, To, ...]} (images float 0..1 CHW) -> [B, To*D (+ goal)] as robomimic does for
+    obs. The goal ([B, ...]) is encoded once and appended: this project's layout, not robomimic's
+    (whose ``time_distributed`` encodes a [B, To, ...] goal at every step)."""
     enc = nets["policy"]["obs_encoder"]
     first = next(iter(obs.values()))
     b, t = first.shape[:2]
@@ -287,8 +290,80 @@ def save_checkpoint(path, nets, shapes, config, ema_shift=0.05, action_dim=7):
     return shadow
 
 
-def copy_ema_(nets, shadow):
-    with torch.no_grad():
-        for p, s in zip(nets.parameters(), shadow):
-            p.copy_(s)
-    return nets
+def time_distributed(inputs, op):
+    """robomimic/utils/tensor_utils.py ``time_distributed(..., inputs_as_kwargs=True)``: [B, T, ...]
+    leaves -> [B*T, ...] (None leaves pass), ``op(**inputs)``, -> [B, T, ...]."""
+    first = next(v for g in inputs.values() if g is not None for v in g.values())
+    batch_size, seq_len = first.shape[:2]
+    joined = {g: None if d is None else {k: v.reshape(-1, *v.shape[2:]) for k, v in d.items()}
+              for g, d in inputs.items()}
+    outputs = op(**joined)
+    return outputs.reshape(batch_size, seq_len, *outputs.shape[1:])
+
+
+class DiffusionPolicyUNet:
+    """Inference of robomimic/algo/diffusion_policy.py ``DiffusionPolicyUNet``: ``_create_networks``'
+    nets / ``_shadow_nets`` / ``ema`` and scheduler, ``deserialize`` and ``_get_action_trajectory``,
+    followed line by line. Departures: ``nets`` comes from ``build``, ``_get_action_trajectory``
+    takes its initial noise instead of drawing ``torch.randn``, and ``all_ema=True`` (an extension,
+    not robomimic) also encodes observations with the EMA copy."""
+
+    def __init__(self, nets, config, obs_shapes):
+        from diffusers import DDIMScheduler
+        from diffusers.training_utils import EMAModel
+
+        self.algo_config, self.obs_shapes = config["algo"], OrderedDict(obs_shapes)
+        ema = None
+        if self.algo_config["ema"]["enabled"]:
+            ema = EMAModel(parameters=nets.parameters(), power=self.algo_config["ema"]["power"])
+        self.nets = nets.eval()
+        self._shadow_nets = copy.deepcopy(self.nets).eval()
+        self._shadow_nets.requires_grad_(False)
+        ddim = self.algo_config["ddim"]
+        self.noise_scheduler = DDIMScheduler(
+            num_train_timesteps=ddim["num_train_timesteps"], beta_schedule=ddim["beta_schedule"],
+            clip_sample=ddim["clip_sample"], set_alpha_to_one=ddim["set_alpha_to_one"],
+            steps_offset=ddim["steps_offset"], prediction_type=ddim["prediction_type"])
+        self.ema = ema
+
+    def deserialize(self, model_dict):
+        self.nets.load_state_dict(model_dict["nets"])
+        if model_dict.get("ema", None) is not None:
+            self.ema.load_state_dict(model_dict["ema"])
+
+    @torch.no_grad()
+    def _get_action_trajectory(self, obs_dict, noise, goal_dict=None, all_ema=False):
+        assert not self.nets.training
+        To = self.algo_config["horizon"]["observation_horizon"]
+        Ta = self.algo_config["horizon"]["action_horizon"]
+        num_inference_timesteps = self.algo_config["ddim"]["num_inference_timesteps"]
+        # select network
+        nets = self.nets
+        if self.ema is not None:
+            self.ema.copy_to(parameters=self._shadow_nets.parameters())
+            nets = self._shadow_nets
+        # encode obs
+        inputs = {"obs": obs_dict, "goal": goal_dict}
+        for k in self.obs_shapes:
+            if inputs["obs"][k].ndim - 1 == len(self.obs_shapes[k]):
+                inputs["obs"][k] = torch.unsqueeze(inputs["obs"][k], dim=1)
+            assert inputs["obs"][k].ndim - 2 == len(self.obs_shapes[k])
+        encoder = (nets if all_ema else self.nets)["policy"]["obs_encoder"]
+        obs_features = time_distributed(inputs, encoder)
+        assert obs_features.ndim == 3  # [B, T, D]
+        obs_cond = obs_features.flatten(start_dim=1)
+        naction = noise
+        self.noise_scheduler.set_timesteps(num_inference_timesteps)
+        for k in self.noise_scheduler.timesteps:
+            noise_pred = nets["policy"]["noise_pred_net"](sample=naction, timestep=k, global_cond=obs_cond)
+            naction = self.noise_scheduler.step(model_output=noise_pred, timestep=k, sample=naction).prev_sample
+        start = To - 1
+        end = start + Ta
+        return naction[:, start:end]
+
+
+def load_algo(path, nets, config, obs_shapes):
+    """robomimic's ``policy_from_checkpoint``: build the algo, then ``deserialize(ckpt["model"])``."""
+    algo = DiffusionPolicyUNet(nets, config, obs_shapes)
+    algo.deserialize(torch.load(path, weights_only=True)["model"])
+    return algo

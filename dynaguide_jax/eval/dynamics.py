@@ -5,8 +5,10 @@ Two questions to answer before steering a policy with a model:
 1. How well does it predict? Per-window MSE between the predicted and the encoded future patches,
    beside the "nothing moves" baseline that predicts the current frame's patches.
 2. Does its prediction tell behaviours apart, which is what guidance relies on? Every labelled
-   segment gives one query: the window of ``H`` demonstrated actions ending at the segment's last
-   frame. Its prediction is scored against each behaviour's goal set (the final-frame features of
+   segment gives one query: for a ``segment_end`` model (the original's), the window at the
+   segment's FIRST frame, whose target is the segment's last frame; for a ``horizon`` model, the
+   window of ``H`` demonstrated actions ending at the segment's last frame. Its prediction is scored
+   against each behaviour's goal set (the final-frame features of
    the OTHER segments of that behaviour) with the guidance metric, normalised by the set size
    (log-mean-exp, so large sets are not favoured), and the best-scoring behaviour is the guess.
    Accuracy is reported for the prediction, the current frame (what is known without dynamics) and
@@ -65,15 +67,22 @@ def behaviour_scores(queries: np.ndarray, query_segments: np.ndarray, goals: np.
 
 def segment_queries(windows: DynamicsWindows, labels: np.ndarray, segments: np.ndarray):
     """Last frames of the labelled segments (label != ""), their labels and segment ids, and the
-    window start ``H`` frames earlier where that start lies in the same episode (else -1)."""
+    query window's start: the segment's first frame for ``segment_end`` windows, ``H`` frames
+    before its last frame for ``horizon`` windows (-1 where that leaves the episode)."""
     data = windows.data
     labels = np.asarray([x.decode() if isinstance(x, bytes) else str(x) for x in labels])
     episode = np.searchsorted(data.episode_ends, np.arange(data.num_frames), side="right")
     key = episode.astype(np.int64) * (int(segments.max()) + 2) + segments  # segment ids may restart per episode
     labelled = (labels != "") & (segments >= 0)
     last = np.flatnonzero(labelled & np.r_[key[1:] != key[:-1], True])
-    start = last - windows.horizon
-    start = np.where(start >= data.frame_start[last], start, -1)
+    if windows.target == "segment_end":
+        first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        start = first[np.searchsorted(first, last, side="right") - 1]
+        # a query predicts its own segment's end only when the segment is the window's episode
+        start = np.where(windows.target_frame(start) == last, start, -1)
+    else:
+        start = last - windows.horizon
+        start = np.where(start >= data.frame_start[last], start, -1)
     return last, labels[last], key[last], start
 
 
@@ -88,7 +97,7 @@ def evaluate_dynamics(config: DynamicsConfig, params, windows: DynamicsWindows, 
     pred, cur, fut = predict_windows(config, params, windows, valid, batch_size, progress)
     mse = ((pred - fut) ** 2).mean(axis=(1, 2))
     still = ((cur - fut) ** 2).mean(axis=(1, 2))
-    report = {"windows": int(len(valid)), "horizon": windows.horizon,
+    report = {"windows": int(len(valid)), "horizon": windows.horizon, "target": windows.target,
               "mse": float(mse.mean()), "mse_current_frame": float(still.mean()),
               "skill_vs_current_frame": float(1.0 - mse.mean() / max(still.mean(), 1e-12)),
               "per_window_mse": mse.round(6).tolist(), "per_window_mse_current_frame": still.round(6).tolist()}
@@ -125,7 +134,9 @@ def behaviour_retrieval(config: DynamicsConfig, params, windows: DynamicsWindows
 
 
 def format_report(report: dict) -> str:
-    lines = [f"dynamics model on {report['windows']} held-out windows (horizon {report['horizon']}):",
+    target = {"segment_end": "segment end", "horizon": f"frame t+{report['horizon']}"}[report.get("target", "horizon")]
+    lines = [f"dynamics model on {report['windows']} held-out windows (horizon {report['horizon']}, "
+             f"target: {target}):",
              f"  future-patch MSE            {report['mse']:.5f}",
              f"  'nothing moves' baseline    {report['mse_current_frame']:.5f}",
              f"  skill vs. baseline          {report['skill_vs_current_frame']:+.3f}  (1 = perfect, 0 = no better)"]

@@ -1,0 +1,1 @@
+"""Evaluation above models, data and guidance: offline dynamics evaluation (``eval.dynamics``)."""
