@@ -77,10 +77,14 @@ def _rlds_policy_data(args):
     if segmented:  # robomimic trains on one demo per behaviour segment (CALVIN), not on play ranges
         data = split_at_segments(data, data.obs.pop("segment"))
     data.actions = np.clip(data.actions, -1.0, 1.0)  # the original clips rel_actions for training
+    if args.goal_conditioned and args.goal_camera not in cams:
+        raise ValueError(f"--goal-camera {args.goal_camera} is not among --cameras {list(cams)}")
+    # the original's GC config: one observation frame (To = 1), the goal from the static camera
     pcfg = PolicyConfig(action_dim=data.actions.shape[1], obs_keys=("proprio", *cams),
                         rgb_shapes=tuple((c, tuple(data.obs[c].shape[1:3])) for c in cams),
                         low_dim=(("proprio", data.obs["proprio"].shape[1]),),
-                        goal_rgb_keys=cams[-1:] if args.goal_conditioned else ())
+                        obs_horizon=1 if args.goal_conditioned else 2,
+                        goal_rgb_keys=(args.goal_camera,) if args.goal_conditioned else ())
     if args.model == "small":
         small = PolicyConfig.preset("small")
         pcfg = pcfg.replace(down_dims=small.down_dims, n_groups=small.n_groups, step_embed_dim=small.step_embed_dim,
@@ -317,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("out", help="TFDS data directory")
     db.set_defaults(func=_data_build)
     dc = dsub.add_parser("cache", help="encode every frame of a split once with DinoV2 (resumable)")
-    dc.add_argument("rlds", help="prepared dataset directory (.../calvin_rlds/1.0.0)")
+    dc.add_argument("rlds", help="prepared dataset directory (.../calvin_rlds/1.1.0)")
     dc.add_argument("out", help="feature cache directory")
     dc.add_argument("--split", default="train")
     dc.add_argument("--camera", default="observation/rgb_static")
@@ -365,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--goal-mode", choices=["last", "future"], default="last",
                     help="GC goal: last = the episode's (segment's) final frame, as the original (default); "
                          "future = a random later frame (hindsight)")
+    tp.add_argument("--goal-camera", default="rgb_static",
+                    help="GC goal image camera (default: rgb_static, the original's third_person)")
     tp.add_argument("--out", default="runs/policy")
     tp.add_argument("--stop-after", type=int, default=None, help="stop after this many total steps")
     tp.add_argument("--quiet", action="store_true")

@@ -59,13 +59,15 @@ def test_segment_queries_take_each_segment_end_and_the_window_before_it():
     assert segment_queries(w16, labels, segments)[3][0] == -1  # the window would start before the episode
 
 
-def test_segment_end_queries_start_at_each_segment_first_frame():
+def test_segment_end_queries_start_h_before_the_end_or_at_the_segment_start():
     data, labels, segments = labelled_segments()
     w = DynamicsWindows(data, np.zeros((55, 1, 1), np.float32), horizon=16, proprio_key=None)
     last, names, _, start = segment_queries(w, labels, segments)
     np.testing.assert_array_equal(last, [14, 29, 41, 54])
-    np.testing.assert_array_equal(start, [5, 15, 30, 45])
+    np.testing.assert_array_equal(start, [5, 15, 30, 45])  # all segments are shorter than H = 16
     np.testing.assert_array_equal(w.target_frame(start), last)
+    w4 = DynamicsWindows(data, np.zeros((55, 1, 1), np.float32), horizon=4, proprio_key=None)
+    np.testing.assert_array_equal(segment_queries(w4, labels, segments)[3], [10, 25, 37, 50])
     # play-range episodes are not segments: a segment_end window there would predict another frame
     whole, labels, segments = labelled_episodes()
     w = DynamicsWindows(whole, np.zeros((55, 1, 1), np.float32), horizon=16, proprio_key=None)
@@ -94,7 +96,7 @@ def test_evaluate_dynamics_errors_and_retrieval_on_a_model():
     data, labels, segments = labelled_segments()
     feats = rng.normal(0, 0.1, size=(55, 4, 8)).astype(np.float32)
     feats[[14, 41]], feats[[29, 54]] = 5.0, -5.0  # segment ends: "a" near +5, "b" near -5
-    feats[[5, 30]], feats[[15, 45]] = -5.0, 5.0  # segment starts look like the OTHER behaviour's end
+    feats[[10, 37]], feats[[25, 50]] = -5.0, 5.0  # query frames (H = 4 before the end) look like the OTHER end
     data.actions[:] = rng.uniform(-2, 2, data.actions.shape)
     w = DynamicsWindows(data, feats, horizon=4, action_transform=ActionTransform("clip"))
     rep = evaluate_dynamics(cfg, params, w, labels=labels, segments=segments, max_windows=10, batch_size=4,
@@ -112,7 +114,7 @@ def test_evaluate_dynamics_errors_and_retrieval_on_a_model():
     assert np.asarray(r["confusion_prediction"]).sum() == 4
     # the true future of a query is its own segment end, which is left out; the other segment of
     # its behaviour ends at the same features, so the true future always retrieves the right one,
-    # while each query's first frame (the current-frame baseline) always points to the other
+    # while each query's current frame always points to the other
     assert r["accuracy_true_future"] == 1.0 and r["accuracy_current_frame"] == 0.0
     rep = evaluate_dynamics(cfg, params, w, max_windows=None, progress=False)
     assert rep["windows"] == len(w.valid) and "no behaviour labels" in rep["retrieval"]["skipped"]

@@ -46,7 +46,8 @@ def test_ema_matches_diffusers(warmup):
 
 
 def test_windows_pad_like_robomimic_and_goals_stay_in_episode():
-    cfg = toy_policy_config(goal_conditioned=True).replace(obs_keys=("proprio", "camera"))
+    cfg = toy_policy_config(goal_conditioned=True).replace(obs_keys=("proprio", "camera"), obs_horizon=2)
+    assert toy_policy_config(goal_conditioned=True).obs_horizon == 1  # the original's GC config: To = 1
     n = 12
     frames = np.arange(n, dtype=np.float32)
     data = EpisodeData(obs={"proprio": np.repeat(frames[:, None], 4, 1),
@@ -180,6 +181,20 @@ def test_trained_policy_restored_steered_and_run_in_a_loop(tmp_path):
         assert action.shape == (7,) and np.isfinite(action).all()
         xy = np.clip(xy + action[:2] / 16, -1, 1)
     assert chunker.chunks_sampled == 2  # 12 steps, 8 executed per chunk
+
+
+def test_chunker_executes_the_original_slices():
+    """robomimic's guided path executes chunk[To-1 : To-1+14]; the original's GPC pushes all 16 steps
+    into a deque(maxlen=14) (run_sampling_baseline.py, set_full_action), executing chunk[2:16]."""
+    def sample(obs, key):
+        return np.arange(16, dtype=np.float32)[None, :, None].repeat(7, 2)
+
+    for start, want in ((None, np.arange(1, 15)), (2, np.arange(2, 16))):
+        chunker = ActionChunker(sample, obs_horizon=2, action_horizon=14, start=start)
+        got = [chunker.act({"x": np.zeros(1)}, jax.random.key(0))[0] for _ in range(14)]
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="too short"):
+        ActionChunker(sample, obs_horizon=2, action_horizon=14, start=3).act({"x": np.zeros(1)}, jax.random.key(0))
 
 
 def test_goal_conditioned_policy_uses_the_goal():

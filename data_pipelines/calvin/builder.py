@@ -54,11 +54,12 @@ class CalvinRlds(tfds.core.GeneratorBasedBuilder):
             "is_terminal": f.Scalar(dtype=np.bool_),
         })
         # written and read in generation order (chronological): segments continue across episodes
-        return tfds.core.DatasetInfo(builder=self, description=__doc__, disable_shuffling=True, features=f.FeaturesDict({
+        features = f.FeaturesDict({
             "steps": f.Dataset(step),
             "episode_metadata": f.FeaturesDict({"first_frame": f.Scalar(dtype=np.int64),
                                                 "last_frame": f.Scalar(dtype=np.int64)}),
-        }))
+        })
+        return tfds.core.DatasetInfo(builder=self, description=__doc__, features=features, disable_shuffling=True)
 
     def _split_generators(self, dl_manager):
         if not self.raw_dir or not os.path.isdir(self.raw_dir):

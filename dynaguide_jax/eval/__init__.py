@@ -1,1 +1,3 @@
-"""Evaluation above models, data and guidance: offline dynamics evaluation (``eval.dynamics``)."""
+"""Evaluation above models, data, guidance and environments: offline dynamics evaluation
+(``dynamics``), behaviour detection (``behaviours``), closed-loop rollouts (``rollout``) of the
+compared methods (``methods``), and result tables and plots (``tables``)."""

@@ -5,11 +5,11 @@ Two questions to answer before steering a policy with a model:
 1. How well does it predict? Per-window MSE between the predicted and the encoded future patches,
    beside the "nothing moves" baseline that predicts the current frame's patches.
 2. Does its prediction tell behaviours apart, which is what guidance relies on? Every labelled
-   segment gives one query: for a ``segment_end`` model (the original's), the window at the
-   segment's FIRST frame, whose target is the segment's last frame; for a ``horizon`` model, the
-   window of ``H`` demonstrated actions ending at the segment's last frame. Its prediction is scored
-   against each behaviour's goal set (the final-frame features of
-   the OTHER segments of that behaviour) with the guidance metric, normalised by the set size
+   segment gives one query: the window of ``H`` demonstrated actions ending at the segment's last
+   frame (for a ``segment_end`` model, the original's, whose target is that last frame, segments
+   shorter than ``H`` are queried from their first frame). Its prediction is scored against each
+   behaviour's goal set (the final-frame features of the OTHER segments of that behaviour) with
+   the guidance metric, normalised by the set size
    (log-mean-exp, so large sets are not favoured), and the best-scoring behaviour is the guess.
    Accuracy is reported for the prediction, the current frame (what is known without dynamics) and
    the true future frame (an upper bound for this goal set and metric).
@@ -67,8 +67,8 @@ def behaviour_scores(queries: np.ndarray, query_segments: np.ndarray, goals: np.
 
 def segment_queries(windows: DynamicsWindows, labels: np.ndarray, segments: np.ndarray):
     """Last frames of the labelled segments (label != ""), their labels and segment ids, and the
-    query window's start: the segment's first frame for ``segment_end`` windows, ``H`` frames
-    before its last frame for ``horizon`` windows (-1 where that leaves the episode)."""
+    query window's start ``H`` frames before the last frame (``segment_end`` windows: at least the
+    segment's first frame; ``horizon`` windows: -1 where that leaves the episode)."""
     data = windows.data
     labels = np.asarray([x.decode() if isinstance(x, bytes) else str(x) for x in labels])
     episode = np.searchsorted(data.episode_ends, np.arange(data.num_frames), side="right")
@@ -77,7 +77,7 @@ def segment_queries(windows: DynamicsWindows, labels: np.ndarray, segments: np.n
     last = np.flatnonzero(labelled & np.r_[key[1:] != key[:-1], True])
     if windows.target == "segment_end":
         first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        start = first[np.searchsorted(first, last, side="right") - 1]
+        start = np.maximum(last - windows.horizon, first[np.searchsorted(first, last, side="right") - 1])
         # a query predicts its own segment's end only when the segment is the window's episode
         start = np.where(windows.target_frame(start) == last, start, -1)
     else:

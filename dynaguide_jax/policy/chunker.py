@@ -2,8 +2,10 @@
 
 Keeps the last ``obs_horizon`` observations (the first one repeated at the start of an episode,
 as robomimic's frame stacking does), samples a chunk of ``prediction_horizon`` actions when no
-planned action is left, and executes the steps ``[To - 1, To - 1 + Ta)`` one per ``act`` call.
-The original executes 14 actions under guidance (8 in the config).
+planned action is left, and executes the steps ``[start, start + Ta)`` one per ``act`` call,
+``start = To - 1`` by default. The original executes 14 actions under guidance (8 in the config);
+its GPC baseline (run_sampling_baseline.py) pushes the whole 16-step chunk into robomimic's
+``deque(maxlen=14)`` action queue, which keeps the LAST 14: ``start=2`` replays that.
 """
 from __future__ import annotations
 
@@ -15,13 +17,18 @@ import numpy as np
 
 
 class ActionChunker:
-    def __init__(self, sample_fn: Callable[[dict, jax.Array], jax.Array], obs_horizon: int, action_horizon: int):
-        """``sample_fn(obs_stack {k: [1, To, ...]}, key) -> actions [1, Tp, A]``."""
+    def __init__(self, sample_fn: Callable[[dict, jax.Array], jax.Array], obs_horizon: int, action_horizon: int,
+                 start: int | None = None):
+        """``sample_fn(obs_stack {k: [1, To, ...]}, key) -> actions [1, Tp, A]``; ``start``: the first
+        executed step of a chunk (default ``obs_horizon - 1``)."""
         if obs_horizon < 1 or action_horizon < 1:
             raise ValueError("obs_horizon and action_horizon must be >= 1")
+        if start is not None and start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
         self.sample_fn = sample_fn
         self.obs_horizon = obs_horizon
         self.action_horizon = action_horizon
+        self.start = obs_horizon - 1 if start is None else int(start)
         self.reset()
 
     def reset(self) -> None:
@@ -43,7 +50,7 @@ class ActionChunker:
             chunk = np.asarray(self.sample_fn(self.observation_stack(), key))
             if chunk.ndim != 3 or chunk.shape[0] != 1:
                 raise ValueError(f"sample_fn must return [1, T, A] actions, got {chunk.shape}")
-            start = self.obs_horizon - 1
+            start = self.start
             if chunk.shape[1] < start + self.action_horizon:
                 raise ValueError(f"chunk of {chunk.shape[1]} steps is too short to execute "
                                  f"{self.action_horizon} actions after {start} observation steps")

@@ -12,9 +12,10 @@ IMAGE_SIZE = 56
 
 
 def toy_policy_config(goal_conditioned: bool = False, dtype: str = "float32") -> PolicyConfig:
-    """The small policy preset sized for the toy world's 56 px camera and 4-d proprio."""
+    """The small policy preset sized for the toy world's 56 px camera and 4-d proprio; the GC variant
+    sees one observation frame, as the original's GC config (To = 1)."""
     return PolicyConfig.preset("small").replace(
-        rgb_shapes=(("camera", (IMAGE_SIZE, IMAGE_SIZE)),),
+        rgb_shapes=(("camera", (IMAGE_SIZE, IMAGE_SIZE)),), obs_horizon=1 if goal_conditioned else 2,
         goal_rgb_keys=("camera",) if goal_conditioned else (), dtype=dtype)
 
 

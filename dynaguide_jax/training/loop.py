@@ -39,7 +39,8 @@ class DynamicsTrainConfig:
     learning_rate: float = 1e-4  # Adam, as the original
     fsdp: int = 1
     compute_dtype: str = "float32"
-    noised: bool = True  # the original's --noised action augmentation
+    # the original's --noised action augmentation: opt-in there, and its CALVIN recipe (README) leaves it off
+    noised: bool = False
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     async_checkpoints: bool = True

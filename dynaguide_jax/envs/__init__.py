@@ -1,0 +1,9 @@
+"""Environments: the built-in tabletop world modelled on CALVIN's scene D (``tabletop``: reset,
+step, observe), its ray caster (``render``) and scripted experts (``expert``); the CALVIN
+experiments' reset and termination rules are in ``reset_states``."""
+from dynaguide_jax.envs.expert import (  # noqa: F401
+    ExpertRollout, ExpertState, expert_action, expert_init, rollout_expert, with_start_condition,
+)
+from dynaguide_jax.envs.tabletop import (  # noqa: F401
+    TabletopConfig, TabletopState, observe, reset, robot_obs, scene_obs, step,
+)
