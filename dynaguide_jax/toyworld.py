@@ -33,7 +33,19 @@ def render(xy, size: int = 56, radius: float = 4.0, bg: np.ndarray | None = None
 
 
 def step(xy, actions):
-    """End position after executing chunks ``[B, T, A]`` from ``xy [B, 2]``."""
+    """End position after executing chunks ``[B, T, A]`` (``A >= 2``) from ``xy [B, 2]``.
+
+    Shapes are checked always; NaN / inf actions are rejected when the values are concrete (eager
+    calls; under ``jit`` they cannot be inspected)."""
+    if jnp.ndim(xy) != 2 or jnp.shape(xy)[-1] != 2:
+        raise ValueError(f"toyworld.step: xy must be positions [B, 2], got shape {jnp.shape(xy)}")
+    if jnp.ndim(actions) != 3 or jnp.shape(actions)[-1] < 2 or jnp.shape(actions)[0] != jnp.shape(xy)[0]:
+        raise ValueError(f"toyworld.step: actions must be chunks [B={jnp.shape(xy)[0]}, T, A>=2] matching xy "
+                         f"{tuple(jnp.shape(xy))}, got shape {tuple(jnp.shape(actions))}")
+    if not isinstance(actions, jax.core.Tracer) and not np.isfinite(np.asarray(actions, np.float32)).all():
+        bad = np.argwhere(~np.isfinite(np.asarray(actions, np.float32)))
+        raise FloatingPointError(f"toyworld.step: actions contain {len(bad)} non-finite value(s), first at index "
+                         f"{tuple(int(i) for i in bad[0])} (chunk, step, dim)")
     return jnp.clip(xy + jnp.mean(actions[..., :2], axis=1), -1.0, 1.0)
 
 

@@ -2,6 +2,8 @@
 
 Tolerance: max abs error <= 1e-4 in float32 on cls and patch tokens (observed ~1e-5 and below).
 """
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -200,3 +202,94 @@ class _Shape:
 
     def __init__(self, shape):
         self.shape = shape
+
+
+def _small_hub_state(swiglu=False, depth=2):
+    oracle = hub_oracle(img_size=42, dim=32, depth=depth, heads=2, swiglu=swiglu)
+    return {k: v.clone() for k, v in oracle.state_dict().items()}
+
+
+@pytest.mark.parametrize("key,shape", [("blocks.1.attn.proj.weight", (32, 16)), ("blocks.0.norm2.bias", (31,)),
+                                       ("blocks.1.ls1.gamma", (1, 32)), ("patch_embed.proj.bias", (16,))])
+def test_hub_wrong_tensor_shape_names_file_and_key(tmp_path, capsys, key, shape):
+    """One damaged tensor fails at load (naming file, key, expected and found shapes), not at apply;
+    `dynaguide convert dinov2` goes through the same loader, so it writes nothing."""
+    state = _small_hub_state()
+    torch.save(state, tmp_path / "good.pth")
+    load_dinov2(tmp_path / "good.pth", num_heads=2)  # happy path
+    state[key] = torch.zeros(shape)
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match=rf"bad\.pth.*{re.escape(key)}: expected .*got {re.escape(str(tuple(shape)))}"):
+        load_dinov2(tmp_path / "bad.pth", num_heads=2)
+    from dynaguide_jax.cli import main
+    assert main(["convert", "dinov2", str(tmp_path / "bad.pth"), str(tmp_path / "conv"), "--num-heads", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.pth: 1 tensor(s) do not fit" in err and key in err
+    assert not (tmp_path / "conv").exists()
+
+
+@pytest.mark.parametrize("swiglu", [False, True])
+def test_hub_mlp_width_must_agree_across_blocks(tmp_path, swiglu):
+    state = _small_hub_state(swiglu=swiglu, depth=3)
+    fc = "w12" if swiglu else "fc1"
+    w = state[f"blocks.0.mlp.{fc}.weight"]
+    state[f"blocks.0.mlp.{fc}.weight"] = torch.zeros(w.shape[0] + 16, w.shape[1])  # read as another ratio before
+    torch.save(state, tmp_path / "odd.pth")
+    odd = re.escape(f"{{'blocks.0.mlp.{fc}.weight': {w.shape[0] + 16}}} (expected {w.shape[0]}")
+    with pytest.raises(ValueError, match=rf"odd\.pth: MLP widths differ across blocks: {odd}"):
+        load_dinov2(tmp_path / "odd.pth", num_heads=2)
+
+
+def test_hub_mlp_width_consistent_but_inconsistent_with_fc2(tmp_path):
+    """fc1 rows changed in every block (a different ratio) while fc1.bias / fc2 keep the real width."""
+    state = _small_hub_state()
+    for i in range(2):
+        state[f"blocks.{i}.mlp.fc1.weight"] = torch.zeros(96, 32)
+    torch.save(state, tmp_path / "ratio.pth")
+    with pytest.raises(ValueError, match=r"ratio\.pth: .*blocks.0.mlp.fc1.bias: expected \(96,\), got \(128,\)"):
+        load_dinov2(tmp_path / "ratio.pth", num_heads=2)
+
+
+def test_swiglu_width_off_rule(tmp_path):
+    state = _small_hub_state(swiglu=True, depth=1)
+    state["blocks.0.mlp.w12.weight"] = torch.zeros(2 * 40, 32)
+    torch.save(state, tmp_path / "sw.pth")
+    with pytest.raises(ValueError, match=r"sw\.pth: blocks.0.mlp.w12.weight: MLP width 40 .*SwiGLU"):
+        load_dinov2(tmp_path / "sw.pth", num_heads=2)
+
+
+def test_hf_safetensors_wrong_tensor_shape(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    hf_model(tmp_path, **SMALL)
+    load_dinov2(tmp_path)  # happy path
+    path = tmp_path / "model.safetensors"
+    state = load_file(path)
+    key = "encoder.layer.1.mlp.fc1.weight"
+    state[key] = torch.zeros(128 + 14, 64)
+    save_file(state, path)
+    with pytest.raises(ValueError, match=r"model\.safetensors.*blocks.1.mlp.fc1.weight: expected \(256, 64\), "
+                                         r"got \(142, 64\)"):
+        load_dinov2(tmp_path)
+
+
+def test_saved_checkpoint_shapes_checked(tmp_path):
+    cfg = DinoV2Config(hidden_size=32, num_layers=1, num_heads=2, pos_grid=3)
+    params = init_dinov2(cfg, jax.random.key(0), 42)
+    save_dinov2(tmp_path / "conv", cfg.replace(hidden_size=64, num_heads=4), params)
+    with pytest.raises(ValueError, match=r"conv: saved DinoV2 params do not fit the stored config: .*cls_token"):
+        load_dinov2(tmp_path / "conv")
+
+
+def test_apply_rejects_integer_images_and_off_patch_sizes():
+    cfg = DinoV2Config(hidden_size=32, num_layers=1, num_heads=2, pos_grid=3)
+    params = init_dinov2(cfg, jax.random.key(0), 42)
+    model = DinoV2(cfg)
+    imgs = np.random.default_rng(0).integers(0, 256, (1, 42, 42, 3), dtype=np.uint8)
+    assert model.apply({"params": params}, preprocess(imgs, 42))["patches"].shape == (1, 9, 32)  # happy path
+    with pytest.raises(TypeError, match=r"uint8.*dynaguide_jax\.encoders\.preprocess"):
+        model.apply({"params": params}, jnp.asarray(imgs))
+    with pytest.raises(ValueError, match=r"50x50 pixels, not a multiple of the patch size 14.*size=56"):
+        model.apply({"params": params}, jnp.zeros((1, 50, 50, 3)))
+    with pytest.raises(ValueError, match=r"42x43 pixels"):
+        model.apply({"params": params}, jnp.zeros((1, 42, 43, 3)))

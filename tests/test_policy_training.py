@@ -230,3 +230,35 @@ def test_crops_center_in_eval_random_in_training():
     assert policy.encode_obs(params, obs).shape == (2, cfg.cond_dim)  # eval: center crop
     loss = policy_loss(policy, DDIMSchedule(), params, {"obs": obs, "actions": x}, jax.random.key(1))
     assert np.isfinite(float(loss))
+
+
+def test_toyworld_step_checks_actions():
+    xy = jnp.zeros((2, 2))
+    chunks = jnp.full((2, 4, 3), 0.5)
+    np.testing.assert_allclose(np.asarray(toyworld.step(xy, chunks)), 0.5)  # happy path
+    with pytest.raises(ValueError, match=r"actions must be chunks \[B=2, T, A>=2\].*got shape \(2, 4, 1\)"):
+        toyworld.step(xy, jnp.ones((2, 4, 1)))  # was broadcast over both axes
+    with pytest.raises(ValueError, match=r"got shape \(3, 4, 2\)"):
+        toyworld.step(xy, jnp.ones((3, 4, 2)))
+    with pytest.raises(ValueError, match=r"xy must be positions \[B, 2\]"):
+        toyworld.step(jnp.zeros(2), chunks)
+    with pytest.raises(FloatingPointError, match=r"1 non-finite value\(s\), first at index \(1, 2, 0\)"):
+        toyworld.step(xy, chunks.at[1, 2, 0].set(jnp.nan))
+    assert jax.jit(toyworld.step)(xy, chunks).shape == (2, 2)  # traced: shape checks only
+
+
+def test_chunker_rejects_non_finite_chunks():
+    calls = []
+
+    def sample(obs, key):
+        calls.append(1)
+        chunk = np.zeros((1, 16, 7), np.float32)
+        if len(calls) == 2:
+            chunk[0, 5, 3] = np.nan
+        return chunk
+
+    chunker = ActionChunker(sample, obs_horizon=2, action_horizon=8)
+    for _ in range(8):  # happy path: the first chunk is executed
+        assert np.isfinite(chunker.act({"x": np.zeros(1)}, jax.random.key(0))).all()
+    with pytest.raises(FloatingPointError, match=r"chunk 1 .*non-finite actions at steps \[5\] of 16"):
+        chunker.act({"x": np.zeros(1)}, jax.random.key(0))

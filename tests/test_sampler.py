@@ -175,6 +175,18 @@ def test_bad_inputs(setup):
                       key=jax.random.key(0))
     with pytest.raises(ValueError, match="sigmas must be positive"):
         sweep(jax_eps_fn, p, cond, NoGuidance(), {"sigma": 1.0}, {}, scales=[1.0], seeds=[0], sigmas=[0.0])
+    with pytest.raises(ValueError, match="guidance scales must be >= 0, got -1"):
+        sweep(jax_eps_fn, p, cond, NoGuidance(), {"sigma": 1.0}, {}, scales=[1.0, -1.0], seeds=[0])
+    for bad in (-0.5, [1.0, -1.0], float("nan")):
+        with pytest.raises(ValueError, match=r"guidance scale must be (>= 0|finite), got (-1|-0.5|nan)"):
+            guided_sample(jax_eps_fn, p, cond, PositionGuidance(), {"target": jnp.zeros(3)},
+                          {"start_xyz": jnp.zeros((2, 3))}, key=jax.random.key(0), scale=bad)
+    with pytest.raises(ValueError, match="negative goals"):
+        guided_sample(jax_eps_fn, p, cond, key=jax.random.key(0), scale=-1.0)
+    zero = guided_sample(jax_eps_fn, p, cond, PositionGuidance(), {"target": jnp.zeros(3)},  # scale 0 stays valid
+                         {"start_xyz": jnp.zeros((2, 3))}, key=jax.random.key(0), scale=0.0)
+    base = guided_sample(jax_eps_fn, p, cond, key=jax.random.key(0))
+    np.testing.assert_allclose(np.asarray(zero.actions), np.asarray(base.actions), atol=1e-6)
     with pytest.raises(FloatingPointError, match="sampled actions"):
         guided_sample(jax_eps_fn, p, cond, PositionGuidance(), {"target": jnp.full(3, jnp.nan)},
                       {"start_xyz": jnp.zeros((2, 3))}, key=jax.random.key(0))

@@ -16,6 +16,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dynaguide_jax._checks import check_finite, is_concrete
 from dynaguide_jax.diffusion.schedule import DDIMSchedule, ddim_update, renoise
@@ -109,6 +110,21 @@ def validate_sampler_args(schedule, action_shape, repeats, mode, key):
         raise TypeError("key must be a jax PRNG key (jax.random.key(seed) or PRNGKey(seed))")
 
 
+def validate_scale(scale, name: str = "scale") -> None:
+    """A concrete guidance scale must be finite and >= 0 (0 = unguided); traced scales are skipped."""
+    if not is_concrete(scale):
+        return
+    arr = np.asarray(scale, np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"guidance {name} must be finite, got {scale}")
+    if (arr < 0).any():
+        raise ValueError(
+            f"guidance {name} must be >= 0, got {arr.min():g}: scale > 0 steers toward the goal set and 0 "
+            "disables guidance; to steer away from behaviours, put them in the negative goals "
+            "(GoalSet.create(positive, negative)) instead of flipping the sign of the scale"
+        )
+
+
 def guided_sample(eps_fn: EpsFn, policy_params, obs_cond, guidance: Guidance | None = None,
                   guidance_params=None, guidance_obs=None, *, key, scale=1.5,
                   schedule: DDIMSchedule = DDIMSchedule(), action_shape=(16, 7), repeats: int = 4,
@@ -122,12 +138,14 @@ def guided_sample(eps_fn: EpsFn, policy_params, obs_cond, guidance: Guidance | N
       obs_cond: the policy's condition, a pytree whose leaves lead with the batch ``B``.
       guidance / guidance_params / guidance_obs: a ``Guidance`` and its params and observation
         (``None`` samples the unguided base policy).
-      key: explicit PRNG key; scale: guidance strength ``s``; repeats: ``M``; mode: see module doc.
+      key: explicit PRNG key; scale: guidance strength ``s >= 0`` (negative values are rejected:
+        repel with negative goals instead); repeats: ``M``; mode: see module doc.
       initial_noise: optional ``[B, T, A]`` starting noise (for parity tests / replays).
       unroll: loop unrolling for the step and repeat loops (compile time vs. speed).
       particles: draw N chunks per observation (outputs ``[B, N, ...]``) in the same call.
     """
     validate_sampler_args(schedule, tuple(action_shape), repeats, mode, key)
+    validate_scale(scale)
     b = batch_size_of(obs_cond)
     if initial_noise is not None and tuple(jnp.shape(initial_noise)) != (b, *action_shape):
         raise ValueError(f"initial_noise must be {(b, *action_shape)}, got {jnp.shape(initial_noise)}")

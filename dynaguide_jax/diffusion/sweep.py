@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dynaguide_jax._checks import check_finite
-from dynaguide_jax.diffusion.sampler import sample_chunk, validate_sampler_args
+from dynaguide_jax.diffusion.sampler import sample_chunk, validate_sampler_args, validate_scale
 from dynaguide_jax.diffusion.schedule import DDIMSchedule
 
 
@@ -52,6 +52,7 @@ def sweep(eps_fn, policy_params, obs_cond, guidance, guidance_params, guidance_o
     """
     validate_sampler_args(schedule, tuple(action_shape), repeats, mode, jax.random.key(0))
     scales_np = np.atleast_1d(np.asarray(scales, np.float32))
+    validate_scale(scales_np, "scales")
     seeds_np = np.atleast_1d(np.asarray(seeds, np.int64))
     if scales_np.ndim != 1 or seeds_np.ndim != 1 or scales_np.size == 0 or seeds_np.size == 0:
         raise ValueError("scales and seeds must be non-empty 1-D sequences")

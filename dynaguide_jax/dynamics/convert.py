@@ -101,7 +101,7 @@ def load_original_dynamics(path_or_state, num_heads: int = 8, patches_per_camera
     encoder = None
     enc_state = {k[len("state_encoder."):]: v for k, v in state.items() if k.startswith("state_encoder.")}
     if with_encoder and enc_state:
-        enc_cfg = config_from_hub_state(enc_state, encoder_num_heads)
+        enc_cfg = config_from_hub_state(enc_state, encoder_num_heads, source + " [state_encoder]")
         encoder = (enc_cfg, hub_state_to_params(enc_state, enc_cfg, source + " [state_encoder]"))
     return cfg, params, encoder
 

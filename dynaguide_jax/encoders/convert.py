@@ -16,7 +16,7 @@ import numpy as np
 from dynaguide_jax import param_io
 from dynaguide_jax.encoders.dinov2_config import DinoV2Config
 from dynaguide_jax.torch_io import (
-    as_float32, check_keys, check_shape, layer_norm, linear, load_state_dict, split_qkv,
+    as_float32, check_keys, layer_norm, linear, load_state_dict, split_qkv,
 )
 
 _HF_PREFIXES = ("dinov2.", "model.", "backbone.")
@@ -84,21 +84,39 @@ def _unchunk(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def config_from_hub_state(state: dict[str, np.ndarray], num_heads: int | None = None) -> DinoV2Config:
-    """Infer a ``DinoV2Config`` from hub-named weights (heads default to width / 64 as released)."""
+def config_from_hub_state(state: dict[str, np.ndarray], num_heads: int | None = None,
+                          source: str = "state dict") -> DinoV2Config:
+    """Infer a ``DinoV2Config`` from hub-named weights (heads default to width / 64 as released).
+
+    The MLP width must be the same in every block (and follow DinoV2's SwiGLU rule); the shapes of
+    all other tensors are checked against the result by ``hub_state_to_params``."""
     for k in ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.norm1.weight"):
         if k not in state:
-            raise KeyError(f"not a DinoV2 state dict: missing {k!r}")
+            raise KeyError(f"{source}: not a DinoV2 state dict: missing {k!r}")
     d = state["cls_token"].shape[-1]
     depth = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k)))
     grid = math.isqrt(state["pos_embed"].shape[1] - 1)
     swiglu = "blocks.0.mlp.w12.weight" in state
     regs = state["register_tokens"].shape[1] if "register_tokens" in state else 0
+    fc = "w12" if swiglu else "fc1"
+    widths = {}
+    for i in range(depth):
+        key = f"blocks.{i}.mlp.{fc}.weight"
+        if key in state:  # a missing key is reported with all the others by hub_state_to_params
+            widths[key] = tuple(state[key].shape)[0]
+    if len(set(widths.values())) > 1:
+        common = max(set(widths.values()), key=list(widths.values()).count)
+        odd = {k: w for k, w in widths.items() if w != common}
+        raise ValueError(f"{source}: MLP widths differ across blocks: {odd} (expected {common} like the other "
+                         f"blocks); DinoV2 uses one mlp_ratio for every block, so the state dict is damaged")
+    hidden = next(iter(widths.values()), 0)
     if swiglu:
-        hidden = state["blocks.0.mlp.w12.weight"].shape[0] // 2
+        if hidden % 2:
+            raise ValueError(f"{source}: blocks.0.mlp.w12.weight has {hidden} rows; a SwiGLU [gate; up] "
+                             "projection needs an even number")
+        hidden //= 2
         ratio = 4.0
     else:
-        hidden = state["blocks.0.mlp.fc1.weight"].shape[0]
         ratio = hidden / d
     cfg = DinoV2Config(
         hidden_size=d, num_layers=depth, num_heads=num_heads or max(d // 64, 1),
@@ -107,30 +125,53 @@ def config_from_hub_state(state: dict[str, np.ndarray], num_heads: int | None = 
         interpolate_offset=0.0 if regs else 0.1, interpolate_antialias=bool(regs),
     )
     if cfg.mlp_hidden != hidden:
-        raise ValueError(f"MLP width {hidden} does not match DinoV2's rule (expected {cfg.mlp_hidden})")
+        raise ValueError(f"{source}: blocks.0.mlp.{fc}.weight: MLP width {hidden} does not match DinoV2's "
+                         f"{'SwiGLU ' if swiglu else ''}rule for hidden size {d} (expected {cfg.mlp_hidden})")
     return cfg
 
 
-def expected_hub_keys(cfg: DinoV2Config) -> set[str]:
-    keys = {"cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias",
-            "norm.weight", "norm.bias"}
+def expected_hub_shapes(cfg: DinoV2Config) -> dict[str, tuple[int, ...]]:
+    """Every tensor of a hub-named DinoV2 state dict for ``cfg`` and its shape."""
+    d, p, h = cfg.hidden_size, cfg.patch_size, cfg.mlp_hidden
+    shapes = {"cls_token": (1, 1, d), "pos_embed": (1, 1 + cfg.pos_grid**2, d),
+              "patch_embed.proj.weight": (d, 3, p, p), "patch_embed.proj.bias": (d,),
+              "norm.weight": (d,), "norm.bias": (d,)}
     if cfg.num_registers:
-        keys.add("register_tokens")
-    mlp = ("w12", "w3") if cfg.use_swiglu else ("fc1", "fc2")
+        shapes["register_tokens"] = (1, cfg.num_registers, d)
+    if cfg.use_swiglu:
+        mlp = {"mlp.w12": (2 * h, d), "mlp.w3": (d, h)}
+    else:
+        mlp = {"mlp.fc1": (h, d), "mlp.fc2": (d, h)}
+    layers = {"norm1": (d, d), "norm2": (d, d), "attn.qkv": (3 * d, d), "attn.proj": (d, d), **mlp}
     for i in range(cfg.num_layers):
-        for m in ("norm1", "norm2", "attn.qkv", "attn.proj") + tuple(f"mlp.{n}" for n in mlp):
-            keys |= {f"blocks.{i}.{m}.weight", f"blocks.{i}.{m}.bias"}
-        keys |= {f"blocks.{i}.ls1.gamma", f"blocks.{i}.ls2.gamma"}
-    return keys
+        for m, (out, inp) in layers.items():
+            w = (out,) if m.startswith("norm") else (out, inp)
+            shapes[f"blocks.{i}.{m}.weight"], shapes[f"blocks.{i}.{m}.bias"] = w, (out,)
+        shapes[f"blocks.{i}.ls1.gamma"] = shapes[f"blocks.{i}.ls2.gamma"] = (d,)
+    return shapes
+
+
+def expected_hub_keys(cfg: DinoV2Config) -> set[str]:
+    return set(expected_hub_shapes(cfg))
+
+
+def check_hub_shapes(state: dict[str, np.ndarray], cfg: DinoV2Config, source: str = "state dict") -> None:
+    """Raise one ``ValueError`` naming ``source`` and every tensor whose shape does not fit ``cfg``."""
+    bad = [f"{k}: expected {want}, got {tuple(state[k].shape)}"
+           for k, want in expected_hub_shapes(cfg).items() if k in state and tuple(state[k].shape) != want]
+    if bad:
+        arch = (f"hidden_size={cfg.hidden_size}, num_layers={cfg.num_layers}, mlp_hidden={cfg.mlp_hidden}, "
+                f"patch_size={cfg.patch_size}, pos_grid={cfg.pos_grid}, num_registers={cfg.num_registers}")
+        raise ValueError(f"{source}: {len(bad)} tensor(s) do not fit the DinoV2 architecture ({arch}): "
+                         + "; ".join(bad[:20]) + (" ..." if len(bad) > 20 else ""))
 
 
 def hub_state_to_params(state: dict[str, np.ndarray], cfg: DinoV2Config, source: str = "state dict"):
     """Hub-named numpy state dict -> Flax params for ``DinoV2(cfg)``; strict about keys/shapes."""
     s = _unchunk(state)
     check_keys(expected_hub_keys(cfg), s, source, ignored=_HUB_IGNORED)
-    d, p = cfg.hidden_size, cfg.patch_size
-    check_shape("pos_embed", s["pos_embed"], (1, 1 + cfg.pos_grid**2, d))
-    check_shape("patch_embed.proj.weight", s["patch_embed.proj.weight"], (d, 3, p, p))
+    check_hub_shapes(s, cfg, source)
+    d = cfg.hidden_size
     params = {
         "cls_token": s["cls_token"].reshape(1, 1, d),
         "pos_embed": s["pos_embed"],
@@ -139,18 +180,13 @@ def hub_state_to_params(state: dict[str, np.ndarray], cfg: DinoV2Config, source:
         "norm": layer_norm(s, "norm"),
     }
     if cfg.num_registers:
-        check_shape("register_tokens", s["register_tokens"], (1, cfg.num_registers, d))
         params["register_tokens"] = s["register_tokens"]
     for i in range(cfg.num_layers):
         b = f"blocks.{i}."
-        qkv_w, qkv_b = s[b + "attn.qkv.weight"], s[b + "attn.qkv.bias"]
-        check_shape(b + "attn.qkv.weight", qkv_w, (3 * d, d))
-        attn = split_qkv(qkv_w, qkv_b)
+        attn = split_qkv(s[b + "attn.qkv.weight"], s[b + "attn.qkv.bias"])
         attn["out"] = linear(s, b + "attn.proj")
         mlp_names = ("w12", "w3") if cfg.use_swiglu else ("fc1", "fc2")
         mlp = {n: linear(s, f"{b}mlp.{n}") for n in mlp_names}
-        want = 2 * cfg.mlp_hidden if cfg.use_swiglu else cfg.mlp_hidden
-        check_shape(f"{b}mlp.{mlp_names[0]}.weight", s[f"{b}mlp.{mlp_names[0]}.weight"], (want, d))
         params[f"blocks_{i}"] = {
             "norm1": layer_norm(s, b + "norm1"), "norm2": layer_norm(s, b + "norm2"),
             "attn": attn, "mlp": mlp,
@@ -201,7 +237,7 @@ def load_hub_checkpoint(path: str, num_heads: int | None = None) -> tuple[DinoV2
             state = {k[len(wrapper) + 1:]: v for k, v in state.items() if k.startswith(wrapper + ".")}
             state = {k.removeprefix("backbone."): v for k, v in state.items()}
     state = _unchunk(state)
-    cfg = config_from_hub_state(state, num_heads)
+    cfg = config_from_hub_state(state, num_heads, path)
     return cfg, hub_state_to_params(state, cfg, path)
 
 
@@ -214,13 +250,31 @@ def load_dinov2(path: str | os.PathLike, num_heads: int | None = None) -> tuple[
             meta, params = param_io.load_params(path)
             if meta.get("kind") != "dinov2":
                 raise ValueError(f"{path} holds a {meta.get('kind')!r} checkpoint, not dinov2")
-            return DinoV2Config.from_json(json.dumps(meta["config"])), params
+            cfg = DinoV2Config.from_json(json.dumps(meta["config"]))
+            _check_saved_shapes(cfg, params, path)
+            return cfg, params
         if os.path.isfile(os.path.join(path, "config.json")):
             return load_hf_snapshot(path)
         raise FileNotFoundError(f"{path}: neither a HF snapshot (config.json) nor a saved dynaguide checkpoint")
     if os.path.isfile(path):
         return load_hub_checkpoint(path, num_heads)
     raise FileNotFoundError(f"no DinoV2 weights at {path}")
+
+
+def _check_saved_shapes(cfg: DinoV2Config, params, source: str) -> None:
+    """A saved checkpoint's params must have exactly the shapes ``DinoV2(cfg)`` creates."""
+    import jax
+
+    from dynaguide_jax.encoders.dinov2 import init_dinov2
+
+    size = cfg.patch_size * min(cfg.pos_grid, 2)
+    want = jax.eval_shape(lambda: init_dinov2(cfg, jax.random.key(0), size))
+    want = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in jax.tree_util.tree_flatten_with_path(want)[0]}
+    got = {jax.tree_util.keystr(k): tuple(np.shape(v)) for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+    bad = [f"{k}: expected {want.get(k, 'no such parameter')}, got {got.get(k, 'missing')}"
+           for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k)]
+    if bad:
+        raise ValueError(f"{source}: saved DinoV2 params do not fit the stored config: " + "; ".join(bad[:20]))
 
 
 def save_dinov2(directory: str | os.PathLike, config: DinoV2Config, params) -> str:

@@ -1,6 +1,7 @@
 """DinoV2 vision transformer in Flax, numerically equal to the PyTorch originals.
 
-Input: normalized float images ``[B, H, W, 3]`` (see ``preprocess``). Output, like the original
+Input: normalized float images ``[B, H, W, 3]`` (see ``preprocess``) whose sides are multiples of the
+patch size; integer images and other sizes are rejected. Output, like the original
 ``forward_features``: the final-LayerNorm-ed ``cls`` ``[B, D]``, ``registers`` ``[B, R, D]`` and
 ``patches`` ``[B, (H//14)*(W//14), D]``.
 """
@@ -79,9 +80,20 @@ class DinoV2(nn.Module):
         c, dt = self.config, compute_dtype(self.config.dtype)
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images must be [B, H, W, 3] normalized floats, got {images.shape}")
+        if not jnp.issubdtype(images.dtype, jnp.floating):
+            raise TypeError(
+                f"DinoV2 images must be normalized floats, got dtype {images.dtype}; raw uint8 / integer "
+                "images go through dynaguide_jax.encoders.preprocess(images, size) first (or use encode_images)"
+            )
         p = c.patch_size
-        if images.shape[1] < p or images.shape[2] < p:
-            raise ValueError(f"images {images.shape[1:3]} are smaller than one {p}x{p} patch")
+        h, w = images.shape[1:3]
+        if h % p or w % p or min(h, w) < p:
+            near = max(p, round(max(h, w) / p) * p)
+            raise ValueError(
+                f"DinoV2 images are {h}x{w} pixels, not a multiple of the patch size {p} (edge pixels would be "
+                f"silently dropped); resize with dynaguide_jax.encoders.preprocess(images, size) using a "
+                f"multiple of {p}, e.g. size={near}"
+            )
         x = nn.Conv(c.hidden_size, (p, p), strides=(p, p), padding="VALID", dtype=dt,
                     name="patch_embed")(images.astype(dt))
         b, gh, gw, d = x.shape

@@ -1,9 +1,12 @@
 """Environments: the built-in tabletop world modelled on CALVIN's scene D (``tabletop``: reset,
 step, observe), its ray caster (``render``) and scripted experts (``expert``); the CALVIN
-experiments' reset and termination rules are in ``reset_states``."""
+experiments' reset and termination rules are in ``reset_states``; ``play`` chains the experts into
+CALVIN-style play and ``calvin_writer`` writes it in the raw CALVIN layout."""
+from dynaguide_jax.envs.calvin_writer import CalvinPlayWriter, write_play_calvin  # noqa: F401
 from dynaguide_jax.envs.expert import (  # noqa: F401
     ExpertRollout, ExpertState, expert_action, expert_init, rollout_expert, with_start_condition,
 )
+from dynaguide_jax.envs.play import PlayChunk, PlayConfig, collect_play, generate_play, interactions  # noqa: F401
 from dynaguide_jax.envs.tabletop import (  # noqa: F401
     TabletopConfig, TabletopState, observe, reset, robot_obs, scene_obs, step,
 )

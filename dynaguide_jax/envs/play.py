@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -59,9 +59,15 @@ SAFE_Z = 0.585  # above every part's reach (door handle zone top 0.58): idle and
 IDLE_Z = (0.60, 0.70)
 IDLE_AREA = ((-0.25, -0.30), (0.30, -0.08))  # xy of free-motion targets (in front of the cabinet)
 BLOCK_SAFE = ((-0.02, -0.17), (0.40, -0.01))  # where pushes may end (the tcp reaches them from above)
-BLOCK_REACH = ((-0.40, -0.185), (0.45, -0.008))  # where a block can still be lifted (minus the button area)
+BLOCK_REACH = ((-0.40, -0.185), (0.45, -0.008))  # where a block can be lifted (except over OVER_SOLID)
 PLACE_AREA = ((0.0, -0.17), (0.38, -0.10))  # where lifted blocks are put down (in front: room to push them back)
-BUTTON_AREA = ((-0.28, -0.20), (-0.02, -0.03))  # button and green lamp: no lift there, no press with a block in it
+# the button cap and the green lamp are solid: no lift of a block lying over them; no press while a
+# block lies within BUTTON_CLEAR of the button (the closed gripper would land on it)
+_BX, _BY = tt.BUTTON_XY
+_LAMP_LO, _LAMP_HI = tt.LAMP_BOX
+OVER_SOLID = (((_BX - 0.035, _BY - 0.035), (_BX + 0.035, _BY + 0.035)),
+              ((_LAMP_LO[0] - 0.015, _LAMP_LO[1] - 0.015), (_LAMP_HI[0] + 0.015, _LAMP_HI[1] + 0.015)))
+BUTTON_CLEAR = 0.03
 PLACE_Z = 0.60
 
 
@@ -107,10 +113,10 @@ class PlayConfig:
     weights: tuple[float, ...] | None = None
     idle_steps: tuple[int, int] = (4, 16)
     expert_cap: int = 200
-    place_cap: int = 60
+    place_cap: int = 100
     noise: float = 0.05
     images: bool = True
-    render_batch: int = 32
+    render_batch: int = 8
 
     def __post_init__(self):
         for name in ("num_streams", "steps", "chunk_steps", "expert_cap", "place_cap", "render_batch"):
@@ -190,17 +196,19 @@ def feasible(state: tt.TabletopState, plans: jax.Array) -> jax.Array:
     """``[len(BEHAVIOURS)]`` bool: which behaviours may start from ``state`` (one env), given every
     behaviour's planned waypoints ``plans [B, K, 3]`` (``expert.plan_waypoints``). Articulated parts:
     the part is on the side of its midpoint the behaviour starts from; the button also needs no block
-    in the button area. Blocks: liftable where reachable (not in the button area), pushable where
-    the push ends inside ``BLOCK_SAFE``. Nothing starts while a block is held."""
+    on or next to it. Blocks: liftable where reachable (``BLOCK_REACH``, not over the button cap or
+    the lamp), pushable where the push ends inside ``BLOCK_SAFE``. Nothing starts while a block is
+    held."""
     mid = lambda r: 0.5 * (r[0] + r[1])  # noqa: E731
     green = state.green_light > 0.5
     xy = state.block_pos[:, :2]
-    button_free = ~jnp.any(_in_box(xy, BUTTON_AREA))
+    radius = jnp.linalg.norm(jnp.asarray(tt.BLOCK_HALF, jnp.float32)[:, :2], axis=-1)
+    button_free = jnp.all(jnp.linalg.norm(xy - jnp.asarray(tt.BUTTON_XY), axis=-1) > radius + BUTTON_CLEAR)
     articulated = jnp.stack([~green & button_free, green & button_free,
                              state.switch < mid(tt.SWITCH_RANGE), state.switch >= mid(tt.SWITCH_RANGE),
                              state.drawer < mid(tt.DRAWER_RANGE), state.drawer >= mid(tt.DRAWER_RANGE),
                              state.door < mid(tt.DOOR_RANGE), state.door >= mid(tt.DOOR_RANGE)])
-    liftable = _in_box(xy, BLOCK_REACH) & ~_in_box(xy, BUTTON_AREA)
+    liftable = _in_box(xy, BLOCK_REACH) & ~_in_box(xy, OVER_SOLID[0]) & ~_in_box(xy, OVER_SOLID[1])
     # push plans: [.., 1] beside the block at travel height, [.., 3] the tcp's end; the block ends its
     # extent along the push + a finger beyond the tcp
     push = plans[11:14]
@@ -252,7 +260,7 @@ def _place_target(state: tt.TabletopState, u):
 
 
 def _play_step(s: tt.TabletopState, p: PlayState, key, config: PlayConfig):
-    """One step of one stream: ``(next state, next PlayState, record)``."""
+    """One step of one stream: ``(next state, next PlayState, record, state before the step)``."""
     env = config.env
     k_act, k_init, k_misc = jax.random.split(key, 3)
     u = jax.random.uniform(k_misc, (20,))
@@ -276,7 +284,7 @@ def _play_step(s: tt.TabletopState, p: PlayState, key, config: PlayConfig):
     mode = jnp.where(to_place, PLACE, jnp.where(to_idle, IDLE_MODE, p.mode))
     timer = jnp.where(expert_done, 0, p.timer)
     target = jnp.where(to_place, _place_target(s, u[5:13]), jnp.where(to_idle, idle_target, p.target))
-    yaw, speed = jnp.where(to_idle, idle_yaw, p.yaw), jnp.where(expert_done, 0.3 + 0.3 * u[13], p.speed)
+    yaw, speed = jnp.where(to_idle, idle_yaw, p.yaw), jnp.where(expert_done, 0.4 + 0.4 * u[13], p.speed)
     length = jnp.where(expert_done, idle_len, p.idle_len)
 
     place_done = (mode == PLACE) & ((~holding & (s.gripper_action > 0)) | (timer >= config.place_cap))
@@ -322,9 +330,18 @@ def _play_step(s: tt.TabletopState, p: PlayState, key, config: PlayConfig):
     return nxt, p, record, s
 
 
-@functools.partial(jax.jit, static_argnames=("config", "steps", "images"))
-def _play_chunk(carry, stream_keys, start, config: PlayConfig, steps: int, images: bool):
-    """``steps`` steps of every stream from ``carry`` (vmap over streams, scan over steps)."""
+def _step_config(config: PlayConfig) -> PlayConfig:
+    """The fields a play step reads (the rest set to fixed values): one compiled play program serves
+    configs that differ only in streams, length, chunking or images."""
+    return dataclasses.replace(config, num_streams=1, steps=1, chunk_steps=1, images=False, render_batch=1)
+
+
+# without LLVM's optimisation passes: half the compile time (~7 s instead of ~13 s on 2 CPU cores);
+# the play runs ~3x slower, still ~10k steps/s per core, far below the rendering's cost
+@functools.partial(jax.jit, static_argnames=("config", "steps"), compiler_options={"xla_backend_optimization_level": 0})
+def _play_chunk(carry, stream_keys, start, config: PlayConfig, steps: int):
+    """``steps`` steps of every stream from ``carry`` (vmap over streams, scan over steps): the next
+    carry, the records ``[S, T, ...]`` and the states before each step (for rendering)."""
     def stream(carry_1, key):
         def body(c, t):
             s, p = c
@@ -333,19 +350,42 @@ def _play_chunk(carry, stream_keys, start, config: PlayConfig, steps: int, image
         return jax.lax.scan(body, carry_1, start + jnp.arange(steps, dtype=jnp.uint32))
 
     carry, (records, states) = jax.vmap(stream)(carry, stream_keys)
-    if images:
-        flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), states)
-        obs = jax.lax.map(lambda st: tt.observe(st, config.env, images=True), flat,
-                          batch_size=config.render_batch)
-        n = records["label"].shape[:2]
-        records["rgb_static"] = obs["rgb_static"].reshape(*n, *obs["rgb_static"].shape[1:])
-        records["rgb_gripper"] = obs["rgb_gripper"].reshape(*n, *obs["rgb_gripper"].shape[1:])
-    return carry, records
+    return carry, records, states
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
-def _play_start(key, config: PlayConfig):
-    keys = jax.random.split(key, config.num_streams)
+_RENDER_CALL = 16  # render_batch x this many frames per call of the compiled renderer
+
+
+@functools.partial(jax.jit, static_argnames=("env", "batch"))
+def _render_frames(states: tt.TabletopState, env: tt.TabletopConfig, batch: int):
+    obs = jax.lax.map(lambda st: tt.observe(st, env, images=True), states, batch_size=batch)
+    return obs["rgb_static"], obs["rgb_gripper"]
+
+
+def _render(states: tt.TabletopState, env: tt.TabletopConfig, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """``rgb_static [S, T, H, H, 3]``, ``rgb_gripper [S, T, G, G, 3]`` (host) of states ``[S, T]``:
+    ``batch`` frames at a time (vmapped; the ray caster's intermediates are ``pixels x boxes`` per
+    frame), ``batch * _RENDER_CALL`` per call of one compiled program, whatever the chunk."""
+    n = states.t.shape[:2]
+    flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), states)
+    total = int(np.prod(n))
+    static, gripper, call = [], [], batch * _RENDER_CALL
+    for i in range(0, total, call):
+        piece = jax.tree.map(lambda x: x[i:i + call], flat)
+        short = call - piece.t.shape[0]
+        if short:  # pad the last piece (repeat its last frame) to the compiled size
+            piece = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], short, 0)]), piece)
+        images = _render_frames(piece, env, batch)
+        static.append(images[0][:call - short])
+        gripper.append(images[1][:call - short])
+    static, gripper = jax.device_get((static, gripper))
+    return (np.concatenate(static).reshape(*n, *static[0].shape[1:]),
+            np.concatenate(gripper).reshape(*n, *gripper[0].shape[1:]))
+
+
+@functools.partial(jax.jit, static_argnames=("config", "streams"))
+def _play_start(key, config: PlayConfig, streams: int):
+    keys = jax.random.split(key, streams)
     pairs = jax.vmap(jax.random.split)(keys)  # [S, 2]: reset, steps
     return jax.vmap(lambda k: play_reset(k, config))(pairs[:, 0]), pairs[:, 1]
 
@@ -356,16 +396,21 @@ def generate_play(seed: int, config: PlayConfig = PlayConfig(), progress: bool =
     config (and independent of ``chunk_steps``). ``progress``: a progress bar (tqdm) over steps."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int, got {seed!r}")
-    carry, stream_keys = _play_start(jax.random.key(int(seed)), config)
+    step_config = _step_config(config)
+    carry, stream_keys = _play_start(jax.random.key(int(seed)), step_config, config.num_streams)
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=config.steps * config.num_streams, unit="frame", desc="play")
     try:
         for start in range(0, config.steps, config.chunk_steps):
+            # always a whole chunk (one compiled program); the steps past the end are dropped
             n = min(config.chunk_steps, config.steps - start)
-            carry, rec = _play_chunk(carry, stream_keys, jnp.uint32(start), config, n, config.images)
-            rec = jax.device_get(rec)
+            carry, rec, states = _play_chunk(carry, stream_keys, jnp.uint32(start), step_config, config.chunk_steps)
+            rec = jax.tree.map(lambda x: x[:, :n], jax.device_get(rec))
+            if config.images:
+                rec["rgb_static"], rec["rgb_gripper"] = _render(jax.tree.map(lambda x: x[:, :n], states), config.env,
+                                                                 config.render_batch)
             yield PlayChunk(robot_obs=rec["robot_obs"], scene_obs=rec["scene_obs"], rel_actions=rec["rel_actions"],
                             actions=rec["actions"], label=rec["label"], rgb_static=rec.get("rgb_static"),
                             rgb_gripper=rec.get("rgb_gripper"), start=start)

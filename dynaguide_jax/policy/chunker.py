@@ -50,6 +50,12 @@ class ActionChunker:
             chunk = np.asarray(self.sample_fn(self.observation_stack(), key))
             if chunk.ndim != 3 or chunk.shape[0] != 1:
                 raise ValueError(f"sample_fn must return [1, T, A] actions, got {chunk.shape}")
+            if not np.isfinite(chunk).all():
+                steps = sorted({int(t) for t in np.argwhere(~np.isfinite(chunk))[:, 1]})
+                raise FloatingPointError(
+                    f"ActionChunker: chunk {self.chunks_sampled} (0-based, this episode) from sample_fn holds "
+                    f"non-finite actions at steps {steps} of {chunk.shape[1]}; refusing to execute it "
+                    "(check the guidance scale, goal features and policy params)")
             start = self.start
             if chunk.shape[1] < start + self.action_horizon:
                 raise ValueError(f"chunk of {chunk.shape[1]} steps is too short to execute "
