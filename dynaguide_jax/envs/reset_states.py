@@ -141,15 +141,19 @@ def sample_reset_pose(key: jax.Array, poses: jax.Array) -> jax.Array:
     return poses[jax.random.randint(key, (), 0, poses.shape[0])]
 
 
-def load_reset_poses(path: str) -> np.ndarray:
-    """``[N, 15]`` float64 robot_obs reset poses from the original's JSON, ``{"robot_states": [[15 floats], ...]}``."""
+def _read_json(path: str, what: str):
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"reset poses file not found: {path}")
+        raise FileNotFoundError(f"{what} file not found: {path}")
     with open(path) as f:
         try:
-            data = json.load(f)
+            return json.load(f)
         except json.JSONDecodeError as e:
-            raise ValueError(f"reset poses file {path}: not valid JSON ({e})") from None
+            raise ValueError(f"{what} {path}: not valid JSON ({e})") from None
+
+
+def load_reset_poses(path: str) -> np.ndarray:
+    """``[N, 15]`` float64 robot_obs reset poses from the original's JSON, ``{"robot_states": [[15 floats], ...]}``."""
+    data = _read_json(path, "reset poses")
     if not isinstance(data, dict) or "robot_states" not in data:
         raise ValueError(f"reset poses file {path}: expected an object with a 'robot_states' list")
     try:
@@ -259,13 +263,7 @@ def load_experiment_setup(path: str, base_dir: str | None = None, path_prefixes:
                           check_files: bool = True) -> ExperimentSetup:
     """Read and check one experiment JSON (see ``parse_experiment_setup``); relative paths inside it
     resolve against ``base_dir``, by default the JSON's own folder."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"experiment setup file not found: {path}")
-    with open(path) as f:
-        try:
-            config = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"experiment setup {path}: not valid JSON ({e})") from None
+    config = _read_json(path, "experiment setup")
     return parse_experiment_setup(config, source=path, base_dir=os.path.dirname(os.path.abspath(path))
                                   if base_dir is None else base_dir, path_prefixes=path_prefixes,
                                   check_files=check_files)
