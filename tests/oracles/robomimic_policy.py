@@ -1,5 +1,10 @@
-"""Torch oracle of robomimic's DiffusionPolicyUNet networks with robomimic's exact module and
-state-dict names (written for the tests from the facts in the reference notes, not copied):
+"""Torch oracle of robomimic's DiffusionPolicyUNet with robomimic's exact module and state-dict
+names, re-implemented for the tests from the original's vendored robomimic (MaxDu17/DynaGuide
+robomimic/robomimic: algo/diffusion_policy.py ``ConditionalUnet1D`` and ``DiffusionPolicyUNet``,
+models/obs_nets.py ``ObservationGroupEncoder``, models/obs_core.py ``VisualCore``,
+models/base_nets.py ``ResNet18Conv`` / ``SpatialSoftmax``), not copied. The inference path
+(``DiffusionPolicyUNet._get_action_trajectory`` below) follows robomimic's line by line: EMA noise
+net from ``_shadow_nets``, observations encoded by the trained ``nets``. Layout:
 
 nets = ModuleDict(policy=ModuleDict(obs_encoder=ObservationGroupEncoder, noise_pred_net=ConditionalUnet1D))
 ObservationGroupEncoder.nets[group] = ObservationEncoder(obs_nets=ModuleDict, obs_randomizers=ModuleDict)
