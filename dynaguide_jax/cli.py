@@ -8,15 +8,16 @@ import sys
 import numpy as np
 
 
-def _demo(args) -> int:
-    from dynaguide_jax.cli_config import dataclass_from_args
-    from dynaguide_jax.demo import DemoConfig, format_table, run_demo, save_outputs
+_UNSET = object()  # a demo flag the user did not give: its preset decides
 
-    cfg = dataclass_from_args(DemoConfig, args)
-    result = run_demo(cfg, progress=not args.quiet)
-    print(format_table(result))
-    paths = save_outputs(result, cfg.out_dir)
-    print("\nwrote " + ", ".join(paths))
+
+def _demo(args) -> int:
+    from dynaguide_jax.demo import DemoConfig, run_demo
+
+    explicit = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()
+                if k in DemoConfig.__dataclass_fields__ and k != "preset" and v is not _UNSET}
+    cfg = DemoConfig.for_preset(args.preset, **explicit)
+    run_demo(cfg, fresh=args.fresh, progress=not args.quiet)
     return 0
 
 
@@ -24,9 +25,9 @@ def _sweep(args) -> int:
     import json
 
     from dynaguide_jax.cli_config import dataclass_from_args
-    from dynaguide_jax.demo import DemoConfig, format_sweep, run_sweep, save_sweep_plot
+    from dynaguide_jax.toy_demo import ToySceneConfig, format_sweep, run_sweep, save_sweep_plot
 
-    cfg = dataclass_from_args(DemoConfig, args)
+    cfg = dataclass_from_args(ToySceneConfig, args)
     result = run_sweep(cfg, args.seeds, args.sigmas, progress=not args.quiet)
     print(format_sweep(result))
     os.makedirs(cfg.out_dir, exist_ok=True)
@@ -271,28 +272,41 @@ def _data_goals(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from dynaguide_jax.cli_config import add_dataclass_args
+    from dynaguide_jax.demo import PRESETS
     from dynaguide_jax.demo import DemoConfig
+    from dynaguide_jax.toy_demo import ToySceneConfig
 
     p = argparse.ArgumentParser(prog="dynaguide", description="DynaGuide in JAX: steer frozen diffusion "
                                 "policies with latent-dynamics guidance.")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="steered sampling on the built-in toy world (CPU, offline)",
-                          description="Train a small dynamics model on the toy world, then sweep guidance "
-                          "scales and report how often the goal behaviour is chosen. Random-weight encoder and "
-                          "a Gaussian-mixture stand-in policy: it shows the mechanism, not the paper's numbers.")
-    add_dataclass_args(demo, DemoConfig)
-    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo = sub.add_parser("demo", help="the paper's ArticulatedParts experiment on the built-in world (offline)",
+                          description="Generate play data in the built-in tabletop world, build the RLDS dataset, "
+                          "cache DinoV2 features, train the base policy, the GC policy and the dynamics model, "
+                          "then roll out every method (base, DynaGuide, GC, GPC, ITPS) in closed loop for the 8 "
+                          "articulated targets. Writes OUT/{results.json,table.md,table.csv,success.png} and GIFs; "
+                          "each stage is cached in OUT/<stage>/ (a rerun skips finished stages and resumes "
+                          "interrupted ones; --fresh rebuilds). The defaults shown are the small preset's; "
+                          "--preset tiny (a CI smoke run) and --preset paper (the paper's sizes; a GPU job) "
+                          "change them, and any flag given overrides its preset.")
+    demo.add_argument("--preset", choices=PRESETS, default="small", help="(default: %(default)s)")
+    add_dataclass_args(demo, DemoConfig, skip=("preset",))
+    demo.set_defaults(**{f: _UNSET for f in DemoConfig.__dataclass_fields__ if f != "preset"})
+    demo.add_argument("--fresh", action="store_true", help="rebuild every stage from scratch")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
 
     sw = sub.add_parser("sweep", help="guidance scale x sigma x seed grid in one compiled call (toy world)",
                         description="Sweep guidance strength and metric temperature over several seeds in one "
                         "vmapped, jitted call and report the goal-behaviour rate (table + heat map).")
-    add_dataclass_args(sw, DemoConfig, skip=("out_dir",))
-    sw.add_argument("--sigmas", nargs="+", type=float, default=[0.5, 1.0, 2.0])
-    sw.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    sw.add_argument("--out-dir", dest="out_dir", default="runs/sweep")
-    sw.add_argument("--quiet", action="store_true")
+    add_dataclass_args(sw, ToySceneConfig, skip=("out_dir", "gpc_samples", "gpc_score"))
+    sw.add_argument("--sigmas", nargs="+", type=float, default=[0.5, 1.0, 2.0],
+                    help="metric temperatures of the grid (default: 0.5 1.0 2.0)")
+    sw.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
+                    help="sampling seeds of the grid, averaged in the table (default: 0 1 2); --seed seeds the "
+                         "scene (data, models)")
+    sw.add_argument("--out-dir", dest="out_dir", default="runs/sweep", help="(default: %(default)s)")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.set_defaults(func=_sweep)
 
     conv = sub.add_parser("convert", help="convert PyTorch weights to orbax params")

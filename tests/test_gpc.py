@@ -10,7 +10,7 @@ import torch
 
 from dynaguide_jax.baselines import sample_and_rank
 from dynaguide_jax.baselines.gpc import mean_goal_distance
-from dynaguide_jax.demo import ACTION_DIM, HORIZON, DemoConfig, goal_rates, prepare_scene
+from dynaguide_jax.toy_demo import ACTION_DIM, HORIZON, ToySceneConfig, goal_rates, prepare_scene
 from dynaguide_jax.diffusion import guided_sample
 from dynaguide_jax.guidance import NoGuidance
 from dynaguide_jax.policy import mixture_eps
@@ -22,7 +22,7 @@ RTOL, ATOL = 5e-5, 1e-5
 
 @pytest.fixture(scope="module")
 def scene():
-    cfg = DemoConfig(samples=64, train_steps=300)
+    cfg = ToySceneConfig(samples=64, train_steps=300)
     return cfg, prepare_scene(cfg, progress=False)
 
 

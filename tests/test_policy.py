@@ -191,8 +191,10 @@ def test_paper_size_unet_matches(tmp_path):
         cond_t = rp.encode(algo.nets, torch_obs(obs))
         x = torch.randn(2, 16, 7, generator=torch.Generator().manual_seed(2))
         ref = ema_nets(algo)["policy"]["noise_pred_net"](x, torch.tensor(30), cond_t).numpy()
-    ours = policy.eps_fn(loaded.params, jnp.asarray(x.numpy()), jnp.int32(30),
-                         policy.encode_obs(loaded.params, obs))
+    # compiled as one program each, as the sampler runs them (op-by-op dispatch of the paper-size
+    # UNet compiles every op separately, which dominated this test's time)
+    cond = jax.jit(policy.encode_obs)(loaded.params, obs)
+    ours = jax.jit(policy.eps_fn)(loaded.params, jnp.asarray(x.numpy()), jnp.int32(30), cond)
     np.testing.assert_allclose(np.asarray(ours), ref, atol=TOL)
 
 

@@ -40,10 +40,18 @@ TRAIN = ["-m", "dynaguide_jax.cli", "train", "dynamics", "--steps", "6", "--chec
          "--global-batch", "8", "--log-every", "1", "--episodes", "16", "--length", "30", "--quiet"]
 
 
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    """One uninterrupted single-process run of TRAIN: the reference of the two tests below (one
+    `dynaguide train dynamics` subprocess instead of one per test)."""
+    out = tmp_path_factory.mktemp("single") / "run"
+    proc = run([*TRAIN, "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
 @pytest.mark.slow
-def test_two_processes_on_localhost_match_one_process(tmp_path):
-    single = run([*TRAIN, "--out", str(tmp_path / "single")])
-    assert single.returncode == 0, single.stderr[-3000:]
+def test_two_processes_on_localhost_match_one_process(tmp_path, single):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -54,27 +62,29 @@ def test_two_processes_on_localhost_match_one_process(tmp_path):
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
     assert "2 process(es)" in outs[0][0]
     assert sorted(os.listdir(tmp_path / "multi" / "checkpoints")) == ["2", "4", "6"]
-    for a, b in zip(losses(tmp_path / "multi"), losses(tmp_path / "single")):
+    assert len(losses(single)) == 6
+    for a, b in zip(losses(tmp_path / "multi"), losses(single), strict=True):
         assert abs(a - b) < TOL
 
 
 @pytest.mark.slow
-def test_killed_dynamics_run_resumes_exactly(tmp_path):
-    full = run([*TRAIN, "--steps", "10", "--out", str(tmp_path / "full")])
-    assert full.returncode == 0, full.stderr[-3000:]
-    victim = subprocess.Popen([sys.executable, *TRAIN, "--steps", "10", "--out", str(tmp_path / "killed")], env=ENV,
+def test_killed_dynamics_run_resumes_exactly(tmp_path, single):
+    """Killed (SIGKILL) once its step-2 checkpoint exists, 4 of 6 steps still to go; rerun into the
+    same directory it resumes and ends as the uninterrupted run (the shared ``single`` run)."""
+    full = single
+    victim = subprocess.Popen([sys.executable, *TRAIN, "--out", str(tmp_path / "killed")], env=ENV,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     ckpts = tmp_path / "killed" / "checkpoints"
-    kill_after_checkpoint(victim, ckpts, 4)
-    resumed = run([*TRAIN, "--steps", "10", "--out", str(tmp_path / "killed")])
+    kill_after_checkpoint(victim, ckpts, 2)
+    resumed = run([*TRAIN, "--out", str(tmp_path / "killed")])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from step" in resumed.stdout
-    assert losses(tmp_path / "killed") == losses(tmp_path / "full")
+    assert len(losses(full)) == 6 and losses(tmp_path / "killed") == losses(full)
     import jax
     import numpy as np
 
     from dynaguide_jax.training import load_trained_dynamics
 
-    (cfg_a, a), (cfg_b, b) = load_trained_dynamics(tmp_path / "killed"), load_trained_dynamics(tmp_path / "full")
+    (cfg_a, a), (cfg_b, b) = load_trained_dynamics(tmp_path / "killed"), load_trained_dynamics(full)
     assert cfg_a == cfg_b and cfg_a.num_layers == 2
     jax.tree.map(np.testing.assert_array_equal, a, b)  # the resumed run ends with the same weights

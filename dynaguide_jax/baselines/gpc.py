@@ -38,11 +38,12 @@ class RankedSamples(NamedTuple):
     best: jax.Array  # [B] index of the chosen sample
 
 
-def mean_goal_distance(predicted, goals):
+def mean_goal_distance(predicted, goals, mask=None):
     """Predicted features ``[B, ...]`` -> ``[B]`` mean L2 distance to the goals ``[K, ...]``.
 
     Each side is flattened per sample (the original's ``flatten(start_dim=1)``); float32, memory
-    ``B x K`` (``pairwise_distance``'s expanded form).
+    ``B x K`` (``pairwise_distance``'s expanded form). ``mask [K]`` (optional) marks the real goals
+    of a padded set: the mean runs over those only.
     """
     if jnp.ndim(predicted) < 2:
         raise ValueError(f"predicted features must be [B, ...features], got shape {jnp.shape(predicted)}")
@@ -56,14 +57,16 @@ def mean_goal_distance(predicted, goals):
                          "goals_from_images(..., num_tokens=predicted tokens))")
     # distances are translation invariant; centring on the goals' mean keeps the expanded form's
     # cancellation small (features of 10^5 values with a large common offset)
-    centre = jnp.mean(g.astype(jnp.float32), axis=0)
-    return jnp.mean(pairwise_distance(z.astype(jnp.float32) - centre, g.astype(jnp.float32) - centre, "l2"), axis=-1)
+    w = jnp.ones(g.shape[0], jnp.float32) if mask is None else jnp.asarray(mask, jnp.float32)
+    centre = jnp.sum(g.astype(jnp.float32) * w[:, None], axis=0) / jnp.sum(w)
+    dist = pairwise_distance(z.astype(jnp.float32) - centre, g.astype(jnp.float32) - centre, "l2")
+    return jnp.sum(dist * w[None], axis=-1) / jnp.sum(w)
 
 
 @functools.partial(jax.jit, static_argnames=("eps_fn", "guidance", "schedule", "action_shape", "num_samples",
                                              "score"))
-def _sample_and_rank_jit(eps_fn, policy_params, obs_cond, guidance, guidance_params, guidance_obs, goals, key, *,
-                         schedule, action_shape, num_samples, score):
+def _sample_and_rank_jit(eps_fn, policy_params, obs_cond, guidance, guidance_params, guidance_obs, goals, goal_mask,
+                         key, *, schedule, action_shape, num_samples, score):
     def draw(k):
         return sample_chunk(eps_fn, policy_params, obs_cond, None, None, None, k, 0.0, schedule=schedule,
                             action_shape=action_shape, repeats=1).actions
@@ -72,7 +75,8 @@ def _sample_and_rank_jit(eps_fn, policy_params, obs_cond, guidance, guidance_par
     chunks = jax.vmap(draw)(jax.random.split(key, num_samples))  # [N, B, T, A]
     feats = guidance.prepare(guidance_params, guidance_obs)
     if score == "mean_l2":
-        scores = jax.vmap(lambda a: mean_goal_distance(guidance.predict(guidance_params, feats, a), goals))(chunks)
+        scores = jax.vmap(lambda a: mean_goal_distance(guidance.predict(guidance_params, feats, a), goals,
+                                                                 goal_mask))(chunks)
         best = jnp.argmin(scores, axis=0)
     else:
         scores = jax.vmap(lambda a: guidance.metric(guidance_params, feats, a))(chunks)  # [N, B]
@@ -83,7 +87,7 @@ def _sample_and_rank_jit(eps_fn, policy_params, obs_cond, guidance, guidance_par
 
 
 def sample_and_rank(eps_fn: EpsFn, policy_params, obs_cond, guidance: Guidance, guidance_params, guidance_obs, *,
-                    key, goals=None, score: str = "mean_l2", num_samples: int = 5,
+                    key, goals=None, goal_mask=None, score: str = "mean_l2", num_samples: int = 5,
                     schedule: DDIMSchedule = DDIMSchedule(), action_shape=(16, 7)) -> RankedSamples:
     """Best of ``num_samples`` base-policy chunks per observation (see the module docstring).
 
@@ -91,6 +95,7 @@ def sample_and_rank(eps_fn: EpsFn, policy_params, obs_cond, guidance: Guidance, 
     guidance is only evaluated, never differentiated. ``score="mean_l2"`` needs ``goals``
     ``[K, ...features]`` and a guidance with ``predict(params, features, actions) -> [B, ...]``
     (``DynaGuide``); ``score="metric"`` needs ``guidance.metric`` and ignores ``goals``.
+    ``goal_mask [K]`` bool (optional): the real rows of a padded ``goals``.
     """
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
@@ -113,7 +118,13 @@ def sample_and_rank(eps_fn: EpsFn, policy_params, obs_cond, guidance: Guidance, 
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     validate_sampler_args(schedule, tuple(action_shape), 1, "repeat", key)
     batch_size_of(obs_cond)
-    out = _sample_and_rank_jit(eps_fn, policy_params, obs_cond, guidance, guidance_params, guidance_obs, goals, key,
+    if goal_mask is not None:
+        goal_mask = jnp.asarray(goal_mask, bool)
+        if goals is None or goal_mask.shape != goals.shape[:1]:
+            raise ValueError(f"goal_mask must be [K] for goals of shape {None if goals is None else goals.shape}, "
+                             f"got {goal_mask.shape}")
+    out = _sample_and_rank_jit(eps_fn, policy_params, obs_cond, guidance, guidance_params, guidance_obs, goals,
+                               goal_mask, key,
                                schedule=schedule, action_shape=tuple(action_shape), num_samples=int(num_samples),
                                score=score)
     if is_concrete(out.scores):

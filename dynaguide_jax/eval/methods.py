@@ -64,8 +64,9 @@ def guided_fn(policy: DiffusionPolicy, params, schedule, guidance: Guidance, gui
 
 
 def gc_fn(policy: DiffusionPolicy, params, schedule, goal_images, goal_key: str = "rgb_static",
-          action_shape=(16, 7)) -> Callable:
-    """``goal_images [K, H, W, 3]`` uint8: one drawn per environment at every replan."""
+          action_shape=(16, 7), goal_mask=None) -> Callable:
+    """``goal_images [K, H, W, 3]`` uint8: one drawn per environment at every replan (among the rows
+    ``goal_mask [K]`` marks, when the set is padded)."""
     if not policy.config.goal_rgb_keys:
         raise ValueError("gc needs a goal-conditioned policy (PolicyConfig.goal_rgb_keys)")
     goal_images = jnp.asarray(goal_images)
@@ -75,7 +76,10 @@ def gc_fn(policy: DiffusionPolicy, params, schedule, goal_images, goal_key: str 
     def fn(obs_stack, key):
         k_goal, k_sample = jax.random.split(key)
         n = obs_stack[policy.config.obs_keys[0]].shape[0]
-        pick = jax.random.randint(k_goal, (n,), 0, len(goal_images))
+        if goal_mask is None:
+            pick = jax.random.randint(k_goal, (n,), 0, len(goal_images))
+        else:
+            pick = jax.random.categorical(k_goal, jnp.where(goal_mask, 0.0, -jnp.inf), shape=(n,))
         goal = {k: goal_images[pick] for k in policy.config.goal_rgb_keys}
         cond = policy.encode_obs(params, _policy_obs(policy, obs_stack), goal)
         return guided_sample(policy.eps_fn, params, cond, key=k_sample, scale=0.0, schedule=schedule,
@@ -84,12 +88,13 @@ def gc_fn(policy: DiffusionPolicy, params, schedule, goal_images, goal_key: str 
 
 
 def gpc_fn(policy: DiffusionPolicy, params, schedule, guidance: Guidance, guidance_params, goal_features, *,
-           num_samples: int = 5, view: Callable = guidance_view, action_shape=(16, 7)) -> Callable:
-    """``goal_features [K, ...]``: encoder features of the goal frames (not predictions)."""
+           num_samples: int = 5, view: Callable = guidance_view, action_shape=(16, 7), goal_mask=None) -> Callable:
+    """``goal_features [K, ...]``: encoder features of the goal frames (not predictions); ``goal_mask
+    [K]``: its real rows when padded."""
     def fn(obs_stack, key):
         cond = policy.encode_obs(params, _policy_obs(policy, obs_stack))
         return sample_and_rank(policy.eps_fn, params, cond, guidance, guidance_params, view(obs_stack), key=key,
-                               goals=goal_features, num_samples=num_samples, schedule=schedule,
+                               goals=goal_features, goal_mask=goal_mask, num_samples=num_samples, schedule=schedule,
                                action_shape=action_shape).actions
     return fn
 

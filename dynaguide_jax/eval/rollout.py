@@ -60,12 +60,15 @@ class Rollouts(NamedTuple):
     actions: jax.Array  # [N, horizon, A] executed
 
 
-def tabletop_env(config, proprio_key: str = "proprio") -> EnvFns:
-    """The built-in world as ``EnvFns``; the policy sees ``rgb_static``, ``rgb_gripper`` and the
-    robot state under ``proprio_key`` (robomimic's name for CALVIN's robot_obs in the original)."""
+def tabletop_env(config, proprio_key: str = "proprio", scene_key: str = "scene") -> EnvFns:
+    """The built-in world as ``EnvFns``; the policy sees ``rgb_static``, ``rgb_gripper``, the robot
+    state under ``proprio_key`` (robomimic's name for CALVIN's robot_obs in the original) and the
+    scene state under ``scene_key`` (for state-based policies). What a policy does not read is not
+    computed: the rollout is one jitted program and XLA drops unused outputs (e.g. the renders)."""
     def observe(state):
         obs = tabletop.observe(state, config)
-        return {"rgb_static": obs["rgb_static"], "rgb_gripper": obs["rgb_gripper"], proprio_key: obs["robot_obs"]}
+        return {"rgb_static": obs["rgb_static"], "rgb_gripper": obs["rgb_gripper"], proprio_key: obs["robot_obs"],
+                scene_key: obs["scene_obs"]}
 
     return EnvFns(step=lambda s, a: tabletop.step(s, a, config), observe=observe,
                   low_dim=lambda s: (tabletop.robot_obs(s), tabletop.scene_obs(s)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from dynaguide_jax._checks import check_finite, is_concrete
@@ -17,17 +18,26 @@ DISTANCES = ("l2", "squared_l2")
 
 @struct.dataclass
 class GoalSet:
-    """Goal embeddings ``[K, F]`` (flattened features); either side may be ``None``."""
+    """Goal embeddings ``[K, F]`` (flattened features); either side may be ``None``.
+
+    ``positive_mask`` / ``negative_mask`` ``[K]`` bool (optional) mark the real goals of a padded
+    set: padded rows are left out of the log-sum-exp exactly, so goal sets of different sizes can
+    share one compiled program (stacked and ``vmap``-ed over targets).
+    """
 
     positive: jax.Array | None = None
     negative: jax.Array | None = None
+    positive_mask: jax.Array | None = None
+    negative_mask: jax.Array | None = None
 
     @classmethod
-    def create(cls, positive=None, negative=None) -> "GoalSet":
-        """Build and validate a goal set from arrays ``[K, ...features]``."""
+    def create(cls, positive=None, negative=None, positive_mask=None, negative_mask=None) -> "GoalSet":
+        """Build and validate a goal set from arrays ``[K, ...features]`` (and optional masks ``[K]``)."""
+        as_mask = lambda m: None if m is None else jnp.asarray(m, bool)  # noqa: E731
         goals = cls(
             positive=None if positive is None else jnp.asarray(positive, jnp.float32),
             negative=None if negative is None else jnp.asarray(negative, jnp.float32),
+            positive_mask=as_mask(positive_mask), negative_mask=as_mask(negative_mask),
         )
         goals.validate()
         return goals
@@ -50,6 +60,15 @@ class GoalSet:
                 raise ValueError(f"positive goals {p.shape} and negative goals {n.shape} differ in feature shape")
         check_finite("positive goals", p)
         check_finite("negative goals", n)
+        for name in ("positive", "negative"):
+            g, m = getattr(self, name), getattr(self, name + "_mask")
+            if m is None or not hasattr(m, "shape") or not hasattr(g, "shape"):
+                continue
+            if g is None or m.shape != g.shape[:1]:
+                raise ValueError(f"{name}_mask must be [K] for {name} goals of shape "
+                                 f"{None if g is None else g.shape}, got {m.shape}")
+            if is_concrete(m) and not bool(jnp.any(m)):
+                raise ValueError(f"{name}_mask marks no goal; pass None to drop that side instead")
 
     @property
     def feature_size(self) -> int:
@@ -92,16 +111,20 @@ def guidance_metric(predicted, goals: GoalSet, sigma, distance: str = "l2"):
         raise ValueError(
             f"predicted features flatten to {z.shape[1]} values but goals have {goals.feature_size}"
         )
-    if is_concrete(sigma) and not float(jnp.min(jnp.asarray(sigma))) > 0.0:
+    if is_concrete(sigma) and not float(np.min(np.asarray(sigma))) > 0.0:
         raise ValueError(f"sigma must be positive, got {sigma}")
     check_finite("predicted features", z)
+    def lse(g, mask):
+        logits = -pairwise_distance(z, g.reshape(g.shape[0], -1), distance) / sigma
+        if mask is not None:  # padded rows contribute exp(-inf) = 0
+            logits = jnp.where(mask[None], logits, -jnp.inf)
+        return jax.nn.logsumexp(logits, axis=-1)
+
     d = jnp.zeros(z.shape[0], jnp.float32)
     if goals.positive is not None:
-        pos = goals.positive.reshape(goals.positive.shape[0], -1)
-        d = d + jax.nn.logsumexp(-pairwise_distance(z, pos, distance) / sigma, axis=-1)
+        d = d + lse(goals.positive, goals.positive_mask)
     if goals.negative is not None:
-        neg = goals.negative.reshape(goals.negative.shape[0], -1)
-        d = d - jax.nn.logsumexp(-pairwise_distance(z, neg, distance) / sigma, axis=-1)
+        d = d - lse(goals.negative, goals.negative_mask)
     return d
 
 

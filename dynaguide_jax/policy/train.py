@@ -104,7 +104,9 @@ def train_policy(policy: DiffusionPolicy, batches: Callable[[int], dict], cfg: P
     _write_config(mgr.directory, policy, cfg, schedule)
     resumed = mgr.latest_step
     if resumed is not None:
-        state = mgr.restore(state)
+        # restored arrays come back committed to a device, fresh ones are not: as fresh host-backed
+        # arrays they hit the train step's compiled program instead of compiling it a second time
+        state = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)), mgr.restore(state))
         mgr.truncate_metrics(resumed)
     start = int(state["step"])
     step_fn = make_train_step(train_policy_obj, schedule, optimizer, cfg.ema)

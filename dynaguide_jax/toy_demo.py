@@ -1,18 +1,14 @@
-"""The CPU demo: a steered sampling run end to end on the toy world (the README's main job).
+"""The point-reaching toy world's scene for ``dynaguide sweep`` and the exact-epsilon tests.
 
-Pipeline: render observations -> random-weight DinoV2 (small) -> train a small latent dynamics
-model on toy transitions -> goal features from goal images -> sweep guidance scales with the
-guided DDIM sampler over a Gaussian-mixture stand-in policy of ``behaviours`` prototypes -> report
-how often each behaviour is chosen, the guidance metric and distances to the goal.
-
-Honest scope: the encoder is untrained, the policy is an analytic stand-in, the world is a toy.
-It shows the mechanism working and the code path users run, not the paper's numbers.
+Render observations -> random-weight DinoV2 (small) -> train a small latent dynamics model on toy
+transitions -> goal features from goal images -> guided DDIM over a Gaussian-mixture stand-in
+policy of ``behaviours`` prototypes, whose epsilon is exact, so which behaviour a chunk came from is
+measurable. ``run_sweep`` grids scale x σ x seed in one call. Not the paper's experiment: that is
+``dynaguide demo`` (``dynaguide_jax.demo``).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import time
 
 import jax
@@ -20,18 +16,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from dynaguide_jax import toyworld
-from dynaguide_jax.baselines import sample_and_rank
 from dynaguide_jax.diffusion import DDIMSchedule, sweep
 from dynaguide_jax.dynamics import DynamicsConfig, init_dynamics, predict_future_patches
 from dynaguide_jax.dynamics.fit import fit_dynamics
 from dynaguide_jax.encoders import DinoV2Config, init_dinov2
 from dynaguide_jax.guidance import DynaGuide, GoalSet, encode_cameras, goals_from_images
-from dynaguide_jax.guidance import goals_from_trajectory_ends, min_goal_distance
+from dynaguide_jax.guidance import goals_from_trajectory_ends
 from dynaguide_jax.policy import line_prototypes, mixture_eps, mixture_params, nearest_prototype
 
 
 @dataclasses.dataclass(frozen=True)
-class DemoConfig:
+class ToySceneConfig:
     seed: int = 0
     samples: int = 128
     behaviours: int = 4
@@ -71,7 +66,7 @@ class DemoConfig:
 HORIZON, ACTION_DIM = 16, 7
 
 
-def build_models(cfg: DemoConfig):
+def build_models(cfg: ToySceneConfig):
     enc = DinoV2Config(hidden_size=64, num_layers=2, num_heads=4, pos_grid=cfg.image_size // 14)
     dyn = DynamicsConfig(feature_dim=64, patches_per_camera=(cfg.image_size // 14) ** 2, action_dim=ACTION_DIM,
                          horizon=HORIZON, proprio_dim=2, num_layers=2, num_heads=4, ffn_dim=256, dropout=0.0)
@@ -98,7 +93,7 @@ def make_batches(cfg, enc, enc_params, prototypes):
     return lambda i: batch(jax.random.fold_in(base, i))
 
 
-def prepare_scene(cfg: DemoConfig, progress: bool = True) -> dict:
+def prepare_scene(cfg: ToySceneConfig, progress: bool = True) -> dict:
     """Everything up to sampling: models, a trained dynamics model, the observation and the goals."""
     schedule = DDIMSchedule()
     prototypes = line_prototypes(cfg.behaviours, HORIZON, ACTION_DIM)
@@ -145,7 +140,7 @@ def prepare_scene(cfg: DemoConfig, progress: bool = True) -> dict:
             "obs": {"patches": jnp.repeat(patches, n, 0), "proprio": jnp.repeat(start, n, 0)}}
 
 
-def sweep_scene(cfg: DemoConfig, scene: dict, seeds, sigmas=None):
+def sweep_scene(cfg: ToySceneConfig, scene: dict, seeds, sigmas=None):
     """One compiled call over cfg.scales x sigmas x seeds."""
     params = {"dynamics": scene["dyn_params"], "goals": scene["goals"], "sigma": cfg.sigma}
     res = sweep(mixture_eps, scene["policy"], jnp.zeros((cfg.samples, 1)), scene["guide"], params, scene["obs"],
@@ -155,83 +150,21 @@ def sweep_scene(cfg: DemoConfig, scene: dict, seeds, sigmas=None):
     return res
 
 
-def goal_rates(cfg: DemoConfig, scene: dict, actions) -> np.ndarray:
+def goal_rates(cfg: ToySceneConfig, scene: dict, actions) -> np.ndarray:
     """Fraction of chunks nearest the goal behaviour, over the trailing ``[B, T, A]`` axes."""
     idx = nearest_prototype(scene["policy"], actions.reshape(-1, HORIZON, ACTION_DIM))
     hits = np.asarray(idx == cfg.goal_behaviour).reshape(actions.shape[:-3] + (actions.shape[-3],))
     return hits.mean(-1)
 
 
-def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
-    t0 = time.time()
-    scene = prepare_scene(cfg, progress)
-    policy, losses = scene["policy"], scene["losses"]
-    mse, copy_mse, n = scene["mse"], scene["copy_mse"], cfg.samples
-    t_sweep = time.time()
-    res = sweep_scene(cfg, scene, [cfg.seed])
-    t_sweep = time.time() - t_sweep
-
-    rows = []
-    for i, scale in enumerate(cfg.scales):
-        actions = res.actions[i, 0, 0]
-        chosen = np.bincount(np.asarray(nearest_prototype(policy, actions)), minlength=cfg.behaviours) / n
-        feat_dist, end_dist = goal_distances(scene, actions)
-        rows.append({
-            "scale": float(scale),
-            "goal_rate": float(chosen[cfg.goal_behaviour]),
-            "negative_rate": None if cfg.negative_behaviour is None else float(chosen[cfg.negative_behaviour]),
-            "behaviour_fractions": chosen.round(4).tolist(),
-            "metric_mean": float(jnp.mean(res.metric[i, 0, 0])),
-            "feature_distance_to_goals": feat_dist,
-            "end_distance_to_goal": end_dist,
-        })
-    return {"gpc": run_gpc(cfg, scene) if cfg.gpc_samples else None,
-        "label": "toy world, random-weight DinoV2 (small), dynamics trained in this run, "
-                 "Gaussian-mixture stand-in policy; not the paper's results",
-        "config": dataclasses.asdict(cfg),
-        "dynamics_training": {"steps": cfg.train_steps, "first_loss": losses[0] if losses else None,
-                              "last_loss": losses[-1] if losses else None, "held_out_mse": mse,
-                              "copy_current_frame_mse": copy_mse},
-        "rows": rows,
-        "timing_s": {"total": time.time() - t0, "sweep_incl_compile": t_sweep},
-        "device": str(jax.devices()[0]),
-    }
-
-
-def goal_distances(scene: dict, actions) -> tuple[float, float]:
-    """Mean nearest-goal distance of the predicted features and of the simulated end positions."""
-    obs = scene["obs"]
-    ends = toyworld.step(obs["proprio"], actions)
-    end_dist = jnp.min(jnp.linalg.norm(ends[:, None] - scene["goal_ends"][None], axis=-1), axis=1)
-    z = predict_future_patches(scene["dyn"], scene["dyn_params"], obs["patches"], obs["proprio"], actions)
-    return float(jnp.mean(min_goal_distance(z, scene["pos_feats"]))), float(jnp.mean(end_dist))
-
-
-def run_gpc(cfg: DemoConfig, scene: dict) -> dict:
-    """The sample-and-rank baseline on the same observation and dynamics model, ranked by
-    ``cfg.gpc_score``; its row reports the LSE metric of the chosen chunks like the other rows."""
-    params = {"dynamics": scene["dyn_params"], "goals": scene["goals"], "sigma": cfg.sigma}
-    ranked = sample_and_rank(mixture_eps, scene["policy"], jnp.zeros((cfg.samples, 1)), scene["guide"], params,
-                             scene["obs"], key=jax.random.key(cfg.seed), goals=scene["gpc_goals"],
-                             score=cfg.gpc_score, num_samples=cfg.gpc_samples, schedule=scene["schedule"],
-                             action_shape=(HORIZON, ACTION_DIM))
-    chosen = np.bincount(np.asarray(nearest_prototype(scene["policy"], ranked.actions)), minlength=cfg.behaviours)
-    metric = scene["guide"].metric(params, scene["obs"], ranked.actions)
-    feat_dist, end_dist = goal_distances(scene, ranked.actions)
-    return {"num_samples": cfg.gpc_samples, "score": cfg.gpc_score, "score_mean": float(ranked.score.mean()),
-            "goal_rate": float(chosen[cfg.goal_behaviour] / cfg.samples),
-            "behaviour_fractions": (chosen / cfg.samples).round(4).tolist(), "metric_mean": float(metric.mean()),
-            "feature_distance_to_goals": feat_dist, "end_distance_to_goal": end_dist}
-
-
-def run_sweep(cfg: DemoConfig, seeds, sigmas, progress: bool = True) -> dict:
+def run_sweep(cfg: ToySceneConfig, seeds, sigmas, progress: bool = True) -> dict:
     """Goal-behaviour rate for every (scale, σ) averaged over seeds: the paper's scale/σ sweeps."""
     scene = prepare_scene(cfg, progress)
     t = time.time()
     res = sweep_scene(cfg, scene, seeds, sigmas)
     seconds = time.time() - t
     rates = goal_rates(cfg, scene, res.actions)  # [S, Σ, N]
-    return {"label": "toy world sweep (see `dynaguide demo --help`); not the paper's results",
+    return {"label": "toy world sweep (see `dynaguide sweep --help`); not the paper's results",
             "config": dataclasses.asdict(cfg), "scales": list(map(float, cfg.scales)),
             "sigmas": list(map(float, sigmas)), "seeds": list(map(int, seeds)),
             "goal_rate_mean": rates.mean(-1).round(4).tolist(), "goal_rate_std": rates.std(-1).round(4).tolist(),
@@ -270,64 +203,3 @@ def save_sweep_plot(result: dict, path: str) -> str:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-
-
-def format_table(result: dict) -> str:
-    cfg = result["config"]
-    lines = [f"DynaGuide demo ({result['label']})",
-             f"dynamics model: held-out MSE {result['dynamics_training']['held_out_mse']:.4f} "
-             f"(copying the current frame: {result['dynamics_training']['copy_current_frame_mse']:.4f})",
-             f"goal behaviour {cfg['goal_behaviour']} of {cfg['behaviours']}, {cfg['samples']} samples, "
-             f"M={cfg['repeats']} ({cfg['mode']}), sigma={cfg['sigma']}, goals from {cfg['goals_from']}",
-             "",
-             f"{'scale':>6} {'goal rate':>9} {'metric':>8} {'feat dist':>9} {'end dist':>8}  behaviours"]
-    for r in result["rows"]:
-        lines.append(f"{r['scale']:>6.2f} {r['goal_rate']:>9.2f} {r['metric_mean']:>8.3f} "
-                     f"{r['feature_distance_to_goals']:>9.3f} {r['end_distance_to_goal']:>8.3f}  "
-                     + " ".join(f"{f:.2f}" for f in r["behaviour_fractions"]))
-    base, best = result["rows"][0], max(result["rows"], key=lambda r: r["goal_rate"])
-    gpc = result.get("gpc")
-    if gpc:
-        by = "mean L2 to goal-frame features" if gpc["score"] == "mean_l2" else "the metric"
-        lines.append(f"{'GPC':>6} {gpc['goal_rate']:>9.2f} {gpc['metric_mean']:>8.3f} "
-                     f"{gpc['feature_distance_to_goals']:>9.3f} {gpc['end_distance_to_goal']:>8.3f}  "
-                     + " ".join(f"{f:.2f}" for f in gpc["behaviour_fractions"])
-                     + f"   (sample-and-rank baseline: best of {gpc['num_samples']} unguided chunks by {by})")
-    lines += ["", f"guidance moved the goal behaviour from {base['goal_rate']:.0%} (scale {base['scale']:g}) "
-              f"to {best['goal_rate']:.0%} (scale {best['scale']:g})"]
-    return "\n".join(lines)
-
-
-def save_outputs(result: dict, out_dir: str) -> list[str]:
-    """results.json, config.json and a plot of behaviour fractions per guidance scale."""
-    os.makedirs(out_dir, exist_ok=True)
-    paths = [os.path.join(out_dir, n) for n in ("results.json", "config.json", "behaviours.png")]
-    with open(paths[0], "w") as f:
-        json.dump(result, f, indent=2)
-    with open(paths[1], "w") as f:
-        json.dump(result["config"], f, indent=2)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = result["rows"]
-    fracs = np.array([r["behaviour_fractions"] for r in rows])
-    x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(7, 4))
-    bottom = np.zeros(len(rows))
-    goal = result["config"]["goal_behaviour"]
-    for b in range(fracs.shape[1]):
-        label = f"behaviour {b}" + (" (goal)" if b == goal else "")
-        ax.bar(x, fracs[:, b], bottom=bottom, label=label, edgecolor="black" if b == goal else None,
-               linewidth=1.5 if b == goal else 0)
-        bottom += fracs[:, b]
-    ax.set_xticks(x, [f"{r['scale']:g}" for r in rows])
-    ax.set_xlabel("guidance scale s")
-    ax.set_ylabel("fraction of sampled chunks")
-    ax.set_title("Which behaviour the steered policy picks")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(paths[2], dpi=120)
-    plt.close(fig)
-    return paths

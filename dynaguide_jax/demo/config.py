@@ -1,0 +1,132 @@
+"""Settings of ``dynaguide demo``, the paper's ArticulatedParts experiment on the built-in world.
+
+One frozen dataclass with three presets: ``tiny`` (CI: every stage and artefact, minutes),
+``small`` (the default: 2-core CPU, within 20 minutes) and ``paper`` (CALVIN's image sizes, the
+paper's model sizes, 100 rollouts per target and method: a GPU job). The evaluation settings follow
+the original's articulated-parts script (paper_experiments/calvin_articulated_object.sh): guidance
+scale 1.5 with 4 repeats, GPC best of 5, one experiment JSON per target fixing the part's start.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+PRESETS = ("tiny", "small", "paper")
+POLICY_OBS = ("state", "cameras")
+# The 8 targets and the part each one's reset fixes (calvin_exp_configs_examples/<target>.json env_setup)
+TARGET_SETUPS = {"button_on": {"green_light": 0}, "button_off": {"green_light": 1}, "switch_on": {"switch": 0},
+                 "switch_off": {"switch": 0.085}, "drawer_open": {"drawer": 0}, "drawer_close": {"drawer": 0.16},
+                 "door_left": {"sliding_door": 0}, "door_right": {"sliding_door": 0.28}}
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    """Every setting of the pipeline; ``stage_fields`` says which stage each one feeds."""
+
+    preset: str = "small"
+    seed: int = 0
+    out_dir: str = "runs/demo"
+    encoder: str | None = None  # DinoV2 weights (HF dir, hub .pth, converted dir); None: random ViT-S/14
+    # play data (the world's CPU sizes unless paper)
+    image_size: int = 64  # static camera; the gripper camera is half of it (CALVIN: 200 / 84)
+    play_streams: int = 8
+    play_steps: int = 2500
+    validation_streams: int = 2
+    # frozen encoder input (a multiple of 14)
+    encoder_size: int = 56
+    # policies: "state" = robot_obs + scene_obs (fast on CPU), "cameras" = both cameras + robot_obs (the original)
+    policy_obs: str = "state"
+    policy_model: str = "small"
+    policy_steps: int = 3000
+    gc_steps: int = 3000
+    gc_goal_size: int = 32  # the GC policy's goal image side (the static frame box-filtered; paper: 200)
+    policy_batch: int = 64
+    policy_lr: float = 1e-3
+    # dynamics model
+    dynamics_model: str = "small"
+    dynamics_steps: int = 2000
+    dynamics_batch: int = 64
+    dynamics_lr: float = 3e-4
+    # goal sets (the original's: keep 70 %, at most 20 per behaviour, from the validation split)
+    keep_fraction: float = 0.7
+    max_goals: int = 20
+    # closed-loop evaluation
+    rollouts: int = 24  # per target and method
+    horizon: int = 168  # control steps per rollout (the original: 400)
+    ddim_steps: int = 10
+    scale: float = 1.5
+    repeats: int = 4
+    sigma: float = 30.0
+    gpc_samples: int = 5
+    itps_scale: float = 1.0
+    methods: tuple[str, ...] = ("base", "dynaguide", "gc", "gpc", "itps")
+    gifs: int = 2  # rollout GIFs per method (of the first target)
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {PRESETS}, got {self.preset!r}")
+        if self.policy_obs not in POLICY_OBS:
+            raise ValueError(f"policy_obs must be one of {POLICY_OBS}, got {self.policy_obs!r}")
+        if self.encoder_size % 14:
+            raise ValueError(f"encoder_size must be a multiple of 14 (DinoV2 patches), got {self.encoder_size}")
+        if self.image_size < 16 or self.image_size % 2:
+            raise ValueError(f"image_size must be an even number >= 16, got {self.image_size}")
+        if self.gc_goal_size < 1 or self.image_size % self.gc_goal_size:
+            raise ValueError(f"gc_goal_size must divide image_size {self.image_size}, got {self.gc_goal_size}")
+        positive = ("play_streams", "play_steps", "policy_steps", "gc_steps", "policy_batch", "dynamics_steps",
+                    "dynamics_batch", "max_goals", "rollouts", "horizon", "ddim_steps", "repeats", "gpc_samples")
+        bad = [f"{n}={getattr(self, n)}" for n in positive if getattr(self, n) < 1]
+        if bad:
+            raise ValueError(f"these settings must be >= 1: {', '.join(bad)}")
+        if not 1 <= self.validation_streams < self.play_streams:
+            raise ValueError(f"validation_streams must be in [1, play_streams), got {self.validation_streams}")
+        if not 0 < self.keep_fraction <= 1:
+            raise ValueError(f"keep_fraction must be in (0, 1], got {self.keep_fraction}")
+        if self.scale < 0 or self.itps_scale < 0 or self.sigma <= 0:
+            raise ValueError("scale and itps_scale must be >= 0 and sigma > 0")
+        from dynaguide_jax.eval.methods import METHODS
+
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ValueError(f"methods must be some of {METHODS}, got {self.methods}")
+
+    @classmethod
+    def for_preset(cls, name: str, **overrides) -> DemoConfig:
+        """The preset's values with ``overrides`` on top."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {PRESETS}")
+        values = {"tiny": TINY, "small": {}, "paper": PAPER}[name]
+        return cls(**{**values, "preset": name, **overrides})
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def fingerprint(self, *names: str) -> str:
+        """A short hash of the named settings (a stage's inputs)."""
+        values = {n: getattr(self, n) for n in sorted(names)}
+        return hashlib.sha256(json.dumps(values, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+TINY = dict(play_streams=4, play_steps=1000, validation_streams=1, encoder_size=28, policy_steps=60, gc_steps=60,
+            policy_batch=16, dynamics_steps=40, dynamics_batch=16, rollouts=2, horizon=28, ddim_steps=2, repeats=2,
+            gpc_samples=2, max_goals=4, gifs=1)
+PAPER = dict(image_size=200, gc_goal_size=200, play_streams=32, play_steps=20000, validation_streams=4,
+             encoder_size=224, policy_obs="cameras", policy_model="paper", policy_steps=100000, gc_steps=100000,
+             policy_batch=64, policy_lr=1e-4, dynamics_model="paper", dynamics_steps=60000, dynamics_batch=64,
+             dynamics_lr=1e-4, rollouts=100, horizon=400)
+
+# which settings each stage reads (a stage is rebuilt when one of these, or an earlier stage, changes)
+STAGE_FIELDS = {
+    "play": ("seed", "image_size", "play_streams", "play_steps", "validation_streams"),
+    "rlds": (),
+    "features": ("encoder", "encoder_size"),
+    "goals": ("keep_fraction", "max_goals"),
+    "policy": ("policy_obs", "policy_model", "policy_steps", "policy_batch", "policy_lr"),
+    "gc": ("policy_obs", "policy_model", "gc_steps", "gc_goal_size", "policy_batch", "policy_lr"),
+    "dynamics": ("dynamics_model", "dynamics_steps", "dynamics_batch", "dynamics_lr"),
+    "eval": ("rollouts", "horizon", "ddim_steps", "scale", "repeats", "sigma", "gpc_samples", "itps_scale", "methods",
+             "gifs"),
+}
+STAGE_DEPENDS = {"play": (), "rlds": ("play",), "features": ("rlds",), "goals": ("rlds",), "policy": ("rlds",),
+                 "gc": ("rlds",), "dynamics": ("features",), "eval": ("features", "goals", "policy", "gc", "dynamics")}

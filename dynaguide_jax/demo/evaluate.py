@@ -1,0 +1,165 @@
+"""Closed-loop evaluation of the demo: every method, every target, one compiled program per method.
+
+Per target the rollouts start from the world's random reset with the target's part fixed as the
+original's experiment JSON fixes it (``TARGET_SETUPS``: e.g. the drawer closed for drawer_open),
+the other adjustable parts at a random end of their ranges (``sample_scene_setup``). The goal sets
+of all targets are padded to one size with masks (exact: padded goals drop out of the metric, the
+GPC mean and the GC draw), stacked, and the closed loop is ``vmap``-ed over targets, so each
+method compiles once. The first behaviour detected (the original's rules) is the outcome.
+"""
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import numpy as np
+
+import jax
+import jax.numpy as jnp
+
+from dynaguide_jax.demo.config import TARGET_SETUPS, DemoConfig
+from dynaguide_jax.demo.train import GOAL_KEY, downsample
+from dynaguide_jax.diffusion import DDIMSchedule
+from dynaguide_jax.dynamics import DynamicsConfig
+from dynaguide_jax.encoders import DinoV2Config
+from dynaguide_jax.envs import tabletop
+from dynaguide_jax.envs.reset_states import sample_scene_setup
+from dynaguide_jax.eval import methods
+from dynaguide_jax.eval.behaviours import detect_behaviours
+from dynaguide_jax.eval.rollout import LoopConfig, closed_loop, tabletop_env
+from dynaguide_jax.guidance import DynaGuide, GoalSet, encode_cameras, goals_from_trajectory_ends
+from dynaguide_jax.policy import DiffusionPolicy
+
+ACTION_HORIZON = 14  # executed per chunk, as the original's guided rollouts
+
+
+class DemoModels(NamedTuple):
+    policy: DiffusionPolicy
+    policy_params: dict
+    gc_policy: DiffusionPolicy
+    gc_params: dict
+    schedule: DDIMSchedule
+    encoder: DinoV2Config
+    encoder_params: dict
+    dynamics: DynamicsConfig
+    dynamics_params: dict
+
+
+class TargetGoals(NamedTuple):
+    """Goal sets of every target, padded to ``K`` rows: leading axis = target."""
+    mask: np.ndarray  # [T, K] bool
+    dynamics_goals: np.ndarray  # [T, K, P*D] the dynamics model's prediction at the goal trajectories' ends
+    features: np.ndarray  # [T, K, P, D] encoder patches of the goal frames (GPC)
+    images: np.ndarray  # [T, K, H, W, 3] the goal frames
+    gc_images: np.ndarray  # [T, K, g, g, 3] the goal frames at the GC policy's goal size
+    xyz: np.ndarray  # [T, 3] mean tcp position at the goal frames (ITPS target)
+    counts: dict  # {target: K_t}
+
+
+def load_goals(goal_dir: str, targets, models: DemoModels, cfg: DemoConfig) -> TargetGoals:
+    sets = []
+    for t in targets:
+        path = os.path.join(goal_dir, f"goals_{t}.npz")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no goal set for target {t!r} ({path}): the validation play has no {t} segment; "
+                                    "generate more play (--play-steps / --play-streams)")
+        with np.load(path) as g:
+            sets.append({k: g[k] for k in ("images", "proprio", "actions")})
+    size = max(len(s["images"]) for s in sets)
+    out = {k: [] for k in ("mask", "dynamics_goals", "features", "images")}
+    xyz = []
+    for s in sets:
+        k = len(s["images"])
+        patches = encode_cameras(models.encoder, models.encoder_params, jnp.asarray(s["images"])[:, None],
+                                 cfg.encoder_size)
+        z = goals_from_trajectory_ends(models.dynamics, models.dynamics_params, patches,
+                                       jnp.asarray(s["proprio"], jnp.float32), jnp.asarray(s["actions"]))
+        pad = lambda x: np.concatenate([np.asarray(x), np.repeat(np.asarray(x)[:1], size - k, 0)])  # noqa: E731
+        out["mask"].append(np.arange(size) < k)
+        out["dynamics_goals"].append(pad(z))
+        out["features"].append(pad(patches))
+        out["images"].append(pad(s["images"]))
+        xyz.append(np.asarray(s["proprio"], np.float32)[:, :3].mean(0))
+    images = np.stack(out.pop("images"))
+    return TargetGoals(**{k: np.stack(v) for k, v in out.items()}, images=images,
+                       gc_images=downsample(images, cfg.gc_goal_size), xyz=np.stack(xyz),
+                       counts={t: int(len(s["images"])) for t, s in zip(targets, sets)})
+
+
+def start_states(key, target: str, n: int, env: tabletop.TabletopConfig):
+    """``n`` resets with ``target``'s part fixed (``TARGET_SETUPS``), the other parts at random ends."""
+    setup = TARGET_SETUPS[target]
+
+    def one(k):
+        k_world, k_parts = jax.random.split(k)
+        s = tabletop.reset(k_world, env)
+        scene = tabletop.scene_obs(s).at[:6].set(sample_scene_setup(k_parts, setup))
+        return tabletop.reset(k_world, env, robot_obs=tabletop.robot_obs(s), scene_obs=scene)
+
+    return jax.vmap(one)(jax.random.split(key, n))
+
+
+def _policy_fn(method: str, models: DemoModels, cfg: DemoConfig, goals: dict):
+    """``goals``: one target's slice of ``TargetGoals`` (traced)."""
+    m, shape = models, (16, 7)
+    guide = DynaGuide(dynamics=m.dynamics, encoder=m.encoder, image_size=cfg.encoder_size)
+    gparams = {"dynamics": m.dynamics_params, "encoder": m.encoder_params, "sigma": cfg.sigma,
+               "goals": GoalSet(positive=goals["dynamics_goals"], positive_mask=goals["mask"])}
+    if method == "base":
+        return methods.base_fn(m.policy, m.policy_params, m.schedule, shape)
+    if method == "dynaguide":
+        return methods.guided_fn(m.policy, m.policy_params, m.schedule, guide, gparams, scale=cfg.scale,
+                                 repeats=cfg.repeats, action_shape=shape)
+    if method == "gc":
+        return methods.gc_fn(m.gc_policy, m.gc_params, m.schedule, goals["gc_images"], goal_key=GOAL_KEY,
+                             action_shape=shape, goal_mask=goals["mask"])
+    if method == "gpc":
+        return methods.gpc_fn(m.policy, m.policy_params, m.schedule, guide, gparams, goals["features"],
+                              num_samples=cfg.gpc_samples, action_shape=shape, goal_mask=goals["mask"])
+    if method == "itps":
+        return methods.itps_fn(m.policy, m.policy_params, m.schedule, goals["xyz"], scale=cfg.itps_scale,
+                               repeats=cfg.repeats, action_shape=shape)
+    raise ValueError(f"unknown method {method!r}; choose from {methods.METHODS}")
+
+
+class MethodRollouts(NamedTuple):
+    detected: np.ndarray  # [T, N] behaviour index (eval.behaviours.BEHAVIOURS)
+    robot_obs: np.ndarray  # [T, N, horizon + 1, 15]
+    scene_obs: np.ndarray  # [T, N, horizon + 1, 24]
+
+
+def run_method(method: str, models: DemoModels, goals: TargetGoals, targets, cfg: DemoConfig,
+               env: tabletop.TabletopConfig) -> MethodRollouts:
+    """``cfg.rollouts`` closed-loop rollouts per target, all targets in one jitted, vmapped program."""
+    policy = models.gc_policy if method == "gc" else models.policy
+    loop = LoopConfig(horizon=cfg.horizon, obs_horizon=policy.config.obs_horizon, action_horizon=ACTION_HORIZON,
+                      start=methods.GPC_START if method == "gpc" else None)
+    env_fns = tabletop_env(env)
+
+    def one_target(states, key, target_goals):
+        out = closed_loop(env_fns, _policy_fn(method, models, cfg, target_goals), states, key, loop)
+        return detect_behaviours(out.scene_obs, out.robot_obs).index, out.robot_obs, out.scene_obs
+
+    # the same start states and keys for every method: methods differ only in how they act
+    base_key = jax.random.key(cfg.seed + 12345)
+    states = [start_states(jax.random.fold_in(base_key, i), t, cfg.rollouts, env) for i, t in enumerate(targets)]
+    states = jax.tree.map(lambda *x: jnp.stack(x), *states)
+    keys = jax.random.split(jax.random.fold_in(base_key, 10**6), len(targets))
+    stacked = {"mask": goals.mask, "dynamics_goals": goals.dynamics_goals, "features": goals.features,
+               "gc_images": goals.gc_images, "xyz": goals.xyz}
+    detected, robot, scene = jax.jit(jax.vmap(one_target))(states, keys, jax.tree.map(jnp.asarray, stacked))
+    return MethodRollouts(*jax.device_get((detected, robot, scene)))
+
+
+def render_rollout(robot_obs, scene_obs, env: tabletop.TabletopConfig, every: int = 2) -> np.ndarray:
+    """Static-camera frames ``[T', H, W, 3]`` of one recorded rollout (states rebuilt from the obs)."""
+    idx = np.arange(0, len(robot_obs), every)
+
+    @jax.jit
+    def frames(robot, scene):
+        def one(r, s):
+            state = tabletop.reset(jax.random.key(0), env, robot_obs=r, scene_obs=s)
+            return tabletop.observe(state, env)["rgb_static"]
+        return jax.vmap(one)(robot, scene)
+
+    return np.asarray(frames(jnp.asarray(robot_obs[idx]), jnp.asarray(scene_obs[idx])))
