@@ -220,10 +220,10 @@ def run_policy_benchmark(cfg: BenchConfig, emit=print) -> list[dict]:
     return rows
 
 
-def main(argv=None):  # ``python benchmarks/guided_inference.py`` and ``dynaguide bench``
+def main(argv=None, prog=None):  # ``python benchmarks/guided_inference.py`` and ``dynaguide bench``
     from dynaguide_jax.cli_config import dataclass_from_args, dataclass_parser
 
-    p = dataclass_parser(BenchConfig, __doc__)
+    p = dataclass_parser(BenchConfig, __doc__, prog)
     p.add_argument("--out", help="also append the JSON lines to this file")
     args = p.parse_args(argv)
     cfg = dataclass_from_args(BenchConfig, args)

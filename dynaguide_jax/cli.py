@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.set_defaults(func=_sweep)
 
     conv = sub.add_parser("convert", help="convert PyTorch weights to orbax params")
-    csub = conv.add_subparsers(dest="what", required=True)
+    csub = conv.add_subparsers(dest="what", required=True, metavar="{dinov2,dynamics}")
     d = csub.add_parser("dinov2", help="HF snapshot dir or torch-hub .pth -> orbax",
                         description="Convert DinoV2 weights once; load the result with load_dinov2(OUT).")
     d.add_argument("src", help="HF snapshot directory (config.json + weights) or torch-hub .pth file")
@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     y.set_defaults(func=_convert_dynamics)
 
     data = sub.add_parser("data", help="build RLDS datasets, feature caches and goal sets")
-    dsub = data.add_subparsers(dest="what", required=True)
+    dsub = data.add_subparsers(dest="what", required=True, metavar="{build,cache,goals}")
     db = dsub.add_parser("build", help="raw CALVIN / UMI data -> RLDS (TFDS)")
     db.add_argument("format", choices=["calvin", "umi"])
     db.add_argument("raw", help="CALVIN: folder with training/ and validation/; UMI: dataset.zarr.zip")
@@ -363,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     dg.set_defaults(func=_data_goals)
 
     train = sub.add_parser("train", help="train models (resumes automatically from OUT)")
-    tsub = train.add_subparsers(dest="what", required=True)
+    tsub = train.add_subparsers(dest="what", required=True, metavar="{policy,dynamics}")
     from dynaguide_jax.policy.train import PolicyTrainConfig
 
     tp = tsub.add_parser("policy", help="train the diffusion policy (JAX), EMA + orbax checkpoints",
@@ -430,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     td.set_defaults(func=_train_dynamics)
 
     ev = sub.add_parser("eval", help="evaluate trained models offline on held-out data")
-    esub = ev.add_subparsers(dest="what", required=True)
+    esub = ev.add_subparsers(dest="what", required=True, metavar="{dynamics}")
     ed = esub.add_parser("dynamics", help="prediction error and behaviour retrieval of a trained dynamics model",
                          description="Prediction error on held-out windows next to the 'nothing moves' baseline, "
                          "and how well predictions pick the right behaviour's goal set with the guidance metric "
@@ -461,7 +461,7 @@ def main(argv=None) -> int:
     if argv[:1] == ["bench"]:  # the benchmark owns its flags (and its --help)
         from dynaguide_jax.benchmark import main as bench_main
 
-        return bench_main(argv[1:])
+        return bench_main(argv[1:], prog="dynaguide bench")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -49,8 +49,9 @@ def dataclass_from_args(cls, args: argparse.Namespace, **overrides):
     return cls(**values)
 
 
-def dataclass_parser(cls, description: str | None) -> argparse.ArgumentParser:
+def dataclass_parser(cls, description: str | None, prog: str | None = None) -> argparse.ArgumentParser:
     """A parser with one flag per field of ``cls`` and ``description`` (a module docstring) verbatim."""
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataclass_args(p, cls)
     return p

@@ -30,7 +30,9 @@ def test_help_everywhere():
                 ["train"], ["train", "policy"], ["train", "dynamics"], ["data"], ["data", "build"], ["data", "cache"],
                 ["data", "goals"], ["eval"], ["eval", "dynamics"]):
         out = dynaguide(*sub, "--help").stdout
-        assert out.startswith("usage:"), sub
+        assert out.startswith(f"usage: dynaguide {sub[0]}"), sub
+    missing = dynaguide("eval", check=False)  # no subcommand: name the choices, not an internal name
+    assert missing.returncode == 2 and "required: {dynamics}" in missing.stderr
 
 
 def test_sweep_grid_in_one_call(tmp_path):

@@ -107,4 +107,5 @@ def test_trainer_losses_do_not_depend_on_prefetching_or_where_features_are_cast(
         if depth:  # prepared ahead, in-memory batches keep up with the step (waits ~0.5% here, 36% inline)
             assert "input-bound" not in err
     assert len(runs["f32_inline"]) == 4
-    assert runs["f16_prefetch"] == runs["f32_inline"]
+    # the same batches in the same order: equal up to float rounding (XLA may fuse the cast differently)
+    np.testing.assert_allclose(runs["f16_prefetch"], runs["f32_inline"], rtol=1e-6, atol=0)
