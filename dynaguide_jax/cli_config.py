@@ -19,7 +19,8 @@ def _optional_int(text: str):
 
 
 def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip=()) -> None:
-    """``--field-name`` for every field of ``cls`` with its default and type."""
+    """``--field-name`` for every field of ``cls`` with its default and type (and its allowed values when
+    the field's metadata has ``choices``)."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
@@ -34,6 +35,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip=()) -> None:
             kw.update(type=_parse_bool, help=f"true/false (default: {f.default})")
         elif "None" in hint and "int" in hint:
             kw.update(type=_optional_int, help=f"integer or none (default: {f.default})")
+        elif f.metadata.get("choices"):  # listed in --help and checked by argparse
+            kw.update(choices=tuple(f.metadata["choices"]), help=f"default: {f.default}")
         else:
             base = {"int": int, "float": float}.get(getattr(hints[f.name], "__name__", ""), str)
             kw.update(type=base, help=f"default: {f.default}")

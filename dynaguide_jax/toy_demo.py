@@ -34,10 +34,11 @@ class ToySceneConfig:
     negative_behaviour: int | None = None
     scales: tuple[float, ...] = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0)
     repeats: int = 4
-    mode: str = "repeat"
+    mode: str = dataclasses.field(default="repeat", metadata={"choices": ("repeat", "renoise")})
     sigma: float = 1.0
-    distance: str = "l2"
-    goals_from: str = "images"  # "images" (paper: φ(g)) or "trajectories" (original code)
+    distance: str = dataclasses.field(default="l2", metadata={"choices": ("l2", "squared_l2")})
+    # "images" (paper: φ(g)) or "trajectories" (original code)
+    goals_from: str = dataclasses.field(default="images", metadata={"choices": ("images", "trajectories")})
     num_goals: int = 5
     gpc_samples: int = 5  # the sample-and-rank baseline: best of N base-policy chunks (0: skip)
     gpc_score: str = "mean_l2"  # its ranking: "mean_l2" (original code) or "metric" (the LSE metric)

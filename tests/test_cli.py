@@ -31,6 +31,9 @@ def test_help_everywhere():
                 ["data", "goals"], ["eval"], ["eval", "dynamics"]):
         out = dynaguide(*sub, "--help").stdout
         assert out.startswith(f"usage: dynaguide {sub[0]}"), sub
+    sweep_help = dynaguide("sweep", "--help").stdout
+    for choices in ("{repeat,renoise}", "{l2,squared_l2}", "{images,trajectories}"):
+        assert choices in sweep_help
     missing = dynaguide("eval", check=False)  # no subcommand: name the choices, not an internal name
     assert missing.returncode == 2 and "required: {dynamics}" in missing.stderr
 

@@ -36,15 +36,15 @@ class DemoConfig:
     # frozen encoder input (a multiple of 14)
     encoder_size: int = 56
     # policies: "state" = robot_obs + scene_obs (fast on CPU), "cameras" = both cameras + robot_obs (the original)
-    policy_obs: str = "state"
-    policy_model: str = "small"
+    policy_obs: str = dataclasses.field(default="state", metadata={"choices": POLICY_OBS})
+    policy_model: str = dataclasses.field(default="small", metadata={"choices": ("small", "paper")})
     policy_steps: int = 3000
     gc_steps: int = 3000
     gc_goal_size: int = 32  # the GC policy's goal image side (the static frame box-filtered; paper: 200)
     policy_batch: int = 64
     policy_lr: float = 1e-3
     # dynamics model
-    dynamics_model: str = "small"
+    dynamics_model: str = dataclasses.field(default="small", metadata={"choices": ("small", "paper")})
     dynamics_steps: int = 2000
     dynamics_batch: int = 64
     dynamics_lr: float = 3e-4
