@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from dynaguide_jax.demo.config import TARGET_SETUPS, DemoConfig
-from dynaguide_jax.demo.train import GOAL_KEY, downsample
+from dynaguide_jax.demo.train import downsample
 from dynaguide_jax.diffusion import DDIMSchedule
 from dynaguide_jax.dynamics import DynamicsConfig
 from dynaguide_jax.encoders import DinoV2Config
@@ -111,8 +111,8 @@ def _policy_fn(method: str, models: DemoModels, cfg: DemoConfig, goals: dict):
         return methods.guided_fn(m.policy, m.policy_params, m.schedule, guide, gparams, scale=cfg.scale,
                                  repeats=cfg.repeats, action_shape=shape)
     if method == "gc":
-        return methods.gc_fn(m.gc_policy, m.gc_params, m.schedule, goals["gc_images"], goal_key=GOAL_KEY,
-                             action_shape=shape, goal_mask=goals["mask"])
+        return methods.gc_fn(m.gc_policy, m.gc_params, m.schedule, goals["gc_images"], action_shape=shape,
+                             goal_mask=goals["mask"])
     if method == "gpc":
         return methods.gpc_fn(m.policy, m.policy_params, m.schedule, guide, gparams, goals["features"],
                               num_samples=cfg.gpc_samples, action_shape=shape, goal_mask=goals["mask"])
