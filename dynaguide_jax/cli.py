@@ -11,12 +11,21 @@ import numpy as np
 _UNSET = object()  # a demo flag the user did not give: its preset decides
 
 
+def _output_dir(path, name: str = "--out") -> None:
+    """Create a command's output directory and check it is writable before any work (one message
+    naming the path when a component is a file or permission is denied)."""
+    from dynaguide_jax.outputs import prepare_output_dir
+
+    prepare_output_dir(path, name)
+
+
 def _demo(args) -> int:
     from dynaguide_jax.demo import DemoConfig, run_demo
 
     explicit = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()
                 if k in DemoConfig.__dataclass_fields__ and k != "preset" and v is not _UNSET}
     cfg = DemoConfig.for_preset(args.preset, **explicit)
+    _output_dir(cfg.out_dir, "--out-dir")
     run_demo(cfg, fresh=args.fresh, progress=not args.quiet)
     return 0
 
@@ -28,6 +37,7 @@ def _sweep(args) -> int:
     from dynaguide_jax.toy_demo import ToySceneConfig, format_sweep, run_sweep, save_sweep_plot
 
     cfg = dataclass_from_args(ToySceneConfig, args)
+    _output_dir(cfg.out_dir, "--out-dir")
     result = run_sweep(cfg, args.seeds, args.sigmas, progress=not args.quiet)
     print(format_sweep(result))
     os.makedirs(cfg.out_dir, exist_ok=True)
@@ -42,6 +52,7 @@ def _convert_dinov2(args) -> int:
     from dynaguide_jax.encoders import load_dinov2, save_dinov2
 
     cfg, params = load_dinov2(args.src, num_heads=args.num_heads)
+    _output_dir(args.out, "OUT")
     save_dinov2(args.out, cfg, params)
     print(f"converted {args.src} -> {args.out}\n{cfg.to_json()}")
     return 0
@@ -54,6 +65,7 @@ def _convert_dynamics(args) -> int:
     cfg, params, encoder = load_original_dynamics(args.src, num_heads=args.num_heads,
                                                   patches_per_camera=args.patches_per_camera,
                                                   encoder_num_heads=args.encoder_num_heads)
+    _output_dir(args.out, "OUT")
     save_dynamics(os.path.join(args.out, "dynamics"), cfg, params)
     print(f"dynamics -> {os.path.join(args.out, 'dynamics')}\n{cfg.to_json()}")
     if encoder is not None:
@@ -102,6 +114,7 @@ def _train_policy(args) -> int:
     from dynaguide_jax.policy.windows import policy_batch
 
     cfg = dataclass_from_args(PolicyTrainConfig, args)
+    _output_dir(args.out)
     if args.data == "toy":
         pcfg = toy_policy_config(args.goal_conditioned)
         data = toy_episodes(args.data_seed, args.episodes, args.length)
@@ -145,6 +158,7 @@ def _train_dynamics(args) -> int:
     if args.coordinator:
         init_distributed(args.coordinator, args.num_processes, args.process_id)
     cfg = dataclass_from_args(DynamicsTrainConfig, args)
+    _output_dir(args.out)
     if args.data == "toy":
         from dynaguide_jax.data.toy import toy_dynamics_data
 
@@ -211,9 +225,9 @@ def _eval_dynamics(args) -> int:
     from dynaguide_jax.training.loop import load_trained_dynamics, read_run_config
 
     info = read_run_config(args.run).get("data", {})
-    config, params = load_trained_dynamics(args.run)
     args.out = args.out or os.path.join(args.run, "eval")
-    os.makedirs(args.out, exist_ok=True)
+    _output_dir(args.out)
+    config, params = load_trained_dynamics(args.run)
     windows, labels, segments = _eval_windows(args, config, info)
     report = evaluate_dynamics(config, params, windows, labels=labels, segments=segments, sigma=args.sigma,
                                distance=args.distance, max_windows=args.max_windows, batch_size=args.batch_size,
@@ -228,6 +242,7 @@ def _eval_dynamics(args) -> int:
 
 
 def _data_build(args) -> int:
+    _output_dir(args.out, "OUT")
     if args.format == "calvin":
         from data_pipelines.calvin.builder import build_calvin
 
@@ -245,6 +260,7 @@ def _data_cache(args) -> int:
     from dynaguide_jax.data.rlds import FrameStream
     from dynaguide_jax.data.toy import toy_encoder
 
+    _output_dir(args.out, "OUT")
     enc_cfg, enc_params, size = toy_encoder(args.encoder)
     if args.image_size:
         size = args.image_size
@@ -258,6 +274,7 @@ def _data_cache(args) -> int:
 def _data_goals(args) -> int:
     from dynaguide_jax.data.rlds import export_guidance_conditions
 
+    _output_dir(args.out, "OUT")
     counts = export_guidance_conditions(args.rlds, args.out, args.split, args.camera, horizon=args.horizon,
                                         seed=args.seed, keep_fraction=args.keep_fraction,
                                         max_per_behaviour=args.max_per_behaviour or None)
@@ -463,10 +480,23 @@ def main(argv=None) -> int:
 
         return bench_main(argv[1:], prog="dynaguide bench")
     args = build_parser().parse_args(argv)
+    from dynaguide_jax.outputs import NO_SPACE, OutputError, is_disk_full, quiet_disk_full_reports
+
     try:
-        return args.func(args)
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        with quiet_disk_full_reports():  # a full disk: this one message, not a traceback per pending write
+            return args.func(args)
+    except Exception as e:
+        if isinstance(e, OutputError):  # names the path and what to do (a full disk during training too)
+            msg = str(e)
+        elif is_disk_full(e):
+            out = next((v for v in (getattr(args, "out", None), getattr(args, "out_dir", None))
+                        if isinstance(v, str)), None)
+            msg = f"{NO_SPACE} while writing {os.path.abspath(out)}" if out else NO_SPACE
+            msg += ": free space and rerun"
+        elif isinstance(e, (FileNotFoundError, KeyError, ValueError)):
+            msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        else:
+            raise
         print(f"dynaguide {args.command}: error: {msg}", file=sys.stderr)
         return 2
 

@@ -201,6 +201,12 @@ def build_broken(tmp_path, mutate):
     ("empty", r"ep_start_end_ids\.npy: episode 1 is empty"),
     ("overlap", r"ep_start_end_ids\.npy: frame ranges \[0, 89\] and \[89, 154\] overlap"),
     ("no_ranges", r"ep_start_end_ids\.npy is missing"),
+    # one frame unlike the others: caught before anything is written, naming file, key, expected and found
+    ("image_size", r"training/episode_0000050\.npz: rgb_static has shape \(20, 24, 3\) uint8, expected "
+                   r"\(24, 24, 3\) uint8 as in .*training/episode_0000000\.npz"),
+    ("dtype", r"episode_0000050\.npz: robot_obs has shape \(15,\) float32, expected \(15,\) float64"),
+    ("other_split", r"validation/episode_0001010\.npz: rgb_gripper has shape \(16, 16, 3\) uint8, expected "
+                    r"\(12, 12, 3\) uint8 as in .*training/episode_0000000\.npz"),
 ])
 def test_bad_raw_data_fails_clearly_and_leaves_no_dataset(tmp_path, case, match):
     def mutate(raw):
@@ -213,6 +219,17 @@ def test_bad_raw_data_fails_clearly_and_leaves_no_dataset(tmp_path, case, match)
             d = dict(np.load(f))
             d["scene_obs"] = d["scene_obs"][:23]
             np.savez(f, **d)
+        elif case in ("image_size", "dtype", "other_split"):
+            if case == "other_split":
+                f = raw / "validation" / "episode_0001010.npz"
+            d = dict(np.load(f))
+            if case == "image_size":
+                d["rgb_static"] = d["rgb_static"][:20]
+            elif case == "dtype":
+                d["robot_obs"] = d["robot_obs"].astype(np.float32)
+            else:
+                d["rgb_gripper"] = np.zeros((16, 16, 3), np.uint8)
+            np.savez_compressed(f, **d)
         elif case == "empty":
             np.save(raw / "training" / "ep_start_end_ids.npy", np.array([[0, 89], [95, 94]]))
         elif case == "overlap":

@@ -215,14 +215,9 @@ def test_bad_checkpoints(tmp_path):
     w = ckpt["model"]["nets"]["policy.noise_pred_net.final_conv.1.weight"]
     ckpt["model"]["nets"]["policy.noise_pred_net.final_conv.1.weight"] = torch.zeros(w.shape[0], w.shape[1] + 1, 1)
     torch.save(ckpt, tmp_path / "shape.pth")
-    with pytest.raises(ValueError, match="final_conv/kernel: expected"):
+    with pytest.raises(ValueError, match=r"shape.pth: model\['nets'\]: 1 tensor\(s\) do not fit the architecture: "
+                       r"policy.noise_pred_net.final_conv.1.weight: expected \(7, 32, 1\), found \(7, 33, 1\)"):
         load_robomimic_policy(tmp_path / "shape.pth", weights="train")
-
-    ckpt = torch.load(path, weights_only=True)
-    ckpt["model"]["ema"]["shadow_params"] = ckpt["model"]["ema"]["shadow_params"][:-1]
-    torch.save(ckpt, tmp_path / "ema.pth")
-    with pytest.raises(ValueError, match="EMA holds"):
-        load_robomimic_policy(tmp_path / "ema.pth")
 
     torch.save({"model": nets, "config": "{}"}, tmp_path / "pickled.pth")  # a whole nn.Module
     with pytest.raises(UnsafeCheckpointError, match="state_dict"):
@@ -230,6 +225,56 @@ def test_bad_checkpoints(tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="not a robomimic checkpoint"):
         load_robomimic_policy(tmp_path / "other.pth")
+
+
+def test_bad_checkpoints_on_the_ema_path_name_file_and_key(tmp_path):
+    """The default weights read the EMA list: a missing / extra / mis-shaped tensor in either set, a
+    robomimic checkpoint of another algorithm or bad normalisation stats fail naming file and key."""
+    _, path = make_checkpoint(tmp_path)
+    last = "policy.noise_pred_net.final_conv.1.bias"
+
+    def broken(name, change):
+        ckpt = torch.load(path, weights_only=True)
+        change(ckpt)
+        torch.save(ckpt, tmp_path / name)
+        return tmp_path / name
+
+    def drop(c):  # a key missing from the trained weights (their EMA copy is still complete)
+        del c["model"]["nets"]["policy.noise_pred_net.mid_modules.1.cond_encoder.1.bias"]
+    with pytest.raises(KeyError, match=r"missing.pth: model\['nets'\]: missing keys: "
+                                       r"\['policy.noise_pred_net.mid_modules.1.cond_encoder.1.bias'\]"):
+        load_robomimic_policy(broken("missing.pth", drop))
+    with pytest.raises(KeyError, match=r"extra.pth: model\['nets'\]: unexpected keys: \['policy.extra.weight'\]"):
+        load_robomimic_policy(broken("extra.pth", lambda c: c["model"]["nets"].update(
+            {"policy.extra.weight": torch.zeros(3)})))
+    w = "policy.obs_encoder.nets.obs.obs_nets.eye_in_hand.nets.3.weight"
+    with pytest.raises(ValueError, match=rf"wide.pth: model\['nets'\]: 1 tensor\(s\) do not fit the architecture: "
+                                         rf"{w}: expected \(16, 16\), found \(16, 17\)"):
+        load_robomimic_policy(broken("wide.pth", lambda c: c["model"]["nets"].update({w: torch.zeros(16, 17)})))
+
+    def shadow(c):
+        return c["model"]["ema"]["shadow_params"]
+    with pytest.raises(ValueError, match=r"short.pth: model\['ema'\]\['shadow_params'\] holds \d+ tensors but "
+                                         rf"model\['nets'\] has \d+ parameters \(1 missing\).*ends at #\d+; parameters "
+                                         rf"without a tensor: {last} \(7,\)"):
+        load_robomimic_policy(broken("short.pth", lambda c: shadow(c).pop()))
+    with pytest.raises(ValueError, match=r"long.pth: .*\(1 unexpected\); matched by order, shapes first disagree at "
+                                         r"#5, where policy.obs_encoder.* is expected and the tensor has shape "
+                                         r"\(3, 3, 3\)"):
+        load_robomimic_policy(broken("long.pth", lambda c: shadow(c).insert(5, torch.zeros(3, 3, 3))))
+    with pytest.raises(ValueError, match=rf"ema_shape.pth: model\['ema'\]\['shadow_params'\]: 1 mis-shaped "
+                                         rf"tensor\(s\): #\d+ \({last}\): expected \(7,\), found \(8,\)"):
+        load_robomimic_policy(broken("ema_shape.pth", lambda c: shadow(c).__setitem__(-1, torch.zeros(8))))
+
+    def bc(c):  # robomimic's BC: Algo.serialize() is the bare state dict of its nets
+        c["model"] = {"policy.nets.0.weight": torch.zeros(4, 4)}
+        c["algo_name"] = "bc"
+    with pytest.raises(ValueError, match=r"bc.pth: algo 'bc' is not a diffusion policy checkpoint \(expected "
+                                         r"algo_name 'diffusion_policy' with model\['nets'\]"):
+        load_robomimic_policy(broken("bc.pth", bc))
+    with pytest.raises(ValueError, match=r"stats.pth: action_normalization_stats lacks actions.offset"):
+        load_robomimic_policy(broken("stats.pth", lambda c: c.update(
+            action_normalization_stats={"actions": {"scale": torch.ones(1, 7)}})))
 
 
 def test_policy_config_and_obs_validation():

@@ -2,6 +2,7 @@
 and a trained policy saved, restored, steered and run in a control loop."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -156,6 +157,12 @@ def test_trained_policy_restored_steered_and_run_in_a_loop(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, ema, jax.tree.map(np.asarray, trained.ema_params))
     with pytest.raises(ValueError, match="weights must be one of"):
         load_trained_policy(tmp_path, weights="best")
+    broken = tmp_path.parent / (tmp_path.name + "_corrupt")  # the params files of the newest step overwritten
+    shutil.copytree(tmp_path, broken)
+    for f in (broken / "checkpoints" / "4").rglob("manifest.ocdbt"):
+        f.write_bytes(b"not an ocdbt manifest")
+    with pytest.raises(ValueError, match=r"_corrupt/checkpoints/4: cannot restore the policy state of "):
+        load_trained_policy(broken)
 
     dyn = DynamicsConfig.preset("small").replace(patches_per_camera=16, proprio_dim=4)
     dyn_params = init_dynamics(dyn, jax.random.key(1))
@@ -181,6 +188,34 @@ def test_trained_policy_restored_steered_and_run_in_a_loop(tmp_path):
         assert action.shape == (7,) and np.isfinite(action).all()
         xy = np.clip(xy + action[:2] / 16, -1, 1)
     assert chunker.chunks_sampled == 2  # 12 steps, 8 executed per chunk
+
+
+def test_bad_policy_run_directories_are_named(tmp_path):
+    """Missing run, config, checkpoints, or a config that is not a policy run's: one error naming the
+    path, and nothing created on the way (CheckpointManager would create the checkpoint folder)."""
+    import dataclasses
+
+    from dynaguide_jax.diffusion.schedule import DDIMSchedule
+
+    with pytest.raises(FileNotFoundError, match=r"nope: no such policy run directory"):
+        load_trained_policy(tmp_path / "nope")
+    assert not (tmp_path / "nope").exists()
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(FileNotFoundError, match=r"run/config.json is missing: .* is not a `dynaguide train policy`"):
+        load_trained_policy(run)
+    (run / "config.json").write_text(json.dumps({"policy": toy_policy_config().to_dict(),  # as train_policy
+                                                 "train": dataclasses.asdict(PolicyTrainConfig()),
+                                                 "schedule": dataclasses.asdict(DDIMSchedule())}))
+    with pytest.raises(FileNotFoundError, match=r"run/checkpoints is missing: the run .* never saved a checkpoint"):
+        load_trained_policy(run)
+    assert not (run / "checkpoints").exists()
+    good = (run / "config.json").read_text()
+    for text, why in (("{", "Expecting property name"), (json.dumps({"policy": {}}), r"lacks \['train', 'schedule'\]"),
+                      (good.replace('"down_dims"', '"down_dimz"'), "down_dimz")):
+        (run / "config.json").write_text(text)
+        with pytest.raises(ValueError, match=rf"run/config.json: not a policy run config \(.*{why}"):
+            load_trained_policy(run)
 
 
 def test_chunker_executes_the_original_slices():

@@ -79,7 +79,7 @@ def test_bad_buffers_fail_clearly_and_leave_no_dataset(tmp_path, case, match):
                 z.writestr(n, b)
     with pytest.raises(UmiFormatError, match=match):
         build_umi(str(f), str(tmp_path / "rlds"))
-    assert not (tmp_path / "rlds" / "umi_rlds" / "1.0.0").exists()
+    assert not (tmp_path / "rlds" / "umi_rlds" / "1.1.0").exists()
 
 
 def test_cli_builds_umi(tmp_path):
@@ -94,7 +94,7 @@ def test_cli_builds_umi(tmp_path):
                        env=ENV, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     ds = p.stdout.strip().split()[-1]
-    assert ds.endswith("umi_rlds/1.0.0")
+    assert ds.endswith("umi_rlds/1.1.0")
     for args in (["data", "cache", ds, tmp_path / "feats", "--camera", "observation/camera0_rgb", "--quiet"],
                  ["train", "dynamics", "--data", "rlds", "--rlds", ds, "--features", tmp_path / "feats", "--model",
                   "small", "--horizon", "4", "--action-field", "action", "--proprio-fields", "observation/eef_pos",
@@ -107,3 +107,16 @@ def test_cli_builds_umi(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "dynaguide_jax.cli", "data", "build", "umi", str(tmp_path / "nope.zip"),
                           str(tmp_path / "x")], capture_output=True, text=True, env=ENV, timeout=600)
     assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def test_episodes_read_back_in_source_order(tmp_path):
+    from dynaguide_jax.data.rlds import iterate_episodes
+
+    lengths = (3, 5, 2, 4, 3, 6, 2, 4)  # enough episodes that a shuffled order cannot pass by chance
+    _, arrays = write_umi(tmp_path / "dataset.zarr.zip", lengths=lengths, yaws=(0.0,) * len(lengths))
+    path = build_umi(str(tmp_path / "dataset.zarr.zip"), str(tmp_path / "rlds"))
+    eps = list(iterate_episodes(path, "train", ("observation/gripper_width",)))
+    assert [len(e["observation/gripper_width"]) for e in eps] == list(lengths)
+    ends = np.cumsum(lengths)
+    for e, (a, b) in zip(eps, zip(np.r_[0, ends[:-1]], ends)):  # widths are random per frame: they identify it
+        np.testing.assert_array_equal(e["observation/gripper_width"], arrays["robot0_gripper_width"][a:b])

@@ -6,7 +6,9 @@ segmentation, run once over all sorted frames of the split: ``segment`` is a spl
 frame order, a segment may continue into the next play range, the trailing one is unlabelled "";
 ``episode_metadata/first_frame`` orders episodes), ``is_first`` / ``is_last`` / ``is_terminal``.
 TFDS writes into an ``incomplete.*`` directory and renames it when every split is done, so an
-interrupted or failed build never reads as a prepared dataset.
+interrupted or failed build never reads as a prepared dataset. Before a split yields anything, every
+frame's arrays are checked (from the ``.npy`` headers) to have the shapes and dtypes of the dataset's
+first frame, so a frame with, say, a differently sized ``rgb_static`` fails the build naming its file.
 
 Build: ``dynaguide data build calvin RAW_DIR OUT_DIR`` (``RAW_DIR`` holds ``training/`` and/or
 ``validation/``).
@@ -18,7 +20,8 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_pipelines.calvin.raw import CalvinFormatError, episode_ranges, language_by_frame, read_frame
+from data_pipelines.calvin.raw import (CalvinFormatError, check_same_layout, episode_ranges, frame_path,
+                                       language_by_frame, read_frame, scan_frame)
 from data_pipelines.calvin.segmentation import per_step_labels, segment_play
 
 SPLITS = {"training": "train", "validation": "validation"}
@@ -33,6 +36,7 @@ class CalvinRlds(tfds.core.GeneratorBasedBuilder):
 
     def __init__(self, *, raw_dir: str | None = None, **kwargs):
         self.raw_dir = raw_dir
+        self._layout = None  # (path, {key: (shape, dtype)}) of the first frame scanned, for every split
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -73,7 +77,7 @@ class CalvinRlds(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, split_dir: str):
         language = language_by_frame(split_dir)
         ranges = episode_ranges(split_dir)
-        seg_all, labels_all = split_labels(split_dir, ranges)
+        seg_all, labels_all, self._layout = split_labels(split_dir, ranges, self._layout)
         offset = 0
         for first, last in ranges:
             frames = [read_frame(split_dir, i) for i in range(int(first), int(last) + 1)]
@@ -92,14 +96,24 @@ class CalvinRlds(tfds.core.GeneratorBasedBuilder):
                                                                                    "last_frame": int(last)}}
 
 
-def split_labels(split_dir: str, ranges) -> tuple[np.ndarray, list[str]]:
-    """Segment index and behaviour of every frame of the split's ``ranges`` (in order), from one
-    segmentation pass over their sorted frames; reads only ``scene_obs`` / ``robot_obs``."""
+def split_labels(split_dir: str, ranges, layout=None):
+    """``(segment index, behaviour, layout)`` of every frame of the split's ``ranges`` (in order),
+    from one segmentation pass over their sorted frames; decompresses only ``scene_obs`` /
+    ``robot_obs``. The same pass checks that every frame stores each key with the shape and dtype of
+    ``layout`` (``(path, specs)`` of a reference frame; default: the split's first frame), which it
+    returns."""
     ids = [i for a, b in ranges for i in range(int(a), int(b) + 1)]
-    states = [read_frame(split_dir, i, ("scene_obs", "robot_obs")) for i in ids]
-    scene = np.stack([s["scene_obs"] for s in states])
-    robot = np.stack([s["robot_obs"] for s in states])
-    return per_step_labels(len(ids), segment_play(scene, robot))
+    scene, robot = [], []
+    for i in ids:
+        state, specs = scan_frame(split_dir, i, ("scene_obs", "robot_obs"))
+        if layout is None:
+            layout = (frame_path(split_dir, i), specs)
+        else:
+            check_same_layout(frame_path(split_dir, i), specs, *layout)
+        scene.append(state["scene_obs"])
+        robot.append(state["robot_obs"])
+    seg, labels = per_step_labels(len(ids), segment_play(np.stack(scene), np.stack(robot)))
+    return seg, labels, layout
 
 
 def build_calvin(raw_dir: str, out_dir: str) -> str:

@@ -5,7 +5,8 @@ eef_rot_wrt_start}`` (the rotation relative to the episode's start pose, in 6-D 
 policy observes it), ``action_absolute`` (7: xyz, axis-angle, gripper: the pose at this step),
 ``action`` (10: the next pose in the frame of this one, xyz + rot6d, and the next gripper width;
 whole chunks relative to the current pose come from ``dynaguide_jax.data.poses.relative_actions``),
-``language_instruction`` (""), ``is_first`` / ``is_last`` / ``is_terminal``.
+``language_instruction`` (""), ``is_first`` / ``is_last`` / ``is_terminal``; episodes come back in the
+buffer's order (``episode_metadata/episode``).
 Build: ``dynaguide data build umi dataset.zarr.zip OUT_DIR``.
 """
 from __future__ import annotations
@@ -22,8 +23,9 @@ LOW_DIM = ("robot0_eef_pos", "robot0_eef_rot_axis_angle", "robot0_gripper_width"
 
 
 class UmiRlds(tfds.core.GeneratorBasedBuilder):
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "UMI replay buffer as RLDS with relative 10-d actions."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "UMI replay buffer as RLDS with relative 10-d actions.",
+                     "1.1.0": "Episodes written and read in the replay buffer's order (no shuffling)."}
 
     def __init__(self, *, zarr_path: str | None = None, **kwargs):
         self.zarr_path = zarr_path
@@ -40,8 +42,10 @@ class UmiRlds(tfds.core.GeneratorBasedBuilder):
             "is_first": f.Scalar(dtype=np.bool_), "is_last": f.Scalar(dtype=np.bool_),
             "is_terminal": f.Scalar(dtype=np.bool_),
         })
-        return tfds.core.DatasetInfo(builder=self, description=__doc__, features=f.FeaturesDict({
-            "steps": f.Dataset(step), "episode_metadata": f.FeaturesDict({"episode": f.Scalar(dtype=np.int64)})}))
+        # written and read in generation order: the replay buffer's (chronological) episode order
+        features = f.FeaturesDict({"steps": f.Dataset(step),
+                                   "episode_metadata": f.FeaturesDict({"episode": f.Scalar(dtype=np.int64)})})
+        return tfds.core.DatasetInfo(builder=self, description=__doc__, features=features, disable_shuffling=True)
 
     def _split_generators(self, dl_manager):
         open_replay_buffer(self.zarr_path)  # fail before TFDS starts writing

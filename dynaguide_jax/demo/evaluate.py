@@ -99,6 +99,20 @@ def start_states(key, target: str, n: int, env: tabletop.TabletopConfig):
     return jax.vmap(one)(jax.random.split(key, n))
 
 
+class EvalStarts(NamedTuple):
+    """What every method starts from: the same resets and keys, so methods differ only in how they act."""
+    states: tabletop.TabletopState  # leading axes [T, N]
+    keys: jax.Array  # [T] one rollout key per target
+
+
+def eval_starts(seed: int, targets, n: int, env: tabletop.TabletopConfig) -> EvalStarts:
+    """``n`` start states per target (``start_states``) and the rollout keys, stacked over targets."""
+    base_key = jax.random.key(seed + 12345)
+    states = [start_states(jax.random.fold_in(base_key, i), t, n, env) for i, t in enumerate(targets)]
+    return EvalStarts(states=jax.tree.map(lambda *x: jnp.stack(x), *states),
+                      keys=jax.random.split(jax.random.fold_in(base_key, 10**6), len(targets)))
+
+
 def _policy_fn(method: str, models: DemoModels, cfg: DemoConfig, goals: dict):
     """``goals``: one target's slice of ``TargetGoals`` (traced)."""
     m, shape = models, (16, 7)
@@ -128,9 +142,9 @@ class MethodRollouts(NamedTuple):
     scene_obs: np.ndarray  # [T, N, horizon + 1, 24]
 
 
-def run_method(method: str, models: DemoModels, goals: TargetGoals, targets, cfg: DemoConfig,
+def run_method(method: str, models: DemoModels, goals: TargetGoals, starts: EvalStarts, cfg: DemoConfig,
                env: tabletop.TabletopConfig) -> MethodRollouts:
-    """``cfg.rollouts`` closed-loop rollouts per target, all targets in one jitted, vmapped program."""
+    """The rollouts from ``starts`` (``eval_starts``) of every target, in one jitted, vmapped program."""
     policy = models.gc_policy if method == "gc" else models.policy
     loop = LoopConfig(horizon=cfg.horizon, obs_horizon=policy.config.obs_horizon, action_horizon=ACTION_HORIZON,
                       start=methods.GPC_START if method == "gpc" else None)
@@ -140,14 +154,10 @@ def run_method(method: str, models: DemoModels, goals: TargetGoals, targets, cfg
         out = closed_loop(env_fns, _policy_fn(method, models, cfg, target_goals), states, key, loop)
         return detect_behaviours(out.scene_obs, out.robot_obs).index, out.robot_obs, out.scene_obs
 
-    # the same start states and keys for every method: methods differ only in how they act
-    base_key = jax.random.key(cfg.seed + 12345)
-    states = [start_states(jax.random.fold_in(base_key, i), t, cfg.rollouts, env) for i, t in enumerate(targets)]
-    states = jax.tree.map(lambda *x: jnp.stack(x), *states)
-    keys = jax.random.split(jax.random.fold_in(base_key, 10**6), len(targets))
     stacked = {"mask": goals.mask, "dynamics_goals": goals.dynamics_goals, "features": goals.features,
                "gc_images": goals.gc_images, "xyz": goals.xyz}
-    detected, robot, scene = jax.jit(jax.vmap(one_target))(states, keys, jax.tree.map(jnp.asarray, stacked))
+    detected, robot, scene = jax.jit(jax.vmap(one_target))(starts.states, starts.keys,
+                                                            jax.tree.map(jnp.asarray, stacked))
     return MethodRollouts(*jax.device_get((detected, robot, scene)))
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import jax
 
 from dynaguide_jax.demo.config import TARGET_SETUPS, DemoConfig
-from dynaguide_jax.demo.evaluate import DemoModels, load_goals, render_rollout, run_method
+from dynaguide_jax.demo.evaluate import DemoModels, eval_starts, load_goals, render_rollout, run_method
 from dynaguide_jax.demo.stages import Stages
 from dynaguide_jax.demo.train import train_demo_dynamics, train_demo_policy
 from dynaguide_jax.encoders import DinoV2Config, init_dinov2, load_dinov2
@@ -136,11 +136,12 @@ def _evaluate(cfg: DemoConfig, st: Stages, enc, enc_params, enc_text: str, log) 
         models = models._replace(schedule=dataclasses.replace(models.schedule, num_inference_steps=cfg.ddim_steps))
     goals = load_goals(st.dir("goals"), TARGETS, models, cfg)
     env = world_config(cfg)
+    starts = eval_starts(cfg.seed, TARGETS, cfg.rollouts, env)
     detected, gifs = {}, []
     os.makedirs(os.path.join(d, "gifs"), exist_ok=True)
     for method in cfg.methods:
         t0 = time.perf_counter()
-        out = run_method(method, models, goals, TARGETS, cfg, env)
+        out = run_method(method, models, goals, starts, cfg, env)
         detected[method] = {t: out.detected[i] for i, t in enumerate(TARGETS)}
         hits = [float(np.mean(out.detected[i] == BEHAVIOURS.index(t))) for i, t in enumerate(TARGETS)]
         log(f"  {method:>9}: mean success {np.mean(hits):.0%} ({time.perf_counter() - t0:.0f} s)")

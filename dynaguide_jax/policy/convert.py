@@ -6,19 +6,25 @@ whose ``shadow_params`` list follows ``nets.parameters()`` order), ``config`` (a
 ``select_weights``). The UNet is built with ConditionalUnet1D's defaults, not the config's
 ``algo.unet`` block, so its sizes are read from the weights. Buffers (SpatialSoftmax
 ``pos_x``/``pos_y``/``temperature``) are checked, not learned.
+
+Validation happens before any conversion, each failure naming the file: the algorithm
+(``algo_name`` 'diffusion_policy' with ``model['nets']``), the key set of ``model['nets']`` against
+the architecture's (missing and unexpected keys), every tensor's shape against the one the Flax
+model needs (``torch_shapes``), then the EMA ``shadow_params`` (count and each tensor's shape,
+matched to the parameter names by order).
 """
 from __future__ import annotations
 
 import json
 import re
-from typing import NamedTuple
+from typing import Mapping, NamedTuple
 
 import numpy as np
 
 from dynaguide_jax.diffusion.schedule import DDIMSchedule
 from dynaguide_jax.policy.config import PolicyConfig
 from dynaguide_jax.policy.obs_encoder import keypoint_grid
-from dynaguide_jax.torch_io import as_float32, check_keys, linear, load_torch_file, tensors_to_numpy
+from dynaguide_jax.torch_io import as_float32, check_keys, load_torch_file, tensors_to_numpy
 
 UNET = "policy.noise_pred_net."
 BUFFER_SUFFIXES = ("pos_x", "pos_y", "temperature", "running_mean", "running_var", "num_batches_tracked")
@@ -33,22 +39,40 @@ class RobomimicPolicy(NamedTuple):
     weights: str  # the set used: "robomimic" (EMA noise net, trained encoders), "ema" or "train"
 
 
-def conv1d(s, name):
-    p = {"kernel": np.ascontiguousarray(s[f"{name}.weight"].transpose(2, 1, 0))}
+class _KeyProbe(dict):
+    """A stand-in state dict holding only key names: converting it gives, at every Flax leaf, the
+    ``(torch key, axis permutation)`` it comes from (see ``torch_shapes``)."""
+
+
+def _take(s, key: str, perm: tuple | None = None):
+    """``s[key]`` with its axes permuted (torch layout -> Flax layout); ``(key, perm)`` for a probe."""
+    if isinstance(s, _KeyProbe):
+        return key, perm
+    return s[key] if perm is None else np.ascontiguousarray(s[key].transpose(perm))
+
+
+def _with_bias(s, name, perm):
+    p = {"kernel": _take(s, f"{name}.weight", perm)}
     if f"{name}.bias" in s:
-        p["bias"] = s[f"{name}.bias"]
+        p["bias"] = _take(s, f"{name}.bias")
     return p
+
+
+def conv1d(s, name):
+    return _with_bias(s, name, (2, 1, 0))
 
 
 def conv2d(s, name):
-    p = {"kernel": np.ascontiguousarray(s[f"{name}.weight"].transpose(2, 3, 1, 0))}
-    if f"{name}.bias" in s:
-        p["bias"] = s[f"{name}.bias"]
-    return p
+    return _with_bias(s, name, (2, 3, 1, 0))
+
+
+def linear(s, name):
+    """torch ``Linear`` ``name.weight [out, in]`` / ``name.bias`` -> Flax Dense params."""
+    return _with_bias(s, name, (1, 0))
 
 
 def group_norm(s, name):
-    return {"scale": s[f"{name}.weight"], "bias": s[f"{name}.bias"]}
+    return {"scale": _take(s, f"{name}.weight"), "bias": _take(s, f"{name}.bias")}
 
 
 def _res_block(s, p):
@@ -60,17 +84,23 @@ def _res_block(s, p):
     return out
 
 
-def unet_sizes(s) -> dict:
+def unet_sizes(s, source: str = "state dict") -> dict:
     """UNet sizes read from a few weight shapes (robomimic ignores the config's ``algo.unet``)."""
+    def shape(key, ndim):
+        if key not in s:
+            raise KeyError(f"{source}: not a robomimic ConditionalUnet1D policy (missing {key})")
+        if s[key].ndim != ndim:
+            raise ValueError(f"{source}: {key}: expected a {ndim}-d tensor, found shape {tuple(s[key].shape)}")
+        return s[key].shape
+
     first_conv = re.escape(UNET) + r"down_modules\.(\d+)\.0\.blocks\.0\.block\.0\.weight$"
     downs = [int(m.group(1)) for k in s if (m := re.match(first_conv, k))]
-    if not downs:
-        raise KeyError(f"{UNET}down_modules.0.0.blocks.0.block.0.weight")
-    down_dims = tuple(s[f"{UNET}down_modules.{i}.0.blocks.0.block.0.weight"].shape[0] for i in range(max(downs) + 1))
-    first = s[f"{UNET}down_modules.0.0.blocks.0.block.0.weight"]
-    return {"down_dims": down_dims, "kernel_size": first.shape[2], "action_dim": first.shape[1],
-            "step_embed_dim": s[UNET + "diffusion_step_encoder.3.weight"].shape[0],
-            "cond_total": s[UNET + "mid_modules.0.cond_encoder.1.weight"].shape[1]}
+    first = shape(f"{UNET}down_modules.0.0.blocks.0.block.0.weight", 3)
+    down_dims = tuple(shape(f"{UNET}down_modules.{i}.0.blocks.0.block.0.weight", 3)[0]
+                      for i in range(max(downs) + 1))
+    return {"down_dims": down_dims, "kernel_size": first[2], "action_dim": first[1],
+            "step_embed_dim": shape(UNET + "diffusion_step_encoder.3.weight", 2)[0],
+            "cond_total": shape(UNET + "mid_modules.0.cond_encoder.1.weight", 2)[1]}
 
 
 def unet_params(s, n_down: int) -> dict:
@@ -89,9 +119,9 @@ def unet_params(s, n_down: int) -> dict:
     for i in range(n_down - 1):
         for j in range(2):
             p[f"up{i}_res{j}"] = _res_block(s, f"{UNET}up_modules.{i}.{j}.")
-        w = s[f"{UNET}up_modules.{i}.2.conv.weight"]  # torch ConvTranspose1d [in, out, k]
-        p[f"up{i}_upsample"] = {"kernel": np.ascontiguousarray(w.transpose(2, 0, 1)),
-                                "bias": s[f"{UNET}up_modules.{i}.2.conv.bias"]}
+        # torch ConvTranspose1d [in, out, k]
+        p[f"up{i}_upsample"] = {"kernel": _take(s, f"{UNET}up_modules.{i}.2.conv.weight", (2, 0, 1)),
+                                "bias": _take(s, f"{UNET}up_modules.{i}.2.conv.bias")}
     return p
 
 
@@ -111,9 +141,9 @@ def visual_core_params(s, prefix: str, num_stages: int = 4) -> dict:
             "linear": linear(s, prefix + "nets.3")}
 
 
-def apply_ema(nets: dict[str, np.ndarray], shadow: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """Replace trainable parameters by ``shadow_params`` (``nets.parameters()`` order: state-dict
-    order without buffers and without the aliases a shared module leaves in the state dict)."""
+def parameter_keys(nets: Mapping) -> list[str]:
+    """``nets.parameters()`` order: state-dict order without buffers and without the aliases a
+    shared module leaves in the state dict."""
     keys = []
     for k in nets:
         if k.endswith(BUFFER_SUFFIXES):
@@ -121,17 +151,53 @@ def apply_ema(nets: dict[str, np.ndarray], shadow: list[np.ndarray]) -> dict[str
         if re.search(r"\.obs_nets\.[^.]+\.nets\.[01]\.", k):  # VisualCore.nets aliases backbone/pool
             continue
         keys.append(k)
+    return keys
+
+
+def apply_ema(nets: dict[str, np.ndarray], shadow: list[np.ndarray], source: str = "checkpoint",
+              shapes: Mapping[str, tuple] | None = None) -> dict[str, np.ndarray]:
+    """Replace trainable parameters by ``shadow_params``, matched to names by order (robomimic
+    keeps no names for them); every tensor's shape must be its parameter's (``shapes``: the
+    architecture's, default the shapes in ``nets``)."""
+    keys = parameter_keys(nets)
+    want = [tuple(shapes[k]) if shapes is not None and k in shapes else tuple(nets[k].shape) for k in keys]
+    got = [tuple(v.shape) for v in shadow]
+    where = f"{source}: model['ema']['shadow_params']"
     if len(keys) != len(shadow):
-        raise ValueError(f"EMA holds {len(shadow)} tensors but the model has {len(keys)} parameters")
+        n, m = len(shadow), len(keys)
+        i = next((i for i, (w, g) in enumerate(zip(want, got)) if w != g), min(n, m))
+        head = (f"{where} holds {n} tensors but model['nets'] has {m} parameters "
+                f"({abs(n - m)} {'unexpected' if n > m else 'missing'}); matched by order, ")
+        if i == min(n, m) and n > m:
+            tail = f"the unexpected tensor(s) follow the last parameter, from #{i} (shape {got[i]})"
+        elif i == min(n, m):
+            lacking = [f"{k} {w}" for k, w in zip(keys[i:i + 3], want[i:i + 3])]
+            tail = f"the list ends at #{i}; parameters without a tensor: {', '.join(lacking)}" + (
+                " ..." if m > i + 3 else "")
+        else:
+            tail = (f"shapes first disagree at #{i}, where {keys[i]} {want[i]} is expected and the tensor has shape "
+                    f"{got[i]} (the {'unexpected' if n > m else 'missing'} tensor is at or before it)")
+        raise ValueError(head + tail)
+    bad = [f"#{i} ({k}): expected {w}, found {g}" for i, (k, w, g) in enumerate(zip(keys, want, got)) if w != g]
+    if bad:
+        raise ValueError(f"{where}: {len(bad)} mis-shaped tensor(s): " + "; ".join(bad[:5])
+                         + (" ..." if len(bad) > 5 else ""))
     out = dict(nets)
-    for k, v in zip(keys, shadow):
-        if v.shape != nets[k].shape:
-            raise ValueError(f"EMA tensor for {k} has shape {v.shape}, expected {nets[k].shape}")
-        out[k] = v
+    out.update(zip(keys, shadow))
     return out
 
 
-def select_weights(nets: dict, ema: dict | None, weights: str, ema_enabled: bool, source: str):
+def _ema_tensors(shadow, source: str) -> list[np.ndarray]:
+    out = []
+    for i, t in enumerate(shadow):
+        if not hasattr(t, "detach"):
+            raise ValueError(f"{source}: model['ema']['shadow_params'][{i}] is a {type(t).__name__}, not a tensor")
+        out.append(np.asarray(t.detach().cpu().float().numpy()))
+    return out
+
+
+def select_weights(nets: dict, ema: dict | None, weights: str, ema_enabled: bool, source: str,
+                   shapes: Mapping[str, tuple] | None = None):
     """The state dict to convert and the name of its weight set.
 
     robomimic's inference (robomimic/algo/diffusion_policy.py, ``_get_action_trajectory`` and its
@@ -144,26 +210,40 @@ def select_weights(nets: dict, ema: dict | None, weights: str, ema_enabled: bool
         raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
     if weights == "train" or (weights == "robomimic" and not ema_enabled):
         return nets, "train"
-    shadow = (ema or {}).get("shadow_params")
+    shadow = ema.get("shadow_params") if isinstance(ema, Mapping) else None
     if not shadow:
         why = "its config enables EMA (algo.ema.enabled) but " if weights == "robomimic" else ""
         raise ValueError(f"{source}: weights={weights!r} needs EMA weights, but {why}model['ema'] has no "
                          "shadow_params; weights='train' loads the trained weights")
-    averaged = apply_ema(nets, [np.asarray(t.detach().cpu().float().numpy()) for t in shadow])
+    averaged = apply_ema(nets, _ema_tensors(shadow, source), source, shapes)
     if weights == "ema":
         return averaged, "ema"
     return {k: averaged[k] if k.startswith(UNET) else v for k, v in nets.items()}, "robomimic"
 
 
-def _json_config(ckpt: dict) -> dict:
+def _json_config(ckpt: dict, source: str = "checkpoint") -> dict:
     raw = ckpt.get("config")
-    cfg = json.loads(raw) if isinstance(raw, str) else raw
+    try:
+        cfg = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError as e:
+        raise ValueError(f"{source}: 'config' is not valid JSON ({e})") from None
     if not isinstance(cfg, dict) or "algo" not in cfg or "observation" not in cfg:
-        raise ValueError("checkpoint 'config' must be robomimic's JSON config with 'algo' and 'observation'")
+        raise ValueError(f"{source}: checkpoint 'config' must be robomimic's JSON config with 'algo' and "
+                         "'observation'")
     return cfg
 
 
-def _config_from(ckpt: dict, sizes: dict, state, n_groups: int) -> tuple[PolicyConfig, DDIMSchedule]:
+def _config_from(ckpt: dict, sizes: dict, state, n_groups: int,
+                 source: str = "checkpoint") -> tuple[PolicyConfig, DDIMSchedule]:
+    try:
+        return _parse_config(ckpt, sizes, state, n_groups)
+    except (KeyError, TypeError, IndexError) as e:  # malformed config / shape_metadata entries
+        what = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise ValueError(f"{source}: robomimic 'config' or 'shape_metadata' is malformed "
+                         f"({type(e).__name__}: {what!r})") from None
+
+
+def _parse_config(ckpt: dict, sizes: dict, state, n_groups: int) -> tuple[PolicyConfig, DDIMSchedule]:
     cfg = _json_config(ckpt)
     algo, obs_cfg = cfg["algo"], cfg["observation"]
     shapes = ckpt["shape_metadata"]["all_shapes"]
@@ -187,7 +267,9 @@ def _config_from(ckpt: dict, sizes: dict, state, n_groups: int) -> tuple[PolicyC
     if rgb_names:
         cam = next(k for k in obs_keys if k in rgb_names)
         pre = f"policy.obs_encoder.nets.obs.obs_nets.{cam}.backbone.nets."
-        widths = tuple(state[f"{pre}{4 + i}.0.conv1.weight"].shape[0] for i in range(4))
+        convs = [state.get(f"{pre}{4 + i}.0.conv1.weight") for i in range(4)]
+        if all(c is not None and c.ndim == 4 for c in convs):  # else the key and shape checks name them
+            widths = tuple(c.shape[0] for c in convs)
         temp = state.get(f"policy.obs_encoder.nets.obs.obs_nets.{cam}.pool.temperature")
         if temp is not None and not np.allclose(temp, core.get("pool_kwargs", {}).get("temperature", 1.0)):
             raise ValueError("SpatialSoftmax temperature in the weights differs from the config")
@@ -271,38 +353,71 @@ def check_state(state: dict, config: PolicyConfig, source: str) -> None:
     check_keys(expected_keys(config), state, source, ignored=ignored)
 
 
-def check_shapes(params: dict, config: PolicyConfig, source: str) -> None:
+def torch_shapes(config: PolicyConfig) -> dict[str, tuple]:
+    """The torch shape of every trainable key of ``expected_keys(config)``, from the shapes of the
+    Flax model's parameters (``jax.eval_shape``, nothing allocated) through the conversion's own
+    key mapping and axis permutations, so the two cannot disagree."""
     import jax
 
     from dynaguide_jax.policy.diffusion_policy import DiffusionPolicy
 
     want = jax.eval_shape(DiffusionPolicy(config).init, jax.random.key(0))
-    bad = []
+    src = _params_tree(_KeyProbe.fromkeys(expected_keys(config)), config)
+    out, unmatched = {}, []
 
     def visit(w, p, path):
-        for k in w:
-            if k not in p:
-                bad.append(f"{path}{k}: missing")
-            elif isinstance(w[k], dict):
+        for k in sorted(set(w) | set(p)):
+            if k not in w or k not in p:
+                unmatched.append(f"{path}{k}")
+            elif isinstance(w[k], Mapping):
                 visit(w[k], p[k], f"{path}{k}/")
-            elif tuple(w[k].shape) != tuple(p[k].shape):
-                bad.append(f"{path}{k}: expected {tuple(w[k].shape)}, got {tuple(p[k].shape)}")
+            else:
+                key, perm = p[k]
+                shape = tuple(w[k].shape)
+                if perm is None:
+                    out[key] = shape
+                else:  # flax = torch.transpose(perm): flax.shape[i] == torch.shape[perm[i]]
+                    torch_shape = [0] * len(perm)
+                    for i, axis in enumerate(perm):
+                        torch_shape[axis] = shape[i]
+                    out[key] = tuple(torch_shape)
 
-    visit(want, params, "")
+    visit(want, src, "")
+    if unmatched:  # the converter and the Flax model disagree: a bug here, not in the checkpoint
+        raise AssertionError(f"Flax parameters without a checkpoint key or vice versa: {unmatched[:10]}")
+    return out
+
+
+def check_tensor_shapes(state: Mapping, shapes: Mapping[str, tuple], source: str) -> None:
+    """Every tensor of ``state`` whose key is in ``shapes`` has that shape; else a ``ValueError``
+    naming the first few keys with the expected and found shapes."""
+    bad = [f"{k}: expected {tuple(shapes[k])}, found {tuple(v.shape)}" for k, v in state.items()
+           if k in shapes and tuple(v.shape) != tuple(shapes[k])]
     if bad:
-        raise ValueError(f"{source}: mis-shaped weights: " + "; ".join(bad[:20]))
+        raise ValueError(f"{source}: {len(bad)} tensor(s) do not fit the architecture: " + "; ".join(bad[:5])
+                         + (" ..." if len(bad) > 5 else ""))
 
 
-def state_to_params(state: dict, config: PolicyConfig, source: str) -> dict:
-    check_state(state, config, source)
-    unet = unet_params(state, len(config.down_dims))
-    params = {"noise_pred_net": unet}
+def _params_tree(state: Mapping, config: PolicyConfig) -> dict:
+    params = {"noise_pred_net": unet_params(state, len(config.down_dims))}
     groups = [("obs", "obs_encoder", config.rgb_keys)]
     if config.goal_rgb_keys:
         groups.append(("goal", "goal_encoder", config.goal_rgb_keys))
     for group, name, cams in groups:
         params[name] = {cam: visual_core_params(state, f"policy.obs_encoder.nets.{group}.obs_nets.{cam}.")
                         for cam in cams}
+    return params
+
+
+def state_to_params(state: dict, config: PolicyConfig, source: str, checked: bool = False) -> dict:
+    """Conversion to Flax params, checking the SpatialSoftmax grids and (unless ``checked``: the
+    caller did) the key set and every tensor's shape."""
+    if not checked:
+        check_state(state, config, source)
+        check_tensor_shapes(state, torch_shapes(config), source)
+    params = _params_tree(state, config)
+    groups = [("obs", config.rgb_keys)] + ([("goal", config.goal_rgb_keys)] if config.goal_rgb_keys else [])
+    for group, cams in groups:
         for cam in cams:
             p = f"policy.obs_encoder.nets.{group}.obs_nets.{cam}.pool."
             if p + "pos_x" in state:
@@ -328,28 +443,61 @@ def load_robomimic_policy(path, weights: str = "robomimic", n_groups: int = 8) -
     ``select_weights``. ``n_groups`` is ConditionalUnet1D's GroupNorm group count, which robomimic
     leaves at its default of 8 and which the weights cannot reveal.
     """
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
     path = str(path)
     ckpt = load_torch_file(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise ValueError(f"{path}: not a robomimic checkpoint (expected a dict with 'model', 'config', "
                          "'shape_metadata')")
+    model = ckpt["model"]
+    raw_cfg = ckpt.get("config")
+    algo = ckpt.get("algo_name") or (json.loads(raw_cfg).get("algo_name") if _is_json_object(raw_cfg) else None)
+    found = (f"model keys {sorted(map(str, model))[:5]}" if isinstance(model, Mapping) else
+             f"model is a {type(model).__name__}")
+    if algo not in (None, "diffusion_policy"):
+        raise ValueError(f"{path}: algo {algo!r} is not a diffusion policy checkpoint (expected algo_name "
+                         f"'diffusion_policy' with model['nets']; found {found})")
+    if not isinstance(model, Mapping) or "nets" not in model:
+        raise ValueError(f"{path}: not a robomimic diffusion policy checkpoint (expected algo_name "
+                         f"'diffusion_policy' with model['nets']; found {found})")
     for k in ("config", "shape_metadata"):
         if k not in ckpt:
             raise ValueError(f"{path}: robomimic checkpoint lacks {k!r}")
-    model = ckpt["model"]
-    nets = tensors_to_numpy(model["nets"], path)
-    ema_enabled = bool(_json_config(ckpt)["algo"].get("ema", {}).get("enabled", True))
-    nets, used = select_weights(nets, model.get("ema"), weights, ema_enabled, path)
+    if not isinstance(ckpt["shape_metadata"], Mapping) or not isinstance(
+            ckpt["shape_metadata"].get("all_shapes"), Mapping):
+        raise ValueError(f"{path}: shape_metadata must be a dict with 'all_shapes' (observation key -> shape)")
+    nets = tensors_to_numpy(model["nets"], f"{path}: model['nets']")
+    ema_enabled = bool(_json_config(ckpt, path)["algo"].get("ema", {}).get("enabled", True))
+    # every check runs on the trained weights before EMA is applied, so its messages name keys
+    config, schedule = _config_from(ckpt, unet_sizes(nets, path), nets, n_groups, path)
+    check_state(nets, config, f"{path}: model['nets']")
+    shapes = torch_shapes(config)
+    check_tensor_shapes(nets, shapes, f"{path}: model['nets']")
+    nets, used = select_weights(nets, model.get("ema"), weights, ema_enabled, path, shapes)
+    params = state_to_params(nets, config, path, checked=True)
+    return RobomimicPolicy(config, params, schedule, _action_stats(ckpt, config.action_dim, path), used)
+
+
+def _is_json_object(raw) -> bool:
     try:
-        sizes = unet_sizes(nets)
-    except KeyError as e:
-        raise KeyError(f"{path}: not a robomimic ConditionalUnet1D policy (missing {e})") from None
-    config, schedule = _config_from(ckpt, sizes, nets, n_groups)
-    params = state_to_params(nets, config, path)
-    check_shapes(params, config, path)
+        return isinstance(json.loads(raw), dict)
+    except (TypeError, ValueError):
+        return False
+
+
+def _action_stats(ckpt: dict, action_dim: int, source: str) -> dict | None:
     stats = ckpt.get("action_normalization_stats")
-    if stats:
-        stats = tensors_to_numpy(stats)
-        stats = {"scale": np.asarray(stats["actions.scale"], np.float32),
-                 "offset": np.asarray(stats["actions.offset"], np.float32)}
-    return RobomimicPolicy(config, params, schedule, stats or None, used)
+    if not stats:
+        return None
+    stats = tensors_to_numpy(stats, f"{source}: action_normalization_stats")
+    out = {}
+    for name in ("scale", "offset"):
+        key = f"actions.{name}"
+        if key not in stats:
+            raise ValueError(f"{source}: action_normalization_stats lacks {key} (found {sorted(stats)[:5]})")
+        out[name] = np.asarray(stats[key], np.float32)
+        if out[name].size != action_dim:
+            raise ValueError(f"{source}: action_normalization_stats {key} has shape {out[name].shape}, expected "
+                             f"{action_dim} values (the policy's action size)")
+    return out

@@ -100,8 +100,9 @@ def train_policy(policy: DiffusionPolicy, batches: Callable[[int], dict], cfg: P
     # the EMA starts as a copy (diffusers); separate buffers, since the train step donates the state
     state = {"params": params, "opt_state": optimizer.init(params), "ema": jax.tree.map(jnp.copy, params),
              "step": jnp.zeros((), jnp.int32)}
-    mgr = CheckpointManager(run_dir, keep=cfg.keep_checkpoints)
-    _write_config(mgr.directory, policy, cfg, schedule)
+    mgr = CheckpointManager(run_dir, keep=cfg.keep_checkpoints)  # a full disk: one DiskFullError
+    mgr.write_json("config.json", {"policy": policy.config.to_dict(), "train": dataclasses.asdict(cfg),
+                                   "schedule": dataclasses.asdict(schedule)})
     resumed = mgr.latest_step
     if resumed is not None:
         # restored arrays come back committed to a device, fresh ones are not: as fresh host-backed
@@ -130,12 +131,6 @@ def train_policy(policy: DiffusionPolicy, batches: Callable[[int], dict], cfg: P
     return TrainResult(state["params"], state["ema"], losses, resumed)
 
 
-def _write_config(directory, policy, cfg, schedule):
-    with open(os.path.join(directory, "config.json"), "w") as f:
-        json.dump({"policy": policy.config.to_dict(), "train": dataclasses.asdict(cfg),
-                   "schedule": dataclasses.asdict(schedule)}, f, indent=2)
-
-
 INFERENCE_WEIGHTS = ("robomimic", "ema", "train")
 
 
@@ -158,16 +153,41 @@ def load_trained_policy(run_dir: str | os.PathLike, weights: str = "robomimic"):
         raise ValueError(f"weights must be one of {INFERENCE_WEIGHTS}, got {weights!r}")
     from dynaguide_jax.policy.config import PolicyConfig
 
-    with open(os.path.join(os.fspath(run_dir), "config.json")) as f:
-        meta = json.load(f)
-    policy = DiffusionPolicy(PolicyConfig.from_dict(meta["policy"]))
-    # runs written before the optimizer became a setting trained with AdamW + warm-up + cosine
-    tcfg = PolicyTrainConfig(**{"optimizer": "adamw", "lr_schedule": "warmup_cosine", **meta["train"]})
-    schedule = DDIMSchedule(**meta["schedule"])
+    run_dir = os.fspath(run_dir)
+    cfg_path = os.path.join(run_dir, "config.json")
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"{run_dir}: no such policy run directory")
+    if not os.path.isfile(cfg_path):
+        raise FileNotFoundError(f"{cfg_path} is missing: {run_dir} is not a `dynaguide train policy` run")
+    try:
+        with open(cfg_path) as f:
+            meta = json.load(f)
+        missing = [k for k in ("policy", "train", "schedule") if k not in meta]
+        if missing:
+            raise ValueError(f"lacks {missing}")
+        policy = DiffusionPolicy(PolicyConfig.from_dict(meta["policy"]))
+        # runs written before the optimizer became a setting trained with AdamW + warm-up + cosine
+        tcfg = PolicyTrainConfig(**{"optimizer": "adamw", "lr_schedule": "warmup_cosine", **meta["train"]})
+        schedule = DDIMSchedule(**meta["schedule"])
+    except (ValueError, TypeError, AttributeError) as e:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{cfg_path}: not a policy run config ({e})") from None
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    if not os.path.isdir(ckpt_dir):  # checked here: CheckpointManager would create it
+        raise FileNotFoundError(f"{ckpt_dir} is missing: the run {run_dir} never saved a checkpoint")
     params = policy.init(jax.random.key(0))
     optimizer, _ = tcfg.make_optimizer()
     like = {"params": params, "opt_state": optimizer.init(params), "ema": params, "step": jnp.zeros((), jnp.int32)}
     mgr = CheckpointManager(run_dir, keep=tcfg.keep_checkpoints)
-    state = mgr.restore(like)
-    mgr.close()
+    step = mgr.latest_step
+    if step is None:
+        mgr.close()
+        raise FileNotFoundError(f"{ckpt_dir} holds no complete checkpoint")
+    try:
+        state = mgr.restore(like, step)
+    except Exception as e:  # orbax / tensorstore raise many types for corrupt or mismatched files
+        detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        raise ValueError(f"{os.path.join(ckpt_dir, str(step))}: cannot restore the policy state of "
+                         f"{cfg_path}'s model ({type(e).__name__}: {detail})") from e
+    finally:
+        mgr.close()
     return policy, jax.tree.map(np.asarray, inference_params(state["params"], state["ema"], weights)), schedule

@@ -101,17 +101,17 @@ def train_dynamics(config: DynamicsConfig, batches: Callable[[int, slice], dict]
     state_sharding = jax.tree.map(lambda x: x.sharding, state)
     mgr = CheckpointManager(run_dir, keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoints)
     lead = jax.process_index() == 0
-    if lead:
-        with open(os.path.join(mgr.directory, "config.json"), "w") as f:
-            json.dump({"dynamics": config.to_dict(), "train": dataclasses.asdict(cfg), "data": data_info or {},
-                       "mesh": dict(mesh.shape), "processes": jax.process_count()}, f, indent=2)
+    if lead:  # the run's writes go through mgr: a full disk is one DiskFullError naming the run directory
+        mgr.write_json("config.json", {"dynamics": config.to_dict(), "train": dataclasses.asdict(cfg),
+                                       "data": data_info or {}, "mesh": dict(mesh.shape),
+                                       "processes": jax.process_count()})
     resumed = mgr.latest_step
     if resumed is not None:
         state = mgr.restore(state)
         if lead:
             mgr.truncate_metrics(resumed)
     step_fn = make_train_step(model_cfg, optimizer, schedule if cfg.noised else None, cfg.steps, state_sharding, mesh)
-    writer = _tensorboard(mgr.directory) if lead else None
+    writer = mgr.attach(_tensorboard(mgr.directory)) if lead else None  # closed by mgr.close()
     rows = process_rows(cfg.global_batch)
     start, end = int(state["step"]), cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc="train dynamics",
@@ -152,8 +152,6 @@ def train_dynamics(config: DynamicsConfig, batches: Callable[[int, slice], dict]
             if (i + 1) % cfg.checkpoint_every == 0 or i + 1 == end:
                 mgr.save(i + 1, state)
     mgr.close()
-    if writer is not None:
-        writer.close()
     losses = [(r["step"], r["loss"]) for r in mgr.metrics()] if lead else []
     return DynamicsTrainResult(state["params"], losses, resumed, metrics)
 
