@@ -1,7 +1,7 @@
 """Dynamics-training throughput, cached features vs pixels (JSON lines). --help for options."""
 import sys
 
-from dynaguide_jax.training_benchmark import main
+from dynaguide_jax.cli.bench import run_dynamics_training
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_dynamics_training())

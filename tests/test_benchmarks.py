@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
+from dynaguide_jax.bench.dynamics_training import PEAK_BF16_TFLOPS, TrainBenchConfig, peak_for
+from dynaguide_jax.bench.dynamics_training import run as run_training
+from dynaguide_jax.bench.input_pipeline import InputBenchConfig, needed_rate
+from dynaguide_jax.bench.input_pipeline import run as run_input
 from dynaguide_jax.dynamics import DynamicsConfig
 from dynaguide_jax.dynamics.model import flops_per_sample
-from dynaguide_jax.input_benchmark import InputBenchConfig, needed_rate
-from dynaguide_jax.input_benchmark import run as run_input
-from dynaguide_jax.training_benchmark import PEAK_BF16_TFLOPS, TrainBenchConfig, peak_for
-from dynaguide_jax.training_benchmark import run as run_training
 from tests.test_cli import ENV
 
 

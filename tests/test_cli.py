@@ -1,4 +1,5 @@
-"""The ``dynaguide`` command, called as a user would (subprocess)."""
+"""The ``dynaguide`` command, called as a user would (subprocess), or in-process through ``main`` where that
+is enough (error handling, argument checks, small runs)."""
 import json
 import os
 import subprocess
@@ -9,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from dynaguide_jax.cli import bench, build_parser, main
+from dynaguide_jax.cli.parser_tree import shown_default, walk
 from dynaguide_jax.encoders import load_dinov2
 from tests.oracles.dinov2_hub import HubDinoV2, randomize_
 from tests.test_dynamics import small_oracle
@@ -28,7 +31,7 @@ def test_help_everywhere():
     assert "demo" in dynaguide("--help").stdout
     for sub in (["demo"], ["sweep"], ["convert"], ["convert", "dinov2"], ["convert", "dynamics"], ["bench"],
                 ["train"], ["train", "policy"], ["train", "dynamics"], ["data"], ["data", "build"], ["data", "cache"],
-                ["data", "goals"], ["eval"], ["eval", "dynamics"]):
+                ["data", "goals"], ["data", "play"], ["eval"], ["eval", "dynamics"]):
         out = dynaguide(*sub, "--help").stdout
         assert out.startswith(f"usage: dynaguide {sub[0]}"), sub
     sweep_help = dynaguide("sweep", "--help").stdout
@@ -36,6 +39,74 @@ def test_help_everywhere():
         assert choices in sweep_help
     missing = dynaguide("eval", check=False)  # no subcommand: name the choices, not an internal name
     assert missing.returncode == 2 and "required: {dynamics}" in missing.stderr
+    # every option of every (sub)command and benchmark: its allowed values and its default in --help
+    parsers = [(" ".join(("dynaguide", *path)), p) for path, p in walk(build_parser())]
+    parsers += [(name, make()) for name, make in bench.PARSERS.items()]
+    assert len(parsers) == 20  # dynaguide, 16 subcommands, 3 benchmarks
+    for name, parser in parsers:
+        text, formatter = parser.format_help(), parser._get_formatter()
+        for action in parser._actions:
+            for choice in action.choices or ():
+                assert str(choice) in text, (name, action.dest, choice)
+            default = shown_default(action)
+            if default is not None:
+                help_text = formatter._expand_help(action) if action.help else ""
+                assert "default" in help_text and default.split()[0] in help_text, (name, action.dest, help_text)
+
+
+def test_debug_raises_what_is_otherwise_one_line(tmp_path, capsys):
+    bad = ["--out", tmp_path, "--streams", "2", "--validation-streams", "2"]
+    assert main(["data", "play", *map(str, bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dynaguide data: error: --validation-streams 2 must be less than --streams 2") and \
+        "Traceback" not in err
+    for argv in (["--debug", "data", "play", *bad], ["data", "play", "--debug", *bad]):  # before or after
+        with pytest.raises(ValueError, match="--validation-streams 2 must be less than --streams 2"):
+            main(list(map(str, argv)))
+
+
+def test_data_play_writes_raw_calvin(tmp_path, capsys):
+    from data_pipelines.calvin.raw import episode_ranges, language_by_frame, read_frame
+
+    out = tmp_path / "raw"
+    args = ["data", "play", "--out", out, "--streams", "2", "--steps", "40", "--validation-streams", "1",
+            "--image-size", "16", "--seed", "3", "--quiet"]
+    assert main(list(map(str, args))) == 0
+    assert f"next: dynaguide data build calvin {out}" in capsys.readouterr().out
+    summary = json.loads((out / "play_config.json").read_text())
+    assert summary["seed"] == 3 and summary["config"]["num_streams"] == 2 and summary["config"]["steps"] == 40
+    for split, first in (("training", 0), ("validation", 40)):  # frame ids continue into validation
+        d = str(out / split)
+        ranges = episode_ranges(d)
+        assert ranges[0, 0] == first and ranges[-1, 1] == first + 39
+        frame = read_frame(d, first + 5)
+        assert frame["rgb_static"].shape == (16, 16, 3) and frame["rgb_gripper"].shape == (8, 8, 3)
+        assert frame["rel_actions"].shape == (7,) and frame["robot_obs"].shape == (15,)
+        assert isinstance(language_by_frame(d), dict)
+    assert main(list(map(str, args))) == 0  # an earlier play is replaced
+    assert sorted(os.listdir(out)) == ["play_config.json", "training", "validation"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--image-size", "31"], "--image-size must be even"),
+    (["--streams", "2", "--validation-streams", "3"], "--validation-streams 3 must be less than --streams 2"),
+    (["--out", "{tmp}/taken"], "holds other files: pass a new or empty directory"),
+    (["--out", "{tmp}/taken/file.txt"], "is a file, not a directory"),
+    (["--steps", "0"], "argument --steps: expected an integer >= 1, got '0'"),
+    (["--image-size", "8"], "argument --image-size: expected an integer >= 16, got '8'"),
+    (["--seed", "x"], "argument --seed: invalid int value"),
+])
+def test_data_play_rejects_bad_input(tmp_path, capsys, flags, message):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file.txt").write_text("mine")
+    argv = ["data", "play", "--quiet", "--out", str(tmp_path / "new"), *(f.format(tmp=tmp_path) for f in flags)]
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own checks
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert (tmp_path / "taken" / "file.txt").read_text() == "mine" and not (tmp_path / "new").exists()
 
 
 def test_sweep_grid_in_one_call(tmp_path):

@@ -63,6 +63,7 @@ def test_disk_full_is_recognised_however_wrapped():
     (["data", "build", "umi", "{raw}", "{blocked}"], "OUT"),
     (["data", "cache", "{raw}", "{blocked}"], "OUT"),
     (["data", "goals", "{raw}", "{blocked}"], "OUT"),
+    (["data", "play", "--out", "{blocked}"], "--out"),
     (["sweep", "--out-dir", "{blocked}"], "--out-dir"),
     (["demo", "--out-dir", "{blocked}"], "--out-dir"),
 ])

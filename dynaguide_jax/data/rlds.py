@@ -1,9 +1,10 @@
 """Reading RLDS datasets (built by ``data_pipelines``) into training inputs.
 
 ``read_episodes`` gathers the chosen per-step fields of a split into an ``EpisodeData`` (low-dim
-fields for any size; images only for data that fits in memory). ``FrameStream`` presents one image
-field as a sequential, sliceable array, so the feature cache encodes a split of any size without
-holding its images. ``export_guidance_conditions`` writes per-behaviour goal sets.
+fields for any size; images only for data that fits in memory); ``read_policy_segments`` and
+``dynamics_windows`` shape them for the policy and dynamics trainers. ``FrameStream`` presents one
+image field as a sequential, sliceable array, so the feature cache encodes a split of any size
+without holding its images. ``export_guidance_conditions`` writes per-behaviour goal sets.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from dynaguide_jax.data.episodes import EpisodeData
+from dynaguide_jax.data.episodes import EpisodeData, split_at_segments
 
 
 def _builder(directory: str):
@@ -98,6 +99,21 @@ def has_step_field(directory: str, path: str) -> bool:
     return True
 
 
+def read_policy_segments(directory: str, split: str, obs_fields, action_field: str = "rel_action",
+                         rename: dict | None = None) -> EpisodeData:
+    """A split's ``obs_fields`` (keys as in ``read_episodes``) and actions for policy training: one
+    episode per behaviour segment where the steps carry a ``segment`` field (robomimic trains on one demo
+    per CALVIN segment, not on play ranges), actions clipped to [-1, 1] as the original clips
+    ``rel_actions`` for training."""
+    segmented = has_step_field(directory, "segment")
+    data = read_episodes(directory, split, (*obs_fields, *(("segment",) if segmented else ())), action_field,
+                         rename=rename)
+    if segmented:
+        data = split_at_segments(data, data.obs.pop("segment"))
+    data.actions = np.clip(data.actions, -1.0, 1.0)
+    return data
+
+
 def dynamics_windows(directory: str, split: str, features, horizon: int, proprio_fields=("observation/robot_obs",),
                      action_field: str = "rel_action", action_transform="none", labels: bool = False,
                      target: str = "segment_end"):
@@ -106,7 +122,6 @@ def dynamics_windows(directory: str, split: str, features, horizon: int, proprio
     ``labels``, the per-step ``behaviour`` / ``segment`` fields come along in ``data.obs``. With
     ``target="segment_end"`` and a per-step ``segment`` field (CALVIN), the windows' episodes are the
     behaviour segments (they may span play ranges); without one (UMI), the dataset's episodes."""
-    from dynaguide_jax.data.episodes import split_at_segments
     from dynaguide_jax.data.windows import TARGETS, ActionTransform, DynamicsWindows
 
     if target not in TARGETS:

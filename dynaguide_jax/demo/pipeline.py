@@ -21,7 +21,7 @@ from dynaguide_jax.demo.evaluate import DemoModels, eval_starts, load_goals, ren
 from dynaguide_jax.demo.stages import Stages
 from dynaguide_jax.demo.train import train_demo_dynamics, train_demo_policy
 from dynaguide_jax.encoders import DinoV2Config, init_dinov2, load_dinov2
-from dynaguide_jax.envs import PlayConfig, TabletopConfig
+from dynaguide_jax.envs import TabletopConfig, tabletop_for_image_size, write_world_play
 from dynaguide_jax.eval.behaviours import BEHAVIOURS, behaviour_labels
 from dynaguide_jax.eval.tables import bar_plot, format_markdown, save_gif, summarize, write_results
 
@@ -30,8 +30,7 @@ TARGETS = tuple(TARGET_SETUPS)
 
 
 def world_config(cfg: DemoConfig) -> TabletopConfig:
-    gripper = 84 if cfg.image_size == 200 else cfg.image_size // 2  # CALVIN's 200 / 84
-    return TabletopConfig(static_size=cfg.image_size, gripper_size=gripper)
+    return tabletop_for_image_size(cfg.image_size)
 
 
 def demo_encoder(cfg: DemoConfig) -> tuple[DinoV2Config, dict, str]:
@@ -46,12 +45,8 @@ def demo_encoder(cfg: DemoConfig) -> tuple[DinoV2Config, dict, str]:
 
 def _play(cfg: DemoConfig, progress: bool):
     def run(d):
-        from dynaguide_jax.envs.calvin_writer import write_play_calvin
-
-        play = PlayConfig(env=world_config(cfg), num_streams=cfg.play_streams, steps=cfg.play_steps,
-                          chunk_steps=min(250, cfg.play_steps))
-        return write_play_calvin(os.path.join(d, "raw"), cfg.seed, play, validation_streams=cfg.validation_streams,
-                                 overwrite=True, progress=progress)
+        return write_world_play(os.path.join(d, "raw"), cfg.seed, cfg.play_streams, cfg.play_steps,
+                                cfg.validation_streams, cfg.image_size, overwrite=True, progress=progress)
     return run
 
 

@@ -16,8 +16,7 @@ import os
 
 import numpy as np
 
-from dynaguide_jax.data.episodes import split_at_segments
-from dynaguide_jax.data.rlds import dynamics_windows, read_episodes
+from dynaguide_jax.data.rlds import dynamics_windows, read_policy_segments
 from dynaguide_jax.demo.config import DemoConfig
 from dynaguide_jax.dynamics import DynamicsConfig
 from dynaguide_jax.policy import DiffusionPolicy, PolicyConfig
@@ -45,11 +44,9 @@ def downsample(images: np.ndarray, size: int) -> np.ndarray:
 def read_policy_data(rlds: str, cfg: DemoConfig, goal_conditioned: bool):
     """Behaviour segments of the training split with the fields the policy reads."""
     cams = CAMERAS if cfg.policy_obs == "cameras" else (GOAL_CAMERA,) if goal_conditioned else ()
-    fields = ("observation/robot_obs", "observation/scene_obs", *(f"observation/{c}" for c in cams), "segment")
-    data = read_episodes(rlds, "train", fields, "rel_action",
-                         rename={"observation/robot_obs": "proprio", "observation/scene_obs": "scene"})
-    data = split_at_segments(data, data.obs.pop("segment"))
-    data.actions = np.clip(data.actions, -1.0, 1.0)  # the original clips rel_actions for training
+    fields = ("observation/robot_obs", "observation/scene_obs", *(f"observation/{c}" for c in cams))
+    data = read_policy_segments(rlds, "train", fields, "rel_action",
+                                rename={"observation/robot_obs": "proprio", "observation/scene_obs": "scene"})
     if goal_conditioned:
         data.obs[GOAL_KEY] = downsample(data.obs[GOAL_CAMERA], cfg.gc_goal_size)
         if cfg.policy_obs != "cameras":

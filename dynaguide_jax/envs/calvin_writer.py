@@ -42,6 +42,7 @@ import zlib
 import numpy as np
 
 from dynaguide_jax.envs import play as pl
+from dynaguide_jax.envs import tabletop as tt
 
 SPLITS = ("training", "validation")
 TACTILE = (160, 120)
@@ -284,3 +285,21 @@ def write_play_calvin(root: str, seed: int, config: pl.PlayConfig = pl.PlayConfi
         summary = writer.finish()
     summary["generate_seconds"] = time.perf_counter() - t0 - summary["write_seconds"]
     return summary
+
+
+def tabletop_for_image_size(image_size: int) -> tt.TabletopConfig:
+    """The built-in world with an ``image_size`` static camera; the gripper camera is CALVIN's 84 beside
+    a 200 static camera, else half the static size."""
+    gripper = 84 if image_size == 200 else image_size // 2
+    return tt.TabletopConfig(static_size=image_size, gripper_size=gripper)
+
+
+def write_world_play(root: str, seed: int, streams: int, steps: int, validation_streams: int = 1,
+                     image_size: int = 64, overwrite: bool = False, progress: bool = False) -> dict:
+    """``streams`` play streams of ``steps`` frames in the built-in world (``tabletop_for_image_size``)
+    written to ``root`` as raw CALVIN files (``write_play_calvin``; the last ``validation_streams``
+    streams validate): the first stage of ``dynaguide demo`` and ``dynaguide data play``."""
+    play = pl.PlayConfig(env=tabletop_for_image_size(image_size), num_streams=streams, steps=steps,
+                         chunk_steps=min(250, steps))
+    return write_play_calvin(root, seed, play, validation_streams=validation_streams, overwrite=overwrite,
+                             progress=progress)

@@ -21,6 +21,11 @@ inspected) non-finite entries are replaced by 0 (no motion, gripper open).
 
 Contact rules (kinematic; the tcp is a point between the fingertips, ``TCP_MARGIN`` = 4 mm):
 
+The handle zones are a few centimetres wide (as fingers close on a real handle anywhere along it,
+not at one point): a learned policy needs BC-level, not scripted, precision to reach them. Measured
+with a state diffusion policy trained on 100 expert drawer_open demos: 38 % success in the closed
+loop with zones of half these sizes, 81 % with these.
+
 - Motion: the tcp target is clipped to the workspace, then moved axis by axis (x, y, z), each axis
   stopping at the face of any solid it would enter: the table (z < 0.46 behind its front edge
   y = -0.20), the cabinet walls, top and back, the pillar, the lightbulb, the button base, the
@@ -92,13 +97,13 @@ GRIPPER_OPEN = 0.08  # CALVIN's gripper_opening_width when open (2 x 0.04 finger
 ORN_LIMIT = 0.6  # rad: roll about pi and pitch about 0 stay within this (the gripper points down)
 
 DOOR_HANDLE_X0, DOOR_HANDLE_Y, DOOR_HANDLE_Z = 0.024, -0.018, 0.54  # handle at door = 0
-DOOR_ZONE = (0.02, 0.015, 0.04)
+DOOR_ZONE = (0.04, 0.03, 0.04)  # half extents; z kept below SAFE_Z in play.py
 DOOR_PANEL_HALF_WIDTH = 0.11
 DOOR_PANEL_X0 = 0.04  # panel centre at door = 0 (covers the right compartment)
 DRAWER_HANDLE = (0.16, -0.215, 0.405)  # at drawer = 0; y decreases as the drawer opens
-DRAWER_ZONE = (0.05, 0.02, 0.015)
+DRAWER_ZONE = (0.08, 0.04, 0.03)
 SWITCH_LEVER = (0.28, 0.028, 0.55)  # at switch = 0; z increases by SWITCH_GAIN * switch
-SWITCH_ZONE = (0.02, 0.02, 0.015)
+SWITCH_ZONE = (0.04, 0.04, 0.015)
 BUTTON_XY = (-0.115, -0.115)
 BUTTON_CAP_HALF = 0.02
 BUTTON_BASE_TOP = 0.472

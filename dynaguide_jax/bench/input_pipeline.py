@@ -20,14 +20,14 @@ import time
 import jax
 import numpy as np
 
-from dynaguide_jax.benchmark import environment
+from dynaguide_jax.bench.dynamics_training import PEAK_BF16_TFLOPS
+from dynaguide_jax.bench.timing import environment
 from dynaguide_jax.data.episodes import EpisodeData
 from dynaguide_jax.data.windows import DynamicsWindows
 from dynaguide_jax.dynamics import DynamicsConfig
 from dynaguide_jax.dynamics.model import flops_per_sample
 from dynaguide_jax.training.mesh import global_batch, make_mesh, process_rows
 from dynaguide_jax.training.prefetch import Prefetcher
-from dynaguide_jax.training_benchmark import PEAK_BF16_TFLOPS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +38,8 @@ class InputBenchConfig:
     batches: int = 30
     feature_dtypes: tuple[str, ...] = ("float16", "float32")  # float32: converted on the host
     prefetch: tuple[int, ...] = (0, 2, 4)
-    directory: str = ""  # where to write the cache (default: a temporary directory, removed after)
+    directory: str = dataclasses.field(default="", metadata={
+        "help": "where to write the cache ('': a temporary directory, removed after)"})
 
 
 def synthetic_cache(path: str, frames: int, tokens: int, dim: int) -> np.ndarray:
@@ -97,10 +98,3 @@ def run(cfg: InputBenchConfig, emit=print) -> list[dict]:
             emit(json.dumps(row))
     return results
 
-
-def main(argv=None):
-    from dynaguide_jax.cli_config import dataclass_from_args, dataclass_parser
-
-    p = dataclass_parser(InputBenchConfig, __doc__)
-    run(dataclass_from_args(InputBenchConfig, p.parse_args(argv)))
-    return 0

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dynaguide_jax.benchmark import environment, time_steps
+from dynaguide_jax.bench.timing import environment, time_steps
 from dynaguide_jax.dynamics import DynamicsConfig, dynamics_loss, init_dynamics
 from dynaguide_jax.dynamics.model import flops_per_sample
 from dynaguide_jax.encoders import DinoV2, DinoV2Config, init_dinov2, preprocess
@@ -102,14 +102,3 @@ def run(cfg: TrainBenchConfig, emit=print) -> list[dict]:
         emit(json.dumps(row))
     return rows
 
-
-def main(argv=None):
-    from dynaguide_jax.cli_config import dataclass_from_args, dataclass_parser
-
-    p = dataclass_parser(TrainBenchConfig, __doc__)
-    args = p.parse_args(argv)
-    cfg = dataclass_from_args(TrainBenchConfig, args)
-    if jax.devices()[0].platform == "cpu" and args.global_batch == TrainBenchConfig.global_batch:
-        cfg = dataclasses.replace(cfg, global_batch=8, steps=3)  # a CPU cannot do 256 in useful time
-    run(cfg)
-    return 0

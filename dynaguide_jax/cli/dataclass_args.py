@@ -18,16 +18,18 @@ def _optional_int(text: str):
     return None if text.lower() == "none" else int(text)
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip=()) -> None:
+def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip=(), only_given: bool = False) -> None:
     """``--field-name`` for every field of ``cls`` with its default and type (and its allowed values when
-    the field's metadata has ``choices``)."""
+    the field's metadata has ``choices``); the field's metadata ``help``, if any, comes first. With
+    ``only_given``, a flag the user did not give sets nothing (``argparse.SUPPRESS``: a preset decides);
+    its help still shows the field's default."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         hint = str(hints[f.name])
-        kw: dict = {"default": f.default, "dest": f.name}
+        kw: dict = {"default": argparse.SUPPRESS if only_given else f.default, "dest": f.name}
         if "tuple" in hint:
             elem = float if "float" in hint else int if "int" in hint else str
             kw.update(nargs="+", type=elem, help=f"default: {' '.join(map(str, f.default))}")
@@ -39,7 +41,9 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip=()) -> None:
             kw.update(choices=tuple(f.metadata["choices"]), help=f"default: {f.default}")
         else:
             base = {"int": int, "float": float}.get(getattr(hints[f.name], "__name__", ""), str)
-            kw.update(type=base, help=f"default: {f.default}")
+            kw.update(type=base, help=f"default: {f.default!r}" if f.default == "" else f"default: {f.default}")
+        if f.metadata.get("help"):
+            kw["help"] = f"{f.metadata['help']}; {kw['help']}"
         parser.add_argument(flag, **kw)
 
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import platform
-import statistics
 import time
 
 import jax
 import jax.numpy as jnp
 
+from dynaguide_jax.bench.timing import environment, time_steps, timed
 from dynaguide_jax.diffusion import DDIMSchedule
 from dynaguide_jax.diffusion.sampler import _guided_sample_jit
 from dynaguide_jax.dynamics import DynamicsConfig, init_dynamics
@@ -41,40 +40,6 @@ class BenchConfig:
     preset: str = "paper"  # "small": tiny models, to check the pipeline in seconds
     policy: bool = True  # also time the image diffusion policy (unguided chunk, training step)
     train_batch: int = 16
-
-
-def _timed(fn, reps):
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def time_steps(jitted, run_step, n: int) -> tuple[float, float]:
-    """``(compile seconds, seconds per call)`` of ``run_step(i)`` (which calls ``jitted``). A settling
-    call comes first: a step's outputs may carry other shardings than its first inputs, which
-    compiles once more. Raises if a timed call compiled."""
-    t0 = time.perf_counter()
-    jax.block_until_ready(run_step(0))
-    compile_s = time.perf_counter() - t0
-    jax.block_until_ready(run_step(1))
-    programs = jitted._cache_size()
-    t0 = time.perf_counter()
-    for i in range(n):
-        out = run_step(i + 2)
-    jax.block_until_ready(out)
-    sec = (time.perf_counter() - t0) / n
-    if jitted._cache_size() != programs:
-        raise RuntimeError("a timed step compiled: the figures would include compile time")
-    return compile_s, sec
-
-
-def environment() -> dict:
-    dev = jax.devices()[0]
-    return {"device": dev.device_kind, "platform": dev.platform, "jax": jax.__version__,
-            "python": platform.python_version(), "cpu": platform.processor() or platform.machine()}
 
 
 def guidance_models(cfg: BenchConfig):
@@ -131,7 +96,7 @@ def run_benchmark(cfg: BenchConfig, emit=print) -> list[dict]:
             actions = jax.block_until_ready(call())
             compile_s = time.perf_counter() - t0
             reps = 1 if cfg.quick else cfg.reps
-            sec = _timed(call, reps)
+            sec = timed(call, reps)
             row = {"bench": "guided_chunk" if guided else "unguided_chunk", "batch": b, "dtype": dtype,
                    "latency_ms": round(sec * 1e3, 3), "chunks_per_s": round(b / sec, 2),
                    "compile_s": round(compile_s, 2), "repeats_M": cfg.repeats, "goals_K": cfg.num_goals,
@@ -186,7 +151,7 @@ def run_policy_benchmark(cfg: BenchConfig, emit=print) -> list[dict]:
                 jax.block_until_ready(chunk(params, obs, jax.random.key(0)))
                 compile_s = time.perf_counter() - t0
                 reps = 1 if cfg.quick else cfg.reps
-                sec = _timed(lambda: chunk(params, obs, jax.random.key(1)), reps)
+                sec = timed(lambda: chunk(params, obs, jax.random.key(1)), reps)
                 rows.append({"bench": "policy_guided_chunk" if guided else "policy_unguided_chunk", "batch": b,
                              "dtype": dtype, "latency_ms": round(sec * 1e3, 3), "chunks_per_s": round(b / sec, 2),
                              "compile_s": round(compile_s, 2), "timed_reps": reps, "repeats_M": repeats,
@@ -220,24 +185,4 @@ def run_policy_benchmark(cfg: BenchConfig, emit=print) -> list[dict]:
     return rows
 
 
-def main(argv=None, prog=None):  # ``python benchmarks/guided_inference.py`` and ``dynaguide bench``
-    from dynaguide_jax.cli_config import dataclass_from_args, dataclass_parser
-
-    p = dataclass_parser(BenchConfig, __doc__, prog)
-    p.add_argument("--out", help="also append the JSON lines to this file")
-    args = p.parse_args(argv)
-    cfg = dataclass_from_args(BenchConfig, args)
-    if jax.devices()[0].platform == "cpu" and args.batch_sizes == list(BenchConfig.batch_sizes):
-        # a batch-64 guided chunk is ~60 TFLOP: minutes per repetition on a laptop-class CPU
-        cfg = dataclasses.replace(cfg, batch_sizes=(1, 4))
-    rows = run_benchmark(cfg)
-    if cfg.policy:
-        rows += run_policy_benchmark(cfg)
-    if args.out:
-        with open(args.out, "a") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-    return 0
-
-
-__all__ = ["BenchConfig", "run_benchmark", "main"]
+__all__ = ["BenchConfig", "run_benchmark", "run_policy_benchmark"]
