@@ -77,7 +77,9 @@ def test_demo_config_presets_and_bad_settings():
     assert DemoConfig.for_preset("tiny", rollouts=5).rollouts == 5
     for bad, match in [(dict(encoder_size=50), "multiple of 14"), (dict(rollouts=0), "rollouts=0"),
                        (dict(methods=("base", "magic")), "methods must be"), (dict(policy_obs="smell"), "policy_obs"),
-                       (dict(validation_streams=8), "validation_streams")]:
+                       (dict(validation_streams=8), "validation_streams"),
+                       (dict(block_play_weight=-0.5), "block_play_weight"),
+                       (dict(block_play_weight=float("nan")), "block_play_weight")]:
         with pytest.raises(ValueError, match=match):
             DemoConfig(**bad)
     with pytest.raises(ValueError, match="unknown preset"):

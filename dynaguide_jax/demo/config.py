@@ -33,6 +33,7 @@ class DemoConfig:
     play_streams: int = 8
     play_steps: int = 2500
     validation_streams: int = 2
+    block_play_weight: float = 0.25  # block behaviours' share of the play vs each articulated one (1 = alike)
     # frozen encoder input (a multiple of 14)
     encoder_size: int = 56
     # policies: "state" = robot_obs + scene_obs (fast on CPU), "cameras" = both cameras + robot_obs (the original)
@@ -81,6 +82,8 @@ class DemoConfig:
             raise ValueError(f"these settings must be >= 1: {', '.join(bad)}")
         if not 1 <= self.validation_streams < self.play_streams:
             raise ValueError(f"validation_streams must be in [1, play_streams), got {self.validation_streams}")
+        if not 0 <= self.block_play_weight < float("inf"):
+            raise ValueError(f"block_play_weight must be a finite number >= 0, got {self.block_play_weight}")
         if not 0 < self.keep_fraction <= 1:
             raise ValueError(f"keep_fraction must be in (0, 1], got {self.keep_fraction}")
         if self.scale < 0 or self.itps_scale < 0 or self.sigma <= 0:
@@ -118,7 +121,7 @@ PAPER = dict(image_size=200, gc_goal_size=200, play_streams=32, play_steps=20000
 
 # which settings each stage reads (a stage is rebuilt when one of these, or an earlier stage, changes)
 STAGE_FIELDS = {
-    "play": ("seed", "image_size", "play_streams", "play_steps", "validation_streams"),
+    "play": ("seed", "image_size", "play_streams", "play_steps", "validation_streams", "block_play_weight"),
     "rlds": (),
     "features": ("encoder", "encoder_size"),
     "goals": ("keep_fraction", "max_goals"),

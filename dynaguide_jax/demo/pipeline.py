@@ -46,7 +46,8 @@ def demo_encoder(cfg: DemoConfig) -> tuple[DinoV2Config, dict, str]:
 def _play(cfg: DemoConfig, progress: bool):
     def run(d):
         return write_world_play(os.path.join(d, "raw"), cfg.seed, cfg.play_streams, cfg.play_steps,
-                                cfg.validation_streams, cfg.image_size, overwrite=True, progress=progress)
+                                cfg.validation_streams, cfg.image_size, overwrite=True, progress=progress,
+                                block_weight=cfg.block_play_weight)
     return run
 
 

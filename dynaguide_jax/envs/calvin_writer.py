@@ -294,12 +294,23 @@ def tabletop_for_image_size(image_size: int) -> tt.TabletopConfig:
     return tt.TabletopConfig(static_size=image_size, gripper_size=gripper)
 
 
+def play_weights(block_weight: float) -> tuple[float, ...]:
+    """``PlayConfig.weights``: 1 for each articulated behaviour, ``block_weight`` for each block one."""
+    if not (block_weight >= 0 and np.isfinite(block_weight)):
+        raise ValueError(f"block_weight must be a finite number >= 0, got {block_weight!r}")
+    return tuple(1.0 if b in pl.ARTICULATED else float(block_weight) for b in pl.BEHAVIOURS)
+
+
 def write_world_play(root: str, seed: int, streams: int, steps: int, validation_streams: int = 1,
-                     image_size: int = 64, overwrite: bool = False, progress: bool = False) -> dict:
+                     image_size: int = 64, overwrite: bool = False, progress: bool = False,
+                     block_weight: float = 1.0) -> dict:
     """``streams`` play streams of ``steps`` frames in the built-in world (``tabletop_for_image_size``)
     written to ``root`` as raw CALVIN files (``write_play_calvin``; the last ``validation_streams``
-    streams validate): the first stage of ``dynaguide demo`` and ``dynaguide data play``."""
+    streams validate): the first stage of ``dynaguide demo`` and ``dynaguide data play``.
+    ``block_weight``: how often the block behaviours (lift, push) are chosen relative to the
+    articulated ones (1: all alike; < 1 gives the articulated parts more demonstrations per frame)."""
+    weights = None if block_weight == 1.0 else play_weights(block_weight)
     play = pl.PlayConfig(env=tabletop_for_image_size(image_size), num_streams=streams, steps=steps,
-                         chunk_steps=min(250, steps))
+                         chunk_steps=min(250, steps), weights=weights)
     return write_play_calvin(root, seed, play, validation_streams=validation_streams, overwrite=overwrite,
                              progress=progress)
