@@ -412,3 +412,18 @@ def test_parse_structural_errors(tmp_path):
         load_reset_poses(str(poses))
     with pytest.raises(FileNotFoundError, match="reset poses file not found"):
         load_reset_poses(str(tmp_path / "none.json"))
+
+
+def test_bad_rollout_records_name_the_input():
+    from dynaguide_jax.eval.behaviours import detect_behaviour
+    scene, robot = np.zeros((5, 24)), np.zeros((5, 15))
+    with pytest.raises(ValueError, match=r"scene_obs must be \[T >= 1, 24\]"):
+        detect_behaviour(np.zeros((5, 23)), robot)
+    with pytest.raises(ValueError, match=r"robot_obs must be \[T=5, >=3\]"):
+        detect_behaviour(scene, np.zeros((4, 15)))
+    with pytest.raises(FloatingPointError, match="scene_obs"):
+        detect_behaviour(np.full((5, 24), np.nan), robot)
+    with pytest.raises(ValueError, match=r"counted must be \[N, 12\]"):
+        behaviour_distribution(None, np.zeros((2, 5)))
+    with pytest.raises(ValueError, match=r"behaviour indices must be integers in \[0, 12\)"):
+        behaviour_labels([20])

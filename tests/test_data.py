@@ -131,3 +131,61 @@ def test_feature_cache_matches_direct_encoding_and_resumes(tmp_path):
         load_feature_cache(tmp_path / "c", cfg.replace(dtype="bfloat16"), params, 28)
     half = build_feature_cache(tmp_path / "h", images, cfg, params, 28, batch_size=4, progress=False)
     assert half.dtype == np.float16 and np.abs(np.asarray(half, np.float32) - direct).max() < 1e-2
+
+
+def test_bad_episodes_windows_and_transforms_name_the_input():
+    n, obs, acts = 10, {"proprio": np.zeros((10, 4), np.float32)}, np.zeros((10, 2), np.float32)
+    with pytest.raises(TypeError, match="episode_ends must be integers"):
+        EpisodeData(obs, acts, [4.5, 10])
+    with pytest.raises(ValueError, match=r"actions must be \[N, A\]"):
+        EpisodeData(obs, np.zeros(n), [n])
+    with pytest.raises(FloatingPointError, match="actions"):
+        EpisodeData(obs, np.full((n, 2), np.nan), [n])
+    with pytest.raises(FloatingPointError, match=r"obs\['p'\]"):
+        EpisodeData({"p": np.full((n, 3), np.inf)}, acts, [n])
+    data, feats = EpisodeData(obs, acts, [4, n]), np.zeros((n, 3, 8), np.float16)
+    with pytest.raises(ValueError, match=r"features must be \[N, C\*P, D\]"):
+        DynamicsWindows(data, np.zeros((n, 8)), 3)
+    with pytest.raises(TypeError, match="horizon must be an integer"):
+        DynamicsWindows(data, feats, 2.5)
+    with pytest.raises(TypeError, match="action_transform must be an ActionTransform"):
+        DynamicsWindows(data, feats, 3, action_transform="clip")
+    w = DynamicsWindows(data, feats, 3, target="horizon")
+    with pytest.raises(ValueError, match="global_batch must be >= 1"):
+        w.batch(0, 0)
+    with pytest.raises(ValueError, match=r"t: frames \[9\] start no window"):
+        w.at(np.array([0, 9]))
+    bad = feats.copy()
+    bad[5] = np.nan
+    with pytest.raises(FloatingPointError, match=r"frame\(s\) \[5\]"):
+        DynamicsWindows(data, bad, 3).at(np.array([5]))
+    with pytest.raises(ValueError, match="minmax scale must be finite and > 0"):
+        ActionTransform("minmax", (0.0, 1.0), (0.0, 0.0))
+    with pytest.raises(ValueError, match="actions have"):
+        ActionTransform("minmax", (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))(np.ones((3, 2)))
+    with pytest.raises(FloatingPointError, match="actions"):
+        action_normalization(np.array([[np.nan, 1.0], [1.0, 2.0]]))
+    with pytest.raises(ValueError, match="non-empty"):
+        ActionTransform.fit("minmax", np.zeros((0, 2)))
+
+
+def test_corrupt_feature_cache_names_the_file(tmp_path):
+    d = tmp_path / "cache"
+    d.mkdir()
+    (d / "meta.json").write_text("{not json")
+    with pytest.raises(ValueError, match="meta.json: not a feature cache meta file"):
+        load_feature_cache(d)
+    (d / "meta.json").write_text(json.dumps({"fingerprint": "x"}))
+    with pytest.raises(ValueError, match=r"meta.json: lacks \['shape', 'image_size'\]"):
+        load_feature_cache(d)
+    (d / "meta.json").write_text(json.dumps({"fingerprint": "x", "shape": [2, 3, 4], "image_size": 224}))
+    with pytest.raises(FileNotFoundError, match="features.npy is missing"):
+        load_feature_cache(d)
+    np.save(d / "features.npy", np.zeros((2, 3, 4), np.float16))
+    with open(d / "features.npy", "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(ValueError, match="features.npy: not a readable .npy array"):
+        load_feature_cache(d)
+    np.save(d / "features.npy", np.zeros((2, 3, 5), np.float16))
+    with pytest.raises(ValueError, match="meta says"):
+        load_feature_cache(d)

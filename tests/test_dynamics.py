@@ -163,3 +163,28 @@ def test_attention_dropout_and_kernel_settings():
     if jax.default_backend() == "cpu":
         with pytest.raises(RuntimeError, match="needs an NVIDIA GPU with cuDNN"):
             predict_future_patches(cfg.replace(attention="cudnn", dtype="bfloat16"), params, *x)
+
+
+def test_bad_config_and_inputs_name_the_input():
+    from dynaguide_jax.dynamics import DynamicsConfig, init_dynamics, predict_future_patches
+    from dynaguide_jax.guidance import goals_from_trajectory_ends
+    for kw, msg in ((dict(horizon=0), "horizon must be >= 1"), (dict(num_heads=0), "num_heads must be >= 1"),
+                    (dict(feature_dim=-16), "feature_dim must be >= 1"),
+                    (dict(dropout=1.5), r"dropout must be in \[0, 1\)"),
+                    (dict(dtype="fp8"), "dtype must be one of"), (dict(num_predicted_tokens=0), "num_predicted_tokens"),
+                    (dict(horizon="16"), "horizon must be an integer")):
+        with pytest.raises((ValueError, TypeError), match=msg):
+            DynamicsConfig(**kw)
+    cfg = DynamicsConfig.preset("small").replace(num_layers=1)
+    params = init_dynamics(cfg, jax.random.key(0))
+    pat, pro, act = jnp.zeros((2, 16, 64)), jnp.zeros((2, 15)), jnp.zeros((2, 16, 7))
+    with pytest.raises(ValueError, match=r"patches must be \[B=2, 16, 64\]"):
+        predict_future_patches(cfg, params, pat[:1], pro, act)
+    with pytest.raises(ValueError, match=r"proprio must be \[B=2, 15\]"):
+        predict_future_patches(cfg, params, pat, pro[:1], act)
+    with pytest.raises(FloatingPointError, match="dynamics model input patches"):
+        predict_future_patches(cfg, params, pat * jnp.nan, pro, act)
+    with pytest.raises(FloatingPointError, match="goal actions"):
+        goals_from_trajectory_ends(cfg, params, pat, pro, np.full((2, 7), np.nan))
+    with pytest.raises(ValueError, match=r"goal patches must be \[K, C\*P, D\]"):
+        goals_from_trajectory_ends(cfg, params, pat[0], pro, np.zeros((2, 7)))

@@ -69,3 +69,45 @@ def test_works_under_jit_and_vmap(rng):
     f = jax.jit(lambda z, s: guidance_metric(z, goals, s))
     out = jax.vmap(f, in_axes=(None, 0))(z, jnp.array([1.0, 2.0]))
     np.testing.assert_allclose(np.asarray(out[1]), np.asarray(guidance_metric(z, goals, 2.0)), rtol=1e-6)
+
+
+def test_bad_inputs_name_the_input():
+    goals = GoalSet.create(np.zeros((2, 4)), None)
+    z = jnp.zeros((3, 4))
+    for bad in (float("inf"), float("nan"), None, np.ones(2)):  # sigma: finite scalar > 0
+        with pytest.raises(ValueError, match="sigma must be positive"):
+            guidance_metric(z, goals, bad)
+    with pytest.raises(TypeError, match="goals must be a GoalSet"):
+        guidance_metric(z, np.zeros((2, 4)), 1.0)
+    with pytest.raises(TypeError, match="GoalSet.create"):
+        guidance_metric(z, GoalSet(positive=[[0.0] * 4]), 1.0)
+    with pytest.raises(ValueError, match="B >= 1"):
+        guidance_metric(jnp.zeros((0, 4)), goals, 1.0)
+    with pytest.raises(FloatingPointError, match="guidance metric"):  # overflow: no NaN/inf leaves silently
+        guidance_metric(jnp.full((3, 4), 1e30), goals, 1.0)
+    with pytest.raises(ValueError, match="flatten to 4 values but goals to 5"):
+        min_goal_distance(z, np.zeros((2, 5)))
+    with pytest.raises(ValueError, match="non-empty"):
+        min_goal_distance(z, np.zeros((0, 4)))
+    with pytest.raises(FloatingPointError, match="predicted features"):
+        min_goal_distance(jnp.full((3, 4), jnp.nan), np.zeros((2, 4)))
+    from dynaguide_jax.guidance import pairwise_distance
+    with pytest.raises(ValueError, match=r"z \[B, F\] and goals \[K, F\]"):
+        pairwise_distance(z, jnp.zeros((2, 5)))
+
+
+def test_position_guidance_bad_inputs():
+    from dynaguide_jax.guidance import PositionGuidance
+    g, feats, acts = PositionGuidance(), {"start_xyz": jnp.zeros((2, 3))}, jnp.zeros((2, 4, 7))
+    with pytest.raises(ValueError, match="downscaling"):
+        PositionGuidance(downscaling=0.0)
+    with pytest.raises(ValueError, match=r"target must be \[3\] or \[B=2, 3\]"):
+        g.direction({"target": jnp.ones(2)}, feats, acts)
+    with pytest.raises(KeyError, match="'target'"):
+        g.direction({}, feats, acts)
+    with pytest.raises(FloatingPointError, match="target"):
+        g.direction({"target": jnp.full(3, jnp.nan)}, feats, acts)
+    with pytest.raises(ValueError, match="A >= 3"):
+        g.direction({"target": jnp.ones(3)}, feats, jnp.zeros((2, 4, 2)))
+    with pytest.raises(ValueError, match="B=3"):
+        g.metric({"target": jnp.ones(3)}, {"start_xyz": jnp.zeros((3, 3))}, acts)

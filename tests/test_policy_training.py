@@ -297,3 +297,50 @@ def test_chunker_rejects_non_finite_chunks():
         assert np.isfinite(chunker.act({"x": np.zeros(1)}, jax.random.key(0))).all()
     with pytest.raises(FloatingPointError, match=r"chunk 1 .*non-finite actions at steps \[5\] of 16"):
         chunker.act({"x": np.zeros(1)}, jax.random.key(0))
+
+
+def test_bad_training_configs_fail_before_the_run_directory(tmp_path):
+    from dynaguide_jax.training import DynamicsTrainConfig
+    for cls, kw, msg in ((PolicyTrainConfig, dict(steps=0), "PolicyTrainConfig.steps must be >= 1"),
+                         (PolicyTrainConfig, dict(checkpoint_every=0), "checkpoint_every must be >= 1"),
+                         (PolicyTrainConfig, dict(learning_rate=-1.0), "learning_rate must be finite and > 0"),
+                         (PolicyTrainConfig, dict(ema_decay=1.5), r"ema_decay must be in \[0, 1\]"),
+                         (PolicyTrainConfig, dict(optimizer="sgd"), "optimizer must be one of"),
+                         (PolicyTrainConfig, dict(compute_dtype="fp8"), "compute_dtype must be one of"),
+                         (DynamicsTrainConfig, dict(global_batch=0), "DynamicsTrainConfig.global_batch must be >= 1"),
+                         (DynamicsTrainConfig, dict(log_every=0), "log_every must be >= 1"),
+                         (DynamicsTrainConfig, dict(steps=2.5), "steps must be an integer"),
+                         (DynamicsTrainConfig, dict(prefetch=-1), "prefetch must be >= 0"),
+                         (DynamicsTrainConfig, dict(learning_rate=0.0), "learning_rate must be finite and > 0")):
+        with pytest.raises((ValueError, TypeError), match=msg):
+            cls(**kw)
+
+
+def test_bad_policy_configs_observations_and_batches_name_the_input():
+    from dynaguide_jax.policy import PolicyConfig
+    for kw, msg in ((dict(action_dim=0), "action_dim must be >= 1"), (dict(obs_keys=()), "obs_keys is empty"),
+                    (dict(n_groups=7), "divisible by n_groups=7"), (dict(crop=(300, 300)), "crop"),
+                    (dict(low_dim=(("proprio", 0),)), r"low_dim\['proprio'\] must be >= 1"),
+                    (dict(dtype="fp8"), "dtype must be one of")):
+        with pytest.raises(ValueError, match=msg):
+            PolicyConfig(**kw)
+    with pytest.raises(ValueError, match=r"unknown PolicyConfig fields: \['foo'\]"):
+        PolicyConfig.from_dict({"foo": 1})
+    pcfg = PolicyConfig.preset("small")
+    policy = DiffusionPolicy(pcfg)
+    obs, _, _ = policy.dummy_inputs(2)
+    with pytest.raises(ValueError, match=r"obs\['camera'\] has batch 2, obs\['proprio'\] has 1"):
+        policy.check_obs({**obs, "proprio": obs["proprio"][:1]})
+    with pytest.raises(FloatingPointError, match=r"obs\['proprio'\]"):
+        policy.check_obs({**obs, "proprio": obs["proprio"] * jnp.nan})
+    with pytest.raises(TypeError, match="obs must be a dict"):
+        policy.check_obs([obs])
+    data = EpisodeData({"proprio": np.zeros((10, 4), np.float32), "camera": np.zeros((10, 16, 16, 3), np.uint8)},
+                       np.zeros((10, 7), np.float32), [10])
+    with pytest.raises(ValueError, match=r"obs\['camera'\] frames are \(16, 16, 3\).*\(32, 32, 3\)"):
+        policy_batch(data, pcfg, 2, 0, 0)
+    with pytest.raises(KeyError, match="'camera'"):
+        policy_batch(EpisodeData({"proprio": data.obs["proprio"]}, data.actions, [10]), pcfg, 2, 0, 0)
+    with pytest.raises(ValueError, match="action_dim is 7"):
+        policy_batch(EpisodeData({**data.obs, "camera": np.zeros((10, 32, 32, 3), np.uint8)}, np.zeros((10, 3)), [10]),
+                     pcfg, 2, 0, 0)

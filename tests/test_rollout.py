@@ -65,3 +65,10 @@ def test_bad_loop_settings_and_short_chunks_fail_clearly():
         closed_loop(point_env(), policy, jnp.zeros((2, 3)), jax.random.key(0), cfg)
     s = jnp.zeros((4, 3))
     assert shard_envs(s).shape == (4, 3)
+
+
+def test_loop_config_rejects_bad_settings():
+    for kw, msg in ((dict(horizon=2.5), "LoopConfig.horizon must be an integer"), (dict(horizon=0), ">= 1"),
+                    (dict(start=-1), "start must be >= 0"), (dict(action_horizon="14"), "must be an integer")):
+        with pytest.raises((ValueError, TypeError), match=msg):
+            LoopConfig(**kw)

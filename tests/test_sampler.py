@@ -190,3 +190,30 @@ def test_bad_inputs(setup):
     with pytest.raises(FloatingPointError, match="sampled actions"):
         guided_sample(jax_eps_fn, p, cond, PositionGuidance(), {"target": jnp.full(3, jnp.nan)},
                       {"start_xyz": jnp.zeros((2, 3))}, key=jax.random.key(0))
+
+
+def test_bad_sampler_inputs_name_the_input():
+    eps = lambda p, x, k, c: 0.1 * x  # noqa: E731
+    obs, key, kw = {"o": jnp.zeros((2, 3))}, jax.random.key(0), dict(action_shape=(4, 2),
+                                                                    schedule=DDIMSchedule(num_inference_steps=2))
+    with pytest.raises(ValueError, match="action_shape"):
+        guided_sample(eps, None, obs, key=key, action_shape=4)
+    with pytest.raises(ValueError, match="guidance scale must be a scalar"):
+        guided_sample(eps, None, obs, key=key, scale=[1.0, 2.0], **kw)
+    with pytest.raises(TypeError, match="guidance must be a Guidance"):
+        guided_sample(eps, None, obs, "dynaguide", {}, {}, key=key, **kw)
+    with pytest.raises(FloatingPointError, match=r"obs_cond\['o'\]"):
+        guided_sample(eps, None, {"o": jnp.full((2, 3), jnp.nan)}, key=key, **kw)
+    with pytest.raises(FloatingPointError, match="initial_noise"):
+        guided_sample(eps, None, obs, key=key, initial_noise=jnp.full((2, 4, 2), jnp.nan), **kw)
+    with pytest.raises(ValueError, match=r"eps_fn must return the noise \[B, T, A\] = \(2, 4, 2\)"):
+        guided_sample(lambda p, x, k, c: x[..., 0], None, obs, key=key, **kw)
+    with pytest.raises(TypeError, match="seeds must be integers"):
+        sweep(eps, None, obs, None, None, None, scales=[1.0], seeds=[0.5], **kw)
+    for bad in ([float("nan")], [float("inf")]):
+        with pytest.raises(ValueError, match="sigmas must be positive and finite"):
+            sweep(eps, None, obs, NoGuidance(), {"sigma": 1.0}, {}, scales=[1.0], seeds=[0], sigmas=bad, **kw)
+    with pytest.raises(ValueError, match="sigmas must be a non-empty"):
+        sweep(eps, None, obs, NoGuidance(), {"sigma": 1.0}, {}, scales=[1.0], seeds=[0], sigmas=[], **kw)
+    with pytest.raises(ValueError, match="guidance_obs"):
+        sweep(eps, None, obs, PositionGuidance(), {"target": jnp.zeros(3)}, None, scales=[1.0], seeds=[0], **kw)

@@ -66,3 +66,20 @@ def test_bad_configs():
         DDIMSchedule(prediction_type="v_prediction")
     with pytest.raises(ValueError, match="timestep_spacing"):
         DDIMSchedule(timestep_spacing="odd")
+
+
+def test_bad_settings_and_indices_raise():
+    for kw, msg in ((dict(num_train_timesteps=0), "num_train_timesteps must be >= 1"),
+                    (dict(num_inference_steps=2.5), "num_inference_steps must be an integer"),
+                    (dict(beta_schedule="linear", beta_end=2.0), "0 < beta_start <= beta_end < 1"),
+                    (dict(beta_schedule="linear", beta_start=0.5, beta_end=0.1), "beta_start <= beta_end"),
+                    (dict(clip_sample_range=0.0), "clip_sample_range"),
+                    (dict(steps_offset=-1), "steps_offset must be >= 0"),
+                    (dict(steps_offset=50), "past num_train_timesteps")):
+        with pytest.raises((ValueError, TypeError), match=msg):
+            DDIMSchedule(**kw)
+    s, x = DDIMSchedule(), jnp.zeros((2, 4, 2))
+    with pytest.raises(ValueError, match=r"timesteps must lie in \[0, 100\)"):
+        add_noise(s, x, x, jnp.array([0, 100]))
+    with pytest.raises(ValueError, match=r"step_index must lie in \[0, 10\)"):
+        ddim_step(s, x, 10, x)

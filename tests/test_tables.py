@@ -47,3 +47,19 @@ def test_summary_files_and_plot(tmp_path):
         summarize({"base": {}}, ["button_on"], NAMES, experiment="x", preset="y", config={})
     with pytest.raises(ValueError, match="uint8"):
         save_gif(frames.astype(np.float32), str(tmp_path / "bad.gif"))
+
+
+def test_bad_detections_name_the_input():
+    names = ["a", "b"]
+    ok = dict(experiment="e", preset="p", config={})
+    for bad in ([0, 5], [0, -1], [0.5, 1.0], [np.nan]):
+        with pytest.raises(ValueError, match=r"detected\['m'\]\['a'\] must hold integer indices in \[0, 2\)"):
+            summarize({"m": {"a": bad}}, ["a"], names, **ok)
+    with pytest.raises(ValueError, match="targets must be a non-empty list"):
+        summarize({"m": {"a": [0]}}, "a", names, **ok)
+    with pytest.raises(ValueError, match="detected must be a non-empty dict"):
+        summarize({}, ["a"], names, **ok)
+    with pytest.raises(TypeError, match=r"detected\['m'\] must be a dict"):
+        summarize({"m": [0]}, ["a"], names, **ok)
+    with pytest.raises(TypeError, match="must be integers"):
+        wilson_interval(1.5, 3)

@@ -5,6 +5,8 @@ import dataclasses
 
 import numpy as np
 
+from dynaguide_jax._checks import check_finite
+
 
 @dataclasses.dataclass
 class EpisodeData:
@@ -15,14 +17,27 @@ class EpisodeData:
     episode_ends: np.ndarray  # [E]
 
     def __post_init__(self):
+        if not isinstance(self.obs, dict):
+            raise TypeError(f"obs must be a dict {{key: [N, ...] array}}, got {type(self.obs).__name__}")
+        if not hasattr(self.actions, "shape"):
+            self.actions = np.asarray(self.actions)
+        if self.actions.ndim != 2:
+            raise ValueError(f"actions must be [N, A], got shape {self.actions.shape}")
         n = len(self.actions)
-        ends = np.asarray(self.episode_ends, np.int64)
+        raw_ends = np.asarray(self.episode_ends)
+        if raw_ends.size and raw_ends.dtype.kind not in "iu":
+            raise TypeError(f"episode_ends must be integers, got dtype {raw_ends.dtype}: {raw_ends[:5]}")
+        ends = raw_ends.astype(np.int64)
         if ends.ndim != 1 or len(ends) == 0 or ends[-1] != n or (np.diff(np.r_[0, ends]) <= 0).any():
             raise ValueError(f"episode_ends must be increasing, positive lengths, ending at {n} frames; "
                              f"got {ends[:5]}...")
-        for k, v in self.obs.items():
-            if len(v) != n:
-                raise ValueError(f"obs[{k!r}] has {len(v)} frames, actions have {n}")
+        check_finite("actions", self.actions)
+        for k, v in list(self.obs.items()):
+            if not hasattr(v, "shape"):
+                self.obs[k] = v = np.asarray(v)
+            if v.ndim < 1 or len(v) != n:
+                raise ValueError(f"obs[{k!r}] must be [N={n}, ...] (one row per action), got shape {v.shape}")
+            check_finite(f"obs[{k!r}]", v)
         self.episode_ends = ends
         starts = np.r_[0, ends[:-1]]
         self.frame_start = np.repeat(starts, ends - starts)

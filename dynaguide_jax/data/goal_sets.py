@@ -16,6 +16,8 @@ def select_goal_segments(labels: dict[int, str], seed: int = 0, keep_fraction: f
     """``labels``: segment id -> behaviour ("" = unlabelled). Returns ``({behaviour: [segment ids in
     goal order]}, counts)``; counts has ``available / kept / capped / written`` per behaviour, the
     dropped ``*_displace`` segments per behaviour and the number of unlabelled segments."""
+    if not isinstance(labels, dict) or any(not isinstance(v, str) for v in labels.values()):
+        raise TypeError("labels must be a dict {segment id: behaviour name ('' = unlabelled)}")
     if not 0.0 <= keep_fraction <= 1.0:
         raise ValueError(f"keep_fraction must be in [0, 1], got {keep_fraction}")
     if max_per_behaviour is not None and max_per_behaviour < 1:

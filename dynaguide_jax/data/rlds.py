@@ -85,8 +85,11 @@ def read_episodes(directory: str, split: str = "train", obs_fields=("observation
         ends.append(n)
     if not ends:
         raise ValueError(f"{directory} split {split!r} has no non-empty episodes")
-    return EpisodeData(obs={k: np.concatenate(v) for k, v in obs.items()}, actions=np.concatenate(actions),
-                       episode_ends=np.asarray(ends))
+    try:
+        return EpisodeData(obs={k: np.concatenate(v) for k, v in obs.items()}, actions=np.concatenate(actions),
+                           episode_ends=np.asarray(ends))
+    except (ValueError, FloatingPointError) as e:  # name the dataset: NaN actions, obs of the wrong length
+        raise type(e)(f"{directory} split {split!r}: {e}") from None
 
 
 def has_step_field(directory: str, path: str) -> bool:

@@ -1,7 +1,7 @@
 """Settings of ``dynaguide demo``, the paper's ArticulatedParts experiment on the built-in world.
 
 One frozen dataclass with three presets: ``tiny`` (CI: every stage and artefact, minutes),
-``small`` (the default: 2-core CPU, within 20 minutes) and ``paper`` (CALVIN's image sizes, the
+``small`` (the default: CPU sizes, ~40 minutes on one core) and ``paper`` (CALVIN's image sizes, the
 paper's model sizes, 100 rollouts per target and method: a GPU job). The evaluation settings follow
 the original's articulated-parts script (paper_experiments/calvin_articulated_object.sh): guidance
 scale 1.5 with 4 repeats, GPC best of 5, one experiment JSON per target fixing the part's start.
@@ -39,7 +39,7 @@ class DemoConfig:
     # policies: "state" = robot_obs + scene_obs (fast on CPU), "cameras" = both cameras + robot_obs (the original)
     policy_obs: str = dataclasses.field(default="state", metadata={"choices": POLICY_OBS})
     policy_model: str = dataclasses.field(default="small", metadata={"choices": ("small", "paper")})
-    policy_steps: int = 3000
+    policy_steps: int = 10000
     gc_steps: int = 3000
     gc_goal_size: int = 32  # the GC policy's goal image side (the static frame box-filtered; paper: 200)
     policy_batch: int = 64

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dynaguide_jax._checks import check_finite, is_concrete
+from dynaguide_jax._checks import check_finite, check_int, is_concrete
 from dynaguide_jax.diffusion.schedule import DDIMSchedule, ddim_update, renoise
 from dynaguide_jax.guidance.base import Guidance
 
@@ -57,6 +57,9 @@ def sample_chunk(eps_fn: EpsFn, policy_params, obs_cond, guidance: Guidance | No
 
     def one_repeat(x, alpha_t, alpha_prev, t):
         eps = eps_fn(policy_params, x, t, obs_cond)
+        if jnp.shape(eps) != x.shape:
+            raise ValueError(f"eps_fn must return the noise [B, T, A] = {x.shape} of the noisy actions it is given, "
+                             f"got {jnp.shape(eps)} (check action_shape against the policy)")
         if guidance is not None:
             g = guidance.direction(guidance_params, feats, x)
             eps = eps - scale * jnp.sqrt(1.0 - alpha_t) * g
@@ -96,13 +99,18 @@ def _guided_sample_jit(eps_fn, policy_params, obs_cond, guidance, guidance_param
     return SampleOutput(jnp.moveaxis(out.actions, 0, 1), jnp.moveaxis(out.metric, 0, 1))
 
 
-def validate_sampler_args(schedule, action_shape, repeats, mode, key):
+def validate_sampler_args(schedule, action_shape, repeats, mode, key, guidance=None, guidance_obs=None):
     if not isinstance(schedule, DDIMSchedule):
         raise TypeError(f"schedule must be a DDIMSchedule, got {type(schedule).__name__}")
-    if len(action_shape) != 2 or min(action_shape) < 1:
-        raise ValueError(f"action_shape must be (horizon, action_dim), got {action_shape}")
-    if int(repeats) < 1:
-        raise ValueError(f"repeats (M) must be >= 1, got {repeats}")
+    if (not isinstance(action_shape, (tuple, list)) or len(action_shape) != 2
+            or not all(isinstance(d, (int, np.integer)) and d >= 1 for d in action_shape)):
+        raise ValueError(f"action_shape must be (horizon, action_dim) with positive integers, got {action_shape!r}")
+    check_int("repeats (M)", repeats)
+    if guidance is not None and not isinstance(guidance, Guidance):
+        raise TypeError(f"guidance must be a Guidance (e.g. DynaGuide, PositionGuidance) or None, "
+                        f"got {type(guidance).__name__}")
+    if guidance is not None and guidance_obs is None:
+        raise ValueError("guidance given without guidance_obs")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if not (hasattr(key, "dtype") and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
@@ -144,13 +152,16 @@ def guided_sample(eps_fn: EpsFn, policy_params, obs_cond, guidance: Guidance | N
       unroll: loop unrolling for the step and repeat loops (compile time vs. speed).
       particles: draw N chunks per observation (outputs ``[B, N, ...]``) in the same call.
     """
-    validate_sampler_args(schedule, tuple(action_shape), repeats, mode, key)
+    validate_sampler_args(schedule, action_shape, repeats, mode, key, guidance, guidance_obs)
     validate_scale(scale)
+    if np.ndim(scale) != 0:
+        raise ValueError(f"guidance scale must be a scalar, got shape {np.shape(scale)} (sweep() runs several scales)")
     b = batch_size_of(obs_cond)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(obs_cond):
+        check_finite(f"obs_cond{jax.tree_util.keystr(path)}", leaf)
     if initial_noise is not None and tuple(jnp.shape(initial_noise)) != (b, *action_shape):
         raise ValueError(f"initial_noise must be {(b, *action_shape)}, got {jnp.shape(initial_noise)}")
-    if guidance is not None and guidance_obs is None:
-        raise ValueError("guidance given without guidance_obs")
+    check_finite("initial_noise", initial_noise)
     if particles is not None and (int(particles) < 1 or initial_noise is not None):
         raise ValueError("particles must be >= 1 and cannot be combined with initial_noise")
     out = _guided_sample_jit(eps_fn, policy_params, obs_cond, guidance, guidance_params, guidance_obs,

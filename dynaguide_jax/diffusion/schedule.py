@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dynaguide_jax._checks import check_int, is_concrete
+
 BETA_SCHEDULES = ("squaredcos_cap_v2", "linear", "scaled_linear")
 SPACINGS = ("leading", "trailing", "linspace")
 
@@ -36,6 +38,9 @@ class DDIMSchedule:
     prediction_type: str = "epsilon"
 
     def __post_init__(self):
+        check_int("num_train_timesteps", self.num_train_timesteps)
+        check_int("num_inference_steps", self.num_inference_steps)
+        check_int("steps_offset", self.steps_offset, minimum=0)
         if self.beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
         if self.timestep_spacing not in SPACINGS:
@@ -47,6 +52,14 @@ class DDIMSchedule:
                 f"num_inference_steps must be in [1, {self.num_train_timesteps}], "
                 f"got {self.num_inference_steps}"
             )
+        if self.beta_schedule != "squaredcos_cap_v2" and not 0.0 < self.beta_start <= self.beta_end < 1.0:
+            raise ValueError(f"{self.beta_schedule} betas need 0 < beta_start <= beta_end < 1, got beta_start="
+                             f"{self.beta_start}, beta_end={self.beta_end}")
+        if self.clip_sample and not (math.isfinite(self.clip_sample_range) and self.clip_sample_range > 0):
+            raise ValueError(f"clip_sample_range must be finite and > 0, got {self.clip_sample_range}")
+        if int(self.timesteps.max()) >= self.num_train_timesteps:
+            raise ValueError(f"steps_offset={self.steps_offset} puts timestep {int(self.timesteps.max())} past "
+                             f"num_train_timesteps={self.num_train_timesteps}")
 
     def replace(self, **changes) -> "DDIMSchedule":
         return dataclasses.replace(self, **changes)
@@ -99,6 +112,8 @@ def ddim_update(x, eps, alpha_t, alpha_prev, clip_range: float | None):
 
 def ddim_step(schedule: DDIMSchedule, eps, step_index, x):
     """``DDIMScheduler.step(eps, timesteps[step_index], x).prev_sample`` (eta = 0)."""
+    if is_concrete(step_index) and not 0 <= int(step_index) < schedule.num_inference_steps:
+        raise ValueError(f"step_index must lie in [0, {schedule.num_inference_steps}), got {step_index}")
     a_t, a_prev = (jnp.asarray(a)[step_index] for a in schedule.alpha_pairs)
     clip = schedule.clip_sample_range if schedule.clip_sample else None
     return ddim_update(x, eps, a_t, a_prev, clip)
@@ -113,6 +128,10 @@ def renoise(x_prev, alpha_t, alpha_prev, key):
 
 def add_noise(schedule: DDIMSchedule, x0, eps, timesteps):
     """``DDIMScheduler.add_noise``: ``sqrt(ᾱ_k) x0 + sqrt(1 - ᾱ_k) eps`` per batch element."""
+    if is_concrete(timesteps):
+        t = np.asarray(timesteps)
+        if t.size and (t.min() < 0 or t.max() >= schedule.num_train_timesteps):
+            raise ValueError(f"timesteps must lie in [0, {schedule.num_train_timesteps}), got {t.min()}..{t.max()}")
     acp = jnp.asarray(schedule.alphas_cumprod)[timesteps]
     shape = acp.shape + (1,) * (x0.ndim - acp.ndim)
     acp = acp.reshape(shape)

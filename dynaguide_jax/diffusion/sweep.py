@@ -50,19 +50,26 @@ def sweep(eps_fn, policy_params, obs_cond, guidance, guidance_params, guidance_o
     ``guidance_params["sigma"]`` (metric guidances only). Unbatched work such as encoding the
     observation is not repeated across the grid: ``vmap`` only batches what depends on the grid.
     """
-    validate_sampler_args(schedule, tuple(action_shape), repeats, mode, jax.random.key(0))
+    validate_sampler_args(schedule, action_shape, repeats, mode, jax.random.key(0), guidance, guidance_obs)
     scales_np = np.atleast_1d(np.asarray(scales, np.float32))
     validate_scale(scales_np, "scales")
-    seeds_np = np.atleast_1d(np.asarray(seeds, np.int64))
+    seeds_raw = np.atleast_1d(np.asarray(seeds))
+    if seeds_raw.size and (seeds_raw.dtype.kind not in "iu" and not (
+            seeds_raw.dtype.kind == "f" and np.isfinite(seeds_raw).all() and (seeds_raw == np.round(seeds_raw)).all())):
+        raise TypeError(f"seeds must be integers, got {seeds_raw.tolist()}")
+    seeds_np = seeds_raw.astype(np.int64)
     if scales_np.ndim != 1 or seeds_np.ndim != 1 or scales_np.size == 0 or seeds_np.size == 0:
-        raise ValueError("scales and seeds must be non-empty 1-D sequences")
+        raise ValueError(f"scales and seeds must be non-empty 1-D sequences, got shapes {scales_np.shape} "
+                         f"and {seeds_np.shape}")
     sweep_sigma = sigmas is not None
     if sweep_sigma:
         sigmas_np = np.atleast_1d(np.asarray(sigmas, np.float32))
         if not isinstance(guidance_params, dict) or "sigma" not in guidance_params:
             raise ValueError("sweeping sigmas needs a guidance whose params hold 'sigma'")
-        if (sigmas_np <= 0).any():
-            raise ValueError(f"sigmas must be positive, got {sigmas_np.tolist()}")
+        if sigmas_np.ndim != 1 or sigmas_np.size == 0:
+            raise ValueError(f"sigmas must be a non-empty 1-D sequence, got shape {sigmas_np.shape}")
+        if not (np.isfinite(sigmas_np) & (sigmas_np > 0)).all():
+            raise ValueError(f"sigmas must be positive and finite, got {sigmas_np.tolist()}")
     else:
         sigmas_np = np.zeros(1, np.float32)
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds_np))

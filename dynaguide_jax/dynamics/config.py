@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from dynaguide_jax._checks import check_dtype_name, check_int, check_positive
 from dynaguide_jax.layers import check_attention
 
 
@@ -34,6 +35,18 @@ class DynamicsConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
+        for name in ("feature_dim", "patches_per_camera", "num_cameras", "action_dim", "horizon", "num_layers",
+                     "num_heads", "ffn_dim"):
+            check_int(f"DynamicsConfig.{name}", getattr(self, name))
+        for name in ("proprio_dim", "num_predicted_tokens"):
+            if getattr(self, name) is not None:
+                check_int(f"DynamicsConfig.{name}", getattr(self, name))
+        for name in ("dropout", "attention_dropout"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and 0.0 <= v < 1.0):
+                raise ValueError(f"DynamicsConfig.{name} must be in [0, 1), got {v!r}")
+        check_positive("DynamicsConfig.layer_norm_eps", self.layer_norm_eps)
+        check_dtype_name("DynamicsConfig.dtype", self.dtype)
         if self.feature_dim % self.horizon:
             raise ValueError(
                 f"feature_dim={self.feature_dim} must be divisible by horizon={self.horizon} "

@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dynaguide_jax._checks import check_finite
 from dynaguide_jax.dynamics.config import DynamicsConfig
 from dynaguide_jax.layers import SelfAttention, compute_dtype
 
@@ -38,17 +39,20 @@ class LatentDynamics(nn.Module):
     @nn.compact
     def __call__(self, patches, proprio, actions, deterministic: bool = True):
         c, dt = self.config, compute_dtype(self.config.dtype)
-        b = actions.shape[0]
+        patches, actions = jnp.asarray(patches), jnp.asarray(actions)
+        proprio = None if proprio is None else jnp.asarray(proprio)
         n_img = c.num_cameras * c.patches_per_camera
-        if patches.shape[1:] != (n_img, c.feature_dim):
-            raise ValueError(f"patches must be [B, {n_img}, {c.feature_dim}], got {patches.shape}")
-        if actions.shape[1:] != (c.horizon, c.action_dim):
+        if actions.ndim != 3 or actions.shape[1:] != (c.horizon, c.action_dim):
             raise ValueError(f"actions must be [B, {c.horizon}, {c.action_dim}], got {actions.shape}")
+        b = actions.shape[0]
+        if patches.shape != (b, n_img, c.feature_dim):
+            raise ValueError(f"patches must be [B={b}, {n_img}, {c.feature_dim}] (B from the actions), "
+                             f"got {patches.shape}")
         tokens = [patches.astype(dt)]
         if c.proprio_dim is not None:
-            if proprio is None or proprio.shape[1:] != (c.proprio_dim,):
+            if proprio is None or proprio.shape != (b, c.proprio_dim):
                 got = None if proprio is None else proprio.shape
-                raise ValueError(f"proprio must be [B, {c.proprio_dim}], got {got}")
+                raise ValueError(f"proprio must be [B={b}, {c.proprio_dim}] (B from the actions), got {got}")
             tokens.append(nn.Dense(c.feature_dim, dtype=dt, name="proprio_embedder")(proprio)[:, None])
         # kernel-1 Conv1d == per-step Dense; flatten channel-major ("b d t -> b 1 (d t)")
         a = nn.Dense(c.action_channels, dtype=dt, name="action_embedder")(actions)
@@ -72,6 +76,8 @@ def init_dynamics(config: DynamicsConfig, key: jax.Array):
 
 def predict_future_patches(config: DynamicsConfig, params, patches, proprio, actions):
     """Deterministic (eval-mode) prediction; the function guidance differentiates through."""
+    for name, x in (("patches", patches), ("proprio", proprio), ("actions", actions)):
+        check_finite(f"dynamics model input {name}", x)
     return LatentDynamics(config).apply({"params": params}, patches, proprio, actions)
 
 

@@ -43,6 +43,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from dynaguide_jax._checks import check_finite
 from dynaguide_jax.envs.reset_states import BLOCK_XYZ
 
 BEHAVIOURS = ("button_on", "button_off", "switch_on", "switch_off", "drawer_open", "drawer_close", "door_left",
@@ -72,6 +73,13 @@ def step_events(scene_obs: jax.Array, robot_obs: jax.Array) -> jax.Array:
     """``[T, len(BEHAVIOURS)]`` bool: what the original counts at each step if it got there
     (``no_behavior`` column False). ``scene_obs`` ``[T, 24]``, ``robot_obs`` ``[T, >=3]``."""
     scene_obs, robot_obs = jnp.asarray(scene_obs), jnp.asarray(robot_obs)
+    if scene_obs.ndim != 2 or scene_obs.shape[1] < 24 or scene_obs.shape[0] == 0:
+        raise ValueError(f"scene_obs must be [T >= 1, 24], got shape {scene_obs.shape}")
+    if robot_obs.ndim != 2 or robot_obs.shape[1] < 3 or robot_obs.shape[0] != scene_obs.shape[0]:
+        raise ValueError(f"robot_obs must be [T={scene_obs.shape[0]}, >=3] (T from scene_obs), got shape "
+                         f"{robot_obs.shape}")
+    check_finite("scene_obs", scene_obs)
+    check_finite("robot_obs", robot_obs)
     first, tcp = scene_obs[0], robot_obs[:, :3]
     cols = {}
     for colour, p in BLOCK_XYZ.items():
@@ -134,6 +142,10 @@ detect_behaviours.__doc__ = """``detect_behaviour`` over a batch, jitted: ``scen
 
 def behaviour_labels(index) -> list[str]:
     """Behaviour names of detection indices ``[N]``."""
+    index = np.asarray(index).reshape(-1)
+    if index.size and (index.dtype.kind not in "iu" or index.min() < 0 or index.max() >= len(BEHAVIOURS)):
+        raise ValueError(f"index: behaviour indices must be integers in [0, {len(BEHAVIOURS)}), "
+                         f"got {index[:5].tolist()}")
     return [BEHAVIOURS[i] for i in np.asarray(index).reshape(-1).tolist()]
 
 
@@ -145,7 +157,10 @@ def behaviour_distribution(index, counted=None) -> dict[str, float]:
     each count. Without it, one count per trajectory (``index`` ``[N]``).
     """
     if counted is not None:
-        counts = np.asarray(counted).reshape(-1, len(BEHAVIOURS)).sum(0)
+        counted = np.asarray(counted)
+        if counted.ndim < 1 or counted.shape[-1] != len(BEHAVIOURS):
+            raise ValueError(f"counted must be [N, {len(BEHAVIOURS)}] (Detection.counted), got shape {counted.shape}")
+        counts = counted.reshape(-1, len(BEHAVIOURS)).sum(0)
     else:
         index = np.asarray(index, dtype=np.int64).reshape(-1)
         if index.size and (index.min() < 0 or index.max() >= len(BEHAVIOURS)):

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from dynaguide_jax._checks import check_int
 from dynaguide_jax.envs import tabletop
 
 
@@ -40,6 +41,10 @@ class LoopConfig:
     start: int | None = None  # first executed index of a chunk; default To - 1
 
     def __post_init__(self):
+        for name in ("horizon", "obs_horizon", "action_horizon"):
+            check_int(f"LoopConfig.{name}", getattr(self, name), minimum=None)
+        if self.start is not None:
+            check_int("LoopConfig.start", self.start, minimum=None)
         if self.horizon < 1 or self.obs_horizon < 1 or self.action_horizon < 1:
             raise ValueError(f"horizon, obs_horizon and action_horizon must be >= 1, got {self}")
         if self.start is not None and self.start < 0:

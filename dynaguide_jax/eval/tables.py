@@ -21,6 +21,8 @@ import numpy as np
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     """95% Wilson score interval of a binomial proportion (``(0, 1)`` when ``n == 0``)."""
+    if not all(isinstance(v, (int, np.integer)) for v in (successes, n)):
+        raise TypeError(f"successes and n must be integers, got {successes!r} and {n!r}")
     if n < 0 or not 0 <= successes <= max(n, 0):
         raise ValueError(f"need 0 <= successes <= n, got {successes} of {n}")
     if n == 0:
@@ -36,16 +38,26 @@ def summarize(detected: dict, targets, behaviour_names, *, experiment: str, pres
     """``detected {method: {target: [n] behaviour indices}}`` (indices into ``behaviour_names``) ->
     the ``results.json`` dict; success = the detected behaviour is the target."""
     names = list(behaviour_names)
+    if isinstance(targets, str) or not len(targets):
+        raise ValueError(f"targets must be a non-empty list of behaviour names, got {targets!r}")
     unknown = [t for t in targets if t not in names]
     if unknown:
         raise ValueError(f"targets {unknown} are not behaviours ({names})")
+    if not isinstance(detected, dict) or not detected:
+        raise ValueError("detected must be a non-empty dict {method: {target: behaviour indices}}")
     methods = {}
     for method, per in detected.items():
+        if not isinstance(per, dict):
+            raise TypeError(f"detected[{method!r}] must be a dict {{target: behaviour indices}}, got "
+                            f"{type(per).__name__}")
         rows = {}
         for target in targets:
             if target not in per:
                 raise KeyError(f"method {method!r} has no rollouts for target {target!r}")
             idx = np.asarray(per[target]).reshape(-1)
+            if idx.size and (idx.dtype.kind not in "iu" or idx.min() < 0 or idx.max() >= len(names)):
+                raise ValueError(f"detected[{method!r}][{target!r}] must hold integer indices in [0, {len(names)}) "
+                                 f"(into behaviour_names), got {idx.dtype} values {idx[:5].tolist()}")
             n, hits = int(idx.size), int((idx == names.index(target)).sum())
             counts = np.bincount(idx, minlength=len(names)) if n else np.zeros(len(names), int)
             rows[target] = {"success": hits / n if n else 0.0, "n": n, "ci95": list(wilson_interval(hits, n)),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from dynaguide_jax._checks import check_finite
+
 from dynaguide_jax.dynamics.config import DynamicsConfig
 from dynaguide_jax.dynamics.model import predict_future_patches
 from dynaguide_jax.encoders.dinov2_config import DinoV2Config
@@ -47,9 +49,13 @@ def goals_from_trajectory_ends(dynamics: DynamicsConfig, dynamics_params, patche
     ``[K, H, A]`` (``export_guidance_conditions`` writes both), in the model's action space
     (CALVIN: clipped to [-1, 1]).
     """
-    actions = jnp.asarray(actions)
+    actions, patches = jnp.asarray(actions), jnp.asarray(patches)
+    proprio = None if proprio is None else jnp.asarray(proprio)
+    if patches.ndim != 3:
+        raise ValueError(f"goal patches must be [K, C*P, D], got shape {patches.shape}")
     if patches.shape[0] == 0:
         raise ValueError("no goal trajectories given")
+    check_finite("goal actions", actions)
     if actions.ndim == 2:
         actions = repeat_last_action(actions, dynamics.horizon)
     if actions.shape != (patches.shape[0], dynamics.horizon, dynamics.action_dim):

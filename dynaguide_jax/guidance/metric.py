@@ -46,6 +46,9 @@ class GoalSet:
         """Raise on empty sets, mismatched feature shapes or non-finite goals."""
         for name in ("positive", "negative"):
             g = getattr(self, name)
+            if isinstance(g, (list, tuple)):
+                raise TypeError(f"{name} goals are a {type(g).__name__}: build goal sets with GoalSet.create(...), "
+                                "which converts and checks them")
             if g is None or not hasattr(g, "shape"):
                 continue  # None, or a placeholder object used by jax transformations
             if g.ndim < 2:
@@ -87,6 +90,10 @@ def pairwise_distance(z, goals, distance: str = "l2"):
     """
     if distance not in DISTANCES:
         raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+    z, goals = jnp.asarray(z), jnp.asarray(goals)
+    if z.ndim != 2 or goals.ndim != 2 or z.shape[1] != goals.shape[1]:
+        raise ValueError(f"pairwise_distance needs z [B, F] and goals [K, F] with the same F, got z {z.shape} "
+                         f"and goals {goals.shape}")
     hi = jax.lax.Precision.HIGHEST
     z = z.astype(jnp.float32)
     goals = goals.astype(jnp.float32)
@@ -102,17 +109,23 @@ def pairwise_distance(z, goals, distance: str = "l2"):
 def guidance_metric(predicted, goals: GoalSet, sigma, distance: str = "l2"):
     """Score predicted features ``[B, ...]`` against ``goals``: higher is closer to the positives
     and farther from the negatives. Returns ``[B]`` float32."""
+    if not isinstance(goals, GoalSet):
+        raise TypeError(f"goals must be a GoalSet (GoalSet.create(positive, negative)), got {type(goals).__name__}")
     z = jnp.asarray(predicted)
-    if z.ndim < 2:
-        raise ValueError(f"predicted features must be [B, ...features], got shape {z.shape}")
+    if z.ndim < 2 or z.shape[0] == 0:
+        raise ValueError(f"predicted features must be [B, ...features] with B >= 1, got shape {z.shape}")
     z = z.reshape(z.shape[0], -1)
     goals.validate()
     if z.shape[1] != goals.feature_size:
         raise ValueError(
             f"predicted features flatten to {z.shape[1]} values but goals have {goals.feature_size}"
         )
-    if is_concrete(sigma) and not float(np.min(np.asarray(sigma))) > 0.0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
+    if sigma is None or np.ndim(sigma) != 0:
+        raise ValueError(f"sigma must be positive (a scalar), got {sigma if sigma is None else np.shape(sigma)}")
+    if is_concrete(sigma):
+        s = float(np.asarray(sigma))
+        if not (np.isfinite(s) and s > 0.0):
+            raise ValueError(f"sigma must be positive and finite, got {sigma}")
     check_finite("predicted features", z)
     def lse(g, mask):
         logits = -pairwise_distance(z, g.reshape(g.shape[0], -1), distance) / sigma
@@ -125,11 +138,20 @@ def guidance_metric(predicted, goals: GoalSet, sigma, distance: str = "l2"):
         d = d + lse(goals.positive, goals.positive_mask)
     if goals.negative is not None:
         d = d - lse(goals.negative, goals.negative_mask)
+    check_finite(f"guidance metric (predicted features far from every goal for sigma={sigma}?)", d)
     return d
 
 
 def min_goal_distance(predicted, goals, distance: str = "l2"):
     """Distance from each prediction ``[B, ...]`` to its nearest goal in ``goals`` ``[K, ...]``."""
-    z = jnp.asarray(predicted).reshape(predicted.shape[0], -1)
-    g = jnp.asarray(goals).reshape(goals.shape[0], -1)
+    z, g = jnp.asarray(predicted), jnp.asarray(goals)
+    if z.ndim < 2 or z.shape[0] == 0:
+        raise ValueError(f"predicted features must be [B, ...features] with B >= 1, got shape {z.shape}")
+    if g.ndim < 2 or g.shape[0] == 0:
+        raise ValueError(f"goals must be a non-empty [K, ...features] array, got shape {g.shape}")
+    z, g = z.reshape(z.shape[0], -1), g.reshape(g.shape[0], -1)
+    if z.shape[1] != g.shape[1]:
+        raise ValueError(f"predicted features flatten to {z.shape[1]} values but goals to {g.shape[1]}")
+    check_finite("predicted features", z)
+    check_finite("goals", g)
     return jnp.min(pairwise_distance(z, g, distance), axis=-1)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from dynaguide_jax._checks import check_dtype_name, check_int
+
 
 @dataclasses.dataclass(frozen=True)
 class PolicyConfig:
@@ -36,6 +38,31 @@ class PolicyConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
+        for name in ("action_dim", "obs_horizon", "prediction_horizon", "action_horizon", "kernel_size", "n_groups",
+                     "step_embed_dim", "feature_dim", "num_keypoints"):
+            check_int(f"PolicyConfig.{name}", getattr(self, name))
+        if not self.obs_keys:
+            raise ValueError("PolicyConfig.obs_keys is empty: the policy needs at least one observation")
+        if not self.down_dims or not self.backbone_widths:
+            raise ValueError(f"PolicyConfig.down_dims and backbone_widths must be non-empty, got {self.down_dims} and "
+                             f"{self.backbone_widths}")
+        for name in ("down_dims", "backbone_widths"):
+            for i, d in enumerate(getattr(self, name)):
+                check_int(f"PolicyConfig.{name}[{i}]", d)
+        for d in self.down_dims:
+            if d % self.n_groups:
+                raise ValueError(f"PolicyConfig.down_dims {self.down_dims} must be divisible by "
+                                 f"n_groups={self.n_groups} (group norm)")
+        for k, hw in self.rgb_shapes:
+            if len(hw) != 2:
+                raise ValueError(f"PolicyConfig.rgb_shapes[{k!r}] must be (H, W), got {hw}")
+            for d in hw:
+                check_int(f"PolicyConfig.rgb_shapes[{k!r}]", d)
+            if self.crop is not None and (self.crop[0] > hw[0] or self.crop[1] > hw[1]):
+                raise ValueError(f"PolicyConfig.crop {self.crop} is larger than camera {k!r} {tuple(hw)}")
+        for k, d in self.low_dim:
+            check_int(f"PolicyConfig.low_dim[{k!r}]", d)
+        check_dtype_name("PolicyConfig.dtype", self.dtype)
         rgb, low = dict(self.rgb_shapes), dict(self.low_dim)
         unknown = [k for k in self.obs_keys if k not in rgb and k not in low]
         if unknown:
@@ -76,6 +103,9 @@ class PolicyConfig:
         def tuplify(x):
             return tuple(tuplify(v) for v in x) if isinstance(x, list) else x
 
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown PolicyConfig fields: {sorted(unknown)}")
         return cls(**{k: tuplify(v) for k, v in data.items()})
 
     @classmethod

@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dynaguide_jax._checks import check_finite
 from dynaguide_jax.policy.config import PolicyConfig
 from dynaguide_jax.policy.obs_encoder import ObservationEncoder
 from dynaguide_jax.policy.unet1d import ConditionalUnet1D
@@ -69,20 +70,35 @@ class DiffusionPolicy:
 
     def check_obs(self, obs, goal=None):
         c, rgb, low = self.config, dict(self.config.rgb_shapes), dict(self.config.low_dim)
+        if not isinstance(obs, dict):
+            raise TypeError(f"obs must be a dict {{key: array}} with keys {list(c.obs_keys)}, got {type(obs).__name__}")
         missing = [k for k in c.obs_keys if k not in obs]
         if missing:
             raise KeyError(f"observation is missing keys {missing} (policy expects {list(c.obs_keys)})")
+        batch = None
         for k in c.obs_keys:
             want = (c.obs_horizon, *rgb[k], 3) if k in rgb else (c.obs_horizon, low[k])
-            if tuple(obs[k].shape[1:]) != want:
-                raise ValueError(f"obs[{k!r}] must be [B, {', '.join(map(str, want))}], got {obs[k].shape}")
+            shape = tuple(jnp.shape(obs[k]))
+            if shape[1:] != want:
+                raise ValueError(f"obs[{k!r}] must be [B, {', '.join(map(str, want))}], got {shape}")
+            if batch is not None and shape[0] != batch:
+                raise ValueError(f"obs[{k!r}] has batch {shape[0]}, obs[{c.obs_keys[0]!r}] has {batch}")
+            batch = shape[0]
+            check_finite(f"obs[{k!r}]", obs[k])
         if c.goal_rgb_keys:
             if goal is None or any(k not in goal for k in c.goal_rgb_keys):
                 raise KeyError(f"goal-conditioned policy needs goal images for {list(c.goal_rgb_keys)}")
+            for k in c.goal_rgb_keys:
+                want = (batch, *rgb[k], 3)
+                if tuple(jnp.shape(goal[k])) != want:
+                    raise ValueError(f"goal[{k!r}] must be [B, {', '.join(map(str, want[1:]))}] with B={batch}, "
+                                     f"got {tuple(jnp.shape(goal[k]))}")
 
     def encode_obs(self, params, obs, goal=None, crop_key=None):
         """Observation (and goal) -> global condition ``[B, cond_dim]`` (run once per chunk)."""
         self.check_obs(obs, goal)
+        obs = {k: jnp.asarray(v) for k, v in obs.items()}
+        goal = None if goal is None else {k: jnp.asarray(v) for k, v in goal.items()}
         return self.nets.apply({"params": params}, obs, goal, crop_key, method=PolicyNets.encode)
 
     def eps_fn(self, params, noisy_actions, k, obs_cond):

@@ -17,9 +17,11 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from dynaguide_jax._checks import check_dtype_name, check_int, check_positive
 from dynaguide_jax.diffusion.schedule import DDIMSchedule, add_noise
 from dynaguide_jax.policy.diffusion_policy import DiffusionPolicy, PolicyNets
 from dynaguide_jax.training import CheckpointManager, EMAConfig, ema_update, make_optimizer
+from dynaguide_jax.training.optim import LR_SCHEDULES, OPTIMIZERS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +41,22 @@ class PolicyTrainConfig:
     keep_checkpoints: int = 3
     log_every: int = 10
     seed: int = 0
+
+    def __post_init__(self):  # checked before a run directory is touched
+        for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
+            check_int(f"PolicyTrainConfig.{name}", getattr(self, name))
+        check_int("PolicyTrainConfig.seed", self.seed, minimum=0)
+        check_int("PolicyTrainConfig.warmup_steps", self.warmup_steps, minimum=0)
+        check_positive("PolicyTrainConfig.learning_rate", self.learning_rate)
+        check_positive("PolicyTrainConfig.weight_decay", self.weight_decay, allow_zero=True)
+        check_positive("PolicyTrainConfig.ema_power", self.ema_power)
+        if not 0.0 <= self.ema_decay <= 1.0:
+            raise ValueError(f"PolicyTrainConfig.ema_decay must be in [0, 1], got {self.ema_decay}")
+        check_dtype_name("PolicyTrainConfig.compute_dtype", self.compute_dtype)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"PolicyTrainConfig.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"PolicyTrainConfig.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
 
     @property
     def ema(self) -> EMAConfig:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dynaguide_jax._checks import check_int
 from dynaguide_jax.data.episodes import EpisodeData
 from dynaguide_jax.policy.config import PolicyConfig
 
@@ -27,6 +28,17 @@ def policy_batch(data: EpisodeData, config: PolicyConfig, batch_size: int, seed:
     a uniformly drawn later frame of the episode (``"future"``, hindsight relabelling)."""
     if goal_mode not in GOAL_MODES:
         raise ValueError(f"goal_mode must be one of {GOAL_MODES}, got {goal_mode!r}")
+    check_int("batch_size", batch_size)
+    rgb, low = dict(config.rgb_shapes), dict(config.low_dim)
+    for k in dict.fromkeys((*config.obs_keys, *config.goal_rgb_keys)):
+        if k not in data.obs:
+            raise KeyError(f"episodes have no {k!r} observation, which the policy reads (keys: {sorted(data.obs)})")
+        want = (*rgb[k], 3) if k in rgb else (low[k],)
+        if data.obs[k].shape[1:] != want:
+            raise ValueError(f"obs[{k!r}] frames are {data.obs[k].shape[1:]}, the policy config expects {want}")
+    if data.actions.shape[1] != config.action_dim:
+        raise ValueError(f"episode actions have {data.actions.shape[1]} dims, the policy config's action_dim is "
+                         f"{config.action_dim}")
     rng = np.random.default_rng([seed, step])
     n = len(data.actions)
     t = rng.integers(0, n, batch_size)

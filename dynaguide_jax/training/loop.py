@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 from tqdm.auto import tqdm
 
+from dynaguide_jax._checks import check_dtype_name, check_int, check_positive
 from dynaguide_jax.diffusion.schedule import DDIMSchedule
 from dynaguide_jax.dynamics.config import DynamicsConfig
 from dynaguide_jax.dynamics.fit import dynamics_update
@@ -48,6 +49,15 @@ class DynamicsTrainConfig:
     seed: int = 0
     peak_tflops: float = 0.0  # per device; > 0 adds model FLOP utilisation to the metrics
     prefetch: int = 2  # batches read and sent to the devices ahead, on background threads (0: in the loop)
+
+    def __post_init__(self):  # checked before a run directory is touched
+        for name in ("steps", "global_batch", "fsdp", "checkpoint_every", "keep_checkpoints", "log_every"):
+            check_int(f"DynamicsTrainConfig.{name}", getattr(self, name))
+        check_int("DynamicsTrainConfig.seed", self.seed, minimum=0)
+        check_int("DynamicsTrainConfig.prefetch", self.prefetch, minimum=0)
+        check_positive("DynamicsTrainConfig.learning_rate", self.learning_rate)
+        check_positive("DynamicsTrainConfig.peak_tflops", self.peak_tflops, allow_zero=True)
+        check_dtype_name("DynamicsTrainConfig.compute_dtype", self.compute_dtype)
 
 
 class DynamicsTrainResult(NamedTuple):
