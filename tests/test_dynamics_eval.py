@@ -136,6 +136,37 @@ def test_cli_eval_dynamics_on_held_out_toy_episodes(tmp_path):
     assert rep["retrieval"]["queries"] == 16 and rep["retrieval"]["accuracy_prediction"] > 0.5
     assert (run / "eval" / "eval_dynamics.png").stat().st_size > 10_000
     bad = dynaguide("eval", "dynamics", "--run", tmp_path / "nothing", check=False)
-    assert bad.returncode == 2 and "not a dynamics training run" in bad.stderr
+    assert bad.returncode == 2 and "nothing: no such dynamics run directory" in bad.stderr
     bad = dynaguide("eval", "dynamics", "--run", run, "--data", "rlds", check=False)
     assert bad.returncode == 2 and "--features" in bad.stderr
+
+
+def test_bad_dynamics_run_directories_are_named(tmp_path):
+    """``load_trained_dynamics``: every broken run directory is one error naming the path, and
+    nothing is created on the way."""
+    import dataclasses
+
+    from dynaguide_jax.training import DynamicsTrainConfig
+    from dynaguide_jax.training.loop import load_trained_dynamics
+
+    with pytest.raises(FileNotFoundError, match=r"nope: no such dynamics run directory"):
+        load_trained_dynamics(tmp_path / "nope")
+    assert not (tmp_path / "nope").exists()
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(FileNotFoundError, match=r"run/config.json is missing: .* `dynaguide train dynamics` run"):
+        load_trained_dynamics(run)
+    good = json.dumps({"dynamics": DynamicsConfig.preset("small").to_dict(),
+                       "train": dataclasses.asdict(DynamicsTrainConfig())})
+    for text, why in (("[1", "Expecting"), (json.dumps({"dynamics": {}}), r"lacks \['train'\]"),
+                      (good.replace('"ffn_dim"', '"ffn_dimm"'), "ffn_dimm")):
+        (run / "config.json").write_text(text)
+        with pytest.raises(ValueError, match=rf"run/config.json: not a dynamics run config \(.*{why}"):
+            load_trained_dynamics(run)
+    (run / "config.json").write_text(good)
+    with pytest.raises(FileNotFoundError, match=r"run/checkpoints is missing: the run .* never saved a checkpoint"):
+        load_trained_dynamics(run)
+    assert not (run / "checkpoints").exists()
+    (run / "checkpoints").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"run/checkpoints holds no complete checkpoint"):
+        load_trained_dynamics(run)

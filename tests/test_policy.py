@@ -149,6 +149,10 @@ def test_numpy_normalisation_stats_load_safely(tmp_path):
     np.testing.assert_allclose(np.asarray(unnormalize_actions(loaded.action_stats, a))[0, 0], 2.0 + np.arange(7))
     np.testing.assert_allclose(np.asarray(normalize_actions(loaded.action_stats,
                                                             unnormalize_actions(loaded.action_stats, a))), 1.0)
+    with pytest.raises(ValueError, match=r"scale has zero entries"):
+        normalize_actions({"scale": np.zeros(7), "offset": np.zeros(7)}, a)
+    with pytest.raises(ValueError, match=r"offset must hold 1 or 7 entries for actions \(1, 16, 7\), got shape \(6,\)"):
+        unnormalize_actions({"scale": np.ones(7), "offset": np.zeros(6)}, a)
 
 
 def test_trained_weights_and_checkpoints_without_ema(tmp_path):

@@ -7,8 +7,9 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from dynaguide_jax._checks import check_finite
+from dynaguide_jax._checks import check_finite, is_concrete
 from dynaguide_jax.policy.config import PolicyConfig
 from dynaguide_jax.policy.obs_encoder import ObservationEncoder
 from dynaguide_jax.policy.unet1d import ConditionalUnet1D
@@ -106,14 +107,33 @@ class DiffusionPolicy:
         return self.nets.apply({"params": params}, noisy_actions, k, obs_cond)
 
 
+def _action_stats(stats, actions):
+    """``(scale, offset)`` checked against ``actions [..., A]``: one entry or A each (robomimic stores
+    ``[1, A]``), scale non-zero."""
+    a = jnp.shape(actions)[-1] if jnp.ndim(actions) else 1
+    out = []
+    for name in ("scale", "offset"):
+        v = jnp.asarray(stats[name])
+        if v.size not in (1, a):
+            raise ValueError(f"action stats {name} must hold 1 or {a} entries for actions {jnp.shape(actions)}, "
+                             f"got shape {v.shape}")
+        out.append(v.reshape(-1) if v.size == a else v.reshape(()))
+    if is_concrete(out[0]) and bool(jnp.any(out[0] == 0)):
+        raise ValueError(f"action stats scale has zero entries ({np.asarray(out[0]).tolist()}): a constant action "
+                         "dimension cannot be normalised (robomimic's stats give it scale 1)")
+    return tuple(out)
+
+
 def unnormalize_actions(stats, actions):
     """robomimic's action normalisation inverse: ``a * scale + offset`` (stats may be ``None``)."""
     if stats is None:
         return actions
-    return actions * jnp.asarray(stats["scale"]) + jnp.asarray(stats["offset"])
+    scale, offset = _action_stats(stats, actions)
+    return actions * scale + offset
 
 
 def normalize_actions(stats, actions):
     if stats is None:
         return actions
-    return (actions - jnp.asarray(stats["offset"])) / jnp.asarray(stats["scale"])
+    scale, offset = _action_stats(stats, actions)
+    return (actions - offset) / scale

@@ -6,7 +6,6 @@ resume exactly (same batches, same keys, same loss curve)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Callable, NamedTuple
@@ -21,6 +20,7 @@ from dynaguide_jax._checks import check_dtype_name, check_int, check_positive
 from dynaguide_jax.diffusion.schedule import DDIMSchedule, add_noise
 from dynaguide_jax.policy.diffusion_policy import DiffusionPolicy, PolicyNets
 from dynaguide_jax.training import CheckpointManager, EMAConfig, ema_update, make_optimizer
+from dynaguide_jax.training.checkpoints import read_run_json, restore_latest
 from dynaguide_jax.training.optim import LR_SCHEDULES, OPTIMIZERS
 
 
@@ -171,41 +171,16 @@ def load_trained_policy(run_dir: str | os.PathLike, weights: str = "robomimic"):
         raise ValueError(f"weights must be one of {INFERENCE_WEIGHTS}, got {weights!r}")
     from dynaguide_jax.policy.config import PolicyConfig
 
-    run_dir = os.fspath(run_dir)
-    cfg_path = os.path.join(run_dir, "config.json")
-    if not os.path.isdir(run_dir):
-        raise FileNotFoundError(f"{run_dir}: no such policy run directory")
-    if not os.path.isfile(cfg_path):
-        raise FileNotFoundError(f"{cfg_path} is missing: {run_dir} is not a `dynaguide train policy` run")
+    meta = read_run_json(run_dir, "policy", ("policy", "train", "schedule"))
     try:
-        with open(cfg_path) as f:
-            meta = json.load(f)
-        missing = [k for k in ("policy", "train", "schedule") if k not in meta]
-        if missing:
-            raise ValueError(f"lacks {missing}")
         policy = DiffusionPolicy(PolicyConfig.from_dict(meta["policy"]))
         # runs written before the optimizer became a setting trained with AdamW + warm-up + cosine
         tcfg = PolicyTrainConfig(**{"optimizer": "adamw", "lr_schedule": "warmup_cosine", **meta["train"]})
         schedule = DDIMSchedule(**meta["schedule"])
-    except (ValueError, TypeError, AttributeError) as e:  # JSONDecodeError is a ValueError
-        raise ValueError(f"{cfg_path}: not a policy run config ({e})") from None
-    ckpt_dir = os.path.join(run_dir, "checkpoints")
-    if not os.path.isdir(ckpt_dir):  # checked here: CheckpointManager would create it
-        raise FileNotFoundError(f"{ckpt_dir} is missing: the run {run_dir} never saved a checkpoint")
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"{os.path.join(os.fspath(run_dir), 'config.json')}: not a policy run config ({e})") from None
     params = policy.init(jax.random.key(0))
     optimizer, _ = tcfg.make_optimizer()
     like = {"params": params, "opt_state": optimizer.init(params), "ema": params, "step": jnp.zeros((), jnp.int32)}
-    mgr = CheckpointManager(run_dir, keep=tcfg.keep_checkpoints)
-    step = mgr.latest_step
-    if step is None:
-        mgr.close()
-        raise FileNotFoundError(f"{ckpt_dir} holds no complete checkpoint")
-    try:
-        state = mgr.restore(like, step)
-    except Exception as e:  # orbax / tensorstore raise many types for corrupt or mismatched files
-        detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        raise ValueError(f"{os.path.join(ckpt_dir, str(step))}: cannot restore the policy state of "
-                         f"{cfg_path}'s model ({type(e).__name__}: {detail})") from e
-    finally:
-        mgr.close()
+    state = restore_latest(run_dir, like, "policy", keep=tcfg.keep_checkpoints)
     return policy, jax.tree.map(np.asarray, inference_params(state["params"], state["ema"], weights)), schedule

@@ -163,3 +163,46 @@ def _close_quietly(closer) -> None:
             ew._worker.stop()
         with contextlib.suppress(Exception):
             ew._closed = True
+
+
+def read_run_json(run_dir: str | os.PathLike, kind: str, keys: tuple[str, ...]) -> dict:
+    """The ``config.json`` of a ``dynaguide train <kind>`` run, which must hold ``keys``; every
+    failure (no directory, no file, bad JSON, missing keys) names the path."""
+    run_dir = os.fspath(run_dir)
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"{run_dir}: no such {kind} run directory")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing: {run_dir} is not a `dynaguide train {kind}` run (train one "
+                                f"with `dynaguide train {kind} --out DIR`)")
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path}: not a {kind} run config ({e})") from None
+    missing = [k for k in keys if k not in meta] if isinstance(meta, dict) else list(keys)
+    if missing:
+        raise ValueError(f"{path}: not a {kind} run config (lacks {missing})")
+    return meta
+
+
+def restore_latest(run_dir: str | os.PathLike, like, kind: str, keep: int = 3):
+    """The newest complete checkpoint of a run, restored into ``like``'s structure; a missing,
+    empty or unreadable ``checkpoints/`` is one error naming the path (nothing is created)."""
+    run_dir = os.fspath(run_dir)
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    if not os.path.isdir(ckpt_dir):  # checked here: CheckpointManager would create it
+        raise FileNotFoundError(f"{ckpt_dir} is missing: the run {run_dir} never saved a checkpoint")
+    mgr = CheckpointManager(run_dir, keep=keep)
+    try:
+        step = mgr.latest_step
+        if step is None:
+            raise FileNotFoundError(f"{ckpt_dir} holds no complete checkpoint")
+        try:
+            return mgr.restore(like, step)
+        except Exception as e:  # orbax / tensorstore raise many types for corrupt or mismatched files
+            detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+            raise ValueError(f"{os.path.join(ckpt_dir, str(step))}: cannot restore the {kind} state of "
+                             f"{os.path.join(run_dir, 'config.json')}'s model ({type(e).__name__}: {detail})") from e
+    finally:
+        mgr.close()

@@ -10,7 +10,6 @@ stream. Process 0 writes ``metrics.jsonl``, TensorBoard events (``tb/``) and the
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -26,7 +25,7 @@ from dynaguide_jax.diffusion.schedule import DDIMSchedule
 from dynaguide_jax.dynamics.config import DynamicsConfig
 from dynaguide_jax.dynamics.fit import dynamics_update
 from dynaguide_jax.dynamics.model import flops_per_sample, init_dynamics
-from dynaguide_jax.training.checkpoints import CheckpointManager
+from dynaguide_jax.training.checkpoints import CheckpointManager, read_run_json, restore_latest
 from dynaguide_jax.training.mesh import global_batch, make_mesh, param_sharding, process_rows, replicated
 from dynaguide_jax.training.prefetch import Prefetcher
 
@@ -174,22 +173,19 @@ def _tensorboard(directory: str):
 
 def read_run_config(run_dir: str | os.PathLike) -> dict:
     """The ``config.json`` a ``train_dynamics`` run wrote (model, training and data settings)."""
-    path = os.path.join(os.fspath(run_dir), "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{run_dir} is not a dynamics training run (no config.json): train one with "
-                                "`dynaguide train dynamics --out DIR`")
-    with open(path) as f:
-        return json.load(f)
+    return read_run_json(run_dir, "dynamics", ("dynamics", "train"))
 
 
 def load_trained_dynamics(run_dir: str | os.PathLike) -> tuple[DynamicsConfig, dict]:
     """``(config, params)`` of the newest checkpoint of a ``train_dynamics`` run (on one device)."""
     meta = read_run_config(run_dir)
-    config = DynamicsConfig.from_dict(meta["dynamics"])
+    path = os.path.join(os.fspath(run_dir), "config.json")
+    try:
+        config = DynamicsConfig.from_dict(meta["dynamics"])
+        learning_rate = float(meta["train"]["learning_rate"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"{path}: not a dynamics run config ({type(e).__name__}: {e})") from None
     params = init_dynamics(config, jax.random.key(0))
-    like = {"params": params, "opt_state": optax.adam(meta["train"]["learning_rate"]).init(params),
-            "step": jnp.zeros((), jnp.int32)}
-    mgr = CheckpointManager(run_dir)
-    state = mgr.restore(like)
-    mgr.close()
+    like = {"params": params, "opt_state": optax.adam(learning_rate).init(params), "step": jnp.zeros((), jnp.int32)}
+    state = restore_latest(run_dir, like, "dynamics")
     return config, jax.tree.map(jax.device_get, state["params"])
