@@ -33,13 +33,32 @@ def is_saved_params(path: str | os.PathLike) -> bool:
 
 
 def load_params(directory: str | os.PathLike) -> tuple[dict, dict]:
-    """Inverse of ``save_params``: ``(meta, params)`` with numpy leaves."""
+    """Inverse of ``save_params``: ``(meta, params)`` with numpy leaves.
+
+    A missing directory, a directory that is not a saved checkpoint, an unreadable ``dynaguide.json``
+    or a missing / corrupt orbax ``params`` folder each raise one error that names the path.
+    """
     import orbax.checkpoint as ocp
 
     directory = os.path.abspath(os.fspath(directory))
+    if not os.path.isdir(directory):
+        what = "is a file, not a checkpoint directory" if os.path.exists(directory) else "does not exist"
+        raise FileNotFoundError(f"{directory}: {what} (expected a directory written by save_params)")
     if not is_saved_params(directory):
         raise FileNotFoundError(f"{directory} has no {META_FILE}: not a saved dynaguide checkpoint")
-    with open(os.path.join(directory, META_FILE)) as f:
-        meta = json.load(f)
-    params = ocp.StandardCheckpointer().restore(os.path.join(directory, "params"))
+    meta_path = os.path.join(directory, META_FILE)
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{meta_path}: not a readable JSON checkpoint description ({e})") from e
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+    target = os.path.join(directory, "params")
+    if not os.path.isdir(target):
+        raise FileNotFoundError(f"{target}: missing; {directory} has {META_FILE} but no orbax params folder")
+    try:
+        params = ocp.StandardCheckpointer().restore(target)
+    except Exception as e:  # orbax / tensorstore raise many types for truncated or foreign files
+        raise ValueError(f"{target}: not a readable orbax checkpoint ({type(e).__name__}: {e})") from e
     return meta, jax.tree.map(np.asarray, params)

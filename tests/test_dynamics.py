@@ -188,3 +188,84 @@ def test_bad_config_and_inputs_name_the_input():
         goals_from_trajectory_ends(cfg, params, pat, pro, np.full((2, 7), np.nan))
     with pytest.raises(ValueError, match=r"goal patches must be \[K, C\*P, D\]"):
         goals_from_trajectory_ends(cfg, params, pat[0], pro, np.zeros((2, 7)))
+
+
+def test_saved_dynamics_bad_directories_name_the_path(tmp_path):
+    from dynaguide_jax import param_io
+    from dynaguide_jax.dynamics import load_dynamics, save_dynamics
+    cfg = DynamicsConfig.preset("small").replace(num_layers=1)
+    params = init_dynamics(cfg, jax.random.key(0))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_dynamics(tmp_path / "nowhere")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(FileNotFoundError, match="is a file"):
+        load_dynamics(tmp_path / "afile")
+    with pytest.raises(FileNotFoundError, match="not a saved dynaguide checkpoint"):
+        load_dynamics(tmp_path)
+    with pytest.raises(TypeError, match="config must be a DynamicsConfig"):
+        save_dynamics(tmp_path / "x", cfg.to_dict(), params)
+    bad = jax.tree.map(lambda a: a, params)
+    bad["pos_embedding"] = bad["pos_embedding"].at[0, 0, 0].set(jnp.nan)
+    with pytest.raises(FloatingPointError, match=r"dynamics params\['pos_embedding'\]"):
+        save_dynamics(tmp_path / "x", cfg, bad)
+    d = tmp_path / "dyn"
+    save_dynamics(d, cfg, params)
+    meta = d / param_io.META_FILE
+    good = meta.read_text()
+    meta.write_text(good.replace('"dynamics"', '"dinov2"'))
+    with pytest.raises(ValueError, match="'dinov2' checkpoint, not a dynamics model"):
+        load_dynamics(d)
+    meta.write_text(good.replace('"horizon"', '"horizont"'))
+    with pytest.raises(ValueError, match=r"dyn: invalid dynamics config .*horizont"):
+        load_dynamics(d)
+    meta.write_text("{not json")
+    with pytest.raises(ValueError, match=r"dynaguide.json: not a readable JSON"):
+        load_dynamics(d)
+    meta.write_text(good)
+    for f in (d / "params").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"params: not a readable orbax checkpoint"):
+        load_dynamics(d)
+    import shutil
+    shutil.rmtree(d / "params")
+    with pytest.raises(FileNotFoundError, match=r"params: missing"):
+        load_dynamics(d)
+
+
+def test_original_state_dict_wrong_shapes_and_no_layers():
+    state = {k: v.numpy() for k, v in small_oracle().state_dict().items()}
+    bad = dict(state, pos_embedding=state["pos_embedding"][0])
+    with pytest.raises(ValueError, match=r"pos_embedding must be \[1, tokens, D\], got shape \(\d+, 32\)"):
+        load_original_dynamics(bad, patches_per_camera=16)
+    bad = {k: v for k, v in state.items() if not k.startswith("state_decoder_transformer.")}
+    with pytest.raises(KeyError, match="layers.0.linear1.weight"):
+        load_original_dynamics(bad, patches_per_camera=16)
+
+
+def test_fit_and_loss_bad_inputs_name_the_input():
+    from dynaguide_jax.dynamics.fit import fit_dynamics
+    cfg = DynamicsConfig.preset("small").replace(num_layers=1)
+    params = init_dynamics(cfg, jax.random.key(0))
+    batch = {"patches": jnp.zeros((2, 16, 64)), "proprio": jnp.zeros((2, 15)), "actions": jnp.zeros((2, 16, 7)),
+             "future_patches": jnp.zeros((2, 16, 64))}
+    key = jax.random.key(0)
+    with pytest.raises(KeyError, match=r"missing \['future_patches'\]"):
+        dynamics_loss(cfg, params, {k: v for k, v in batch.items() if k != "future_patches"}, key)
+    with pytest.raises(KeyError, match=r"missing \['proprio'\]"):
+        dynamics_loss(cfg, params, dict(batch, proprio=None), key)
+    with pytest.raises(ValueError, match=r"future_patches must be \[B=2, >=16, 64\]"):
+        dynamics_loss(cfg, params, dict(batch, future_patches=jnp.zeros((1, 16, 64))), key)
+    for kw, err, msg in ((dict(steps=-1), ValueError, "steps must be >= 0"),
+                         (dict(steps=2.5), TypeError, "steps must be an integer"),
+                         (dict(steps=1, learning_rate=0.0), ValueError, "learning_rate must be finite and > 0"),
+                         (dict(steps=1, learning_rate=float("nan")), ValueError, "learning_rate")):
+        with pytest.raises(err, match=msg):
+            fit_dynamics(cfg, params, lambda i: batch, key=key, progress=False, **kw)
+    with pytest.raises(TypeError, match="wrap a list with iter"):
+        fit_dynamics(cfg, params, [batch], steps=1, key=key, progress=False)
+    with pytest.raises(ValueError, match="batches ran out after 1 of steps=2"):
+        fit_dynamics(cfg, params, iter([batch]), steps=2, key=key, progress=False)
+    with pytest.raises(FloatingPointError, match="loss is nan at step 0"):
+        fit_dynamics(cfg, params, lambda i: dict(batch, future_patches=batch["future_patches"] * jnp.nan), steps=1,
+                     key=key, progress=False)

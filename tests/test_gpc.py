@@ -104,6 +104,13 @@ def test_bad_inputs(scene):
     cfg, sc = scene
     with pytest.raises(ValueError, match="num_samples must be >= 1"):
         rank(cfg, sc, 0)
+    with pytest.raises(TypeError, match="num_samples must be an integer"):
+        rank(cfg, sc, 2.5)
+    k = sc["gpc_goals"].shape[0]
+    with pytest.raises(ValueError, match=r"goal_mask must be \[K\]"):
+        rank(cfg, sc, 2, goal_mask=np.ones(k + 1, bool))
+    with pytest.raises(ValueError, match="goal_mask marks no real goal"):
+        rank(cfg, sc, 2, goal_mask=np.zeros(k, bool))
     with pytest.raises(ValueError, match="score must be one of"):
         rank(cfg, sc, 2, score="lse")
     with pytest.raises(ValueError, match="needs goals"):

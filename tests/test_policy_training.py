@@ -344,3 +344,25 @@ def test_bad_policy_configs_observations_and_batches_name_the_input():
     with pytest.raises(ValueError, match="action_dim is 7"):
         policy_batch(EpisodeData({**data.obs, "camera": np.zeros((10, 32, 32, 3), np.uint8)}, np.zeros((10, 3)), [10]),
                      pcfg, 2, 0, 0)
+
+
+def test_optimizer_and_ema_settings_are_validated():
+    from dynaguide_jax.training.optim import make_optimizer
+    for args, kw, err, msg in (
+            ((1e-4, 0), {}, ValueError, "total_steps must be >= 1"),
+            ((1e-4, 10.5), {}, TypeError, "total_steps must be an integer"),
+            ((float("nan"), 10), {}, ValueError, "learning_rate must be finite and > 0"),
+            ((1e-4, 10), dict(warmup_steps=-1), ValueError, "warmup_steps must be >= 0"),
+            ((1e-4, 10), dict(weight_decay=-1e-6), ValueError, "weight_decay must be finite and >= 0"),
+            ((1e-4, 10), dict(end_fraction=2.0), ValueError, r"end_fraction must be in \[0, 1\]")):
+        with pytest.raises(err, match=msg):
+            make_optimizer("adamw", "warmup_cosine", *args, **kw)
+    for kw, err, msg in ((dict(decay=1.5), ValueError, r"EMAConfig.decay must be in \[0, 1\]"),
+                         (dict(min_decay=-0.1), ValueError, "EMAConfig.min_decay must be finite and >= 0"),
+                         (dict(decay=0.5, min_decay=0.9), ValueError, "min_decay must be <= decay"),
+                         (dict(update_after_step=-1), ValueError, "update_after_step must be >= 0"),
+                         (dict(inv_gamma=0.0), ValueError, "inv_gamma must be finite and > 0"),
+                         (dict(power=float("nan")), ValueError, "EMAConfig.power"),
+                         (dict(decay=None), TypeError, "EMAConfig.decay must be a number")):
+        with pytest.raises(err, match=msg):
+            EMAConfig(**kw)

@@ -28,6 +28,34 @@ def test_relative_actions_round_trip_and_known_case():
     np.testing.assert_array_equal(g, grip)
 
 
+def test_pose_functions_reject_bad_shapes_and_nan():
+    from dynaguide_jax.data.poses import pose_to_mat, relative, rot6d, rot6d_to_matrix
+    base = np.array([0.1, 0.2, 0.3, 0.0, 0.0, np.pi / 2])
+    poses, grip = np.tile(base, (2, 1)), np.zeros((2, 1))
+    with pytest.raises(ValueError, match=r"poses must be \[T, 6\], got shape \(2, 7\)"):
+        relative_actions(np.zeros((2, 7)), grip, base)
+    with pytest.raises(ValueError, match=r"base_pose must be \[6\]"):
+        relative_actions(poses, grip, poses)
+    with pytest.raises(ValueError, match=r"gripper must be \[T=2\] or \[T, 1\]"):
+        relative_actions(poses, np.zeros((3, 1)), base)
+    with pytest.raises(FloatingPointError, match="poses contains 1 non-finite"):
+        relative_actions(np.where(np.arange(12).reshape(2, 6) == 5, np.nan, poses), grip, base)
+    with pytest.raises(FloatingPointError, match="gripper"):
+        relative_actions(poses, np.full((2, 1), np.inf), base)
+    with pytest.raises(ValueError, match=r"pose must be \[\.\.\., 6\]"):
+        pose_to_mat(np.zeros(3))
+    with pytest.raises(ValueError, match=r"base matrix must be \[\.\.\., 4, 4\]"):
+        relative(np.eye(4), np.eye(3))
+    with pytest.raises(ValueError, match=r"rot6d matrix must be"):
+        rot6d(np.zeros((2, 6)))
+    with pytest.raises(ValueError, match=r"zero or parallel \(first at index \(1,\)\)"):
+        rot6d_to_matrix(np.array([[1, 0, 0, 0, 1, 0], [1, 0, 0, 2, 0, 0]], float))
+    with pytest.raises(ValueError, match=r"actions10 must be \[\.\.\., 10\]"):
+        absolute_from_relative(np.zeros((2, 9)), base)
+    with pytest.raises(FloatingPointError, match="actions10"):
+        absolute_from_relative(np.full((2, 10), np.nan), base)
+
+
 def test_build_round_trip(tmp_path):
     images, arrays = write_umi(tmp_path / "dataset.zarr.zip")
     path = build_umi(str(tmp_path / "dataset.zarr.zip"), str(tmp_path / "rlds"))

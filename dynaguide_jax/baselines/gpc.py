@@ -21,7 +21,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from dynaguide_jax._checks import check_finite, is_concrete
+from dynaguide_jax._checks import check_finite, check_int, is_concrete
 from dynaguide_jax.diffusion.sampler import EpsFn, batch_size_of, sample_chunk, validate_sampler_args
 from dynaguide_jax.diffusion.schedule import DDIMSchedule
 from dynaguide_jax.guidance.base import Guidance
@@ -114,8 +114,7 @@ def sample_and_rank(eps_fn: EpsFn, policy_params, obs_cond, guidance: Guidance, 
         check_finite("GPC goals", goals)
     else:
         goals = None
-    if int(num_samples) < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    num_samples = check_int("num_samples", num_samples)
     validate_sampler_args(schedule, tuple(action_shape), 1, "repeat", key)
     batch_size_of(obs_cond)
     if goal_mask is not None:
@@ -123,6 +122,8 @@ def sample_and_rank(eps_fn: EpsFn, policy_params, obs_cond, guidance: Guidance, 
         if goals is None or goal_mask.shape != goals.shape[:1]:
             raise ValueError(f"goal_mask must be [K] for goals of shape {None if goals is None else goals.shape}, "
                              f"got {goal_mask.shape}")
+        if is_concrete(goal_mask) and not bool(goal_mask.any()):
+            raise ValueError("goal_mask marks no real goal (all False): the mean distance would be 0 / 0")
     out = _sample_and_rank_jit(eps_fn, policy_params, obs_cond, guidance, guidance_params, guidance_obs, goals,
                                goal_mask, key,
                                schedule=schedule, action_shape=tuple(action_shape), num_samples=int(num_samples),

@@ -9,8 +9,12 @@ under ``state_encoder.`` (torch-hub DinoV2 names) and a visualisation-only ``rec
 from __future__ import annotations
 
 import re
+from typing import Mapping
 
+import jax
 import numpy as np
+
+from dynaguide_jax._checks import check_finite
 
 from dynaguide_jax.dynamics.config import DynamicsConfig
 from dynaguide_jax.encoders.convert import config_from_hub_state, hub_state_to_params
@@ -27,11 +31,17 @@ def config_from_state(state, num_heads: int = 8, patches_per_camera: int = 256) 
     for k in ("pos_embedding", "action_embedder.patch_embed.weight"):
         if k not in state:
             raise KeyError(f"not a FinalStatePredictionDino state dict: missing {k!r}")
+    for k, layout in (("pos_embedding", "[1, tokens, D]"), ("action_embedder.patch_embed.weight", "[C, A, 1]")):
+        if np.ndim(state[k]) != 3:
+            raise ValueError(f"{k} must be {layout}, got shape {tuple(np.shape(state[k]))}")
     _, tokens, d = state["pos_embedding"].shape
     channels, action_dim, kernel = state["action_embedder.patch_embed.weight"].shape
     if kernel != 1:
         raise ValueError(f"action_embedder.patch_embed must have kernel size 1, got {kernel}")
-    layers = 1 + max(int(m.group(1)) for k in state if (m := re.match(re.escape(PREFIX) + r"(\d+)\.", k)))
+    indices = [int(m.group(1)) for k in state if (m := re.match(re.escape(PREFIX) + r"(\d+)\.", k))]
+    if not indices or PREFIX + "0.linear1.weight" not in state:
+        raise KeyError(f"not a FinalStatePredictionDino state dict: missing {PREFIX + '0.linear1.weight'!r}")
+    layers = 1 + max(indices)
     proprio = state.get("proprio_embedder.weight")
     image_tokens = tokens - 1 - (proprio is not None)
     if image_tokens % patches_per_camera:
@@ -107,9 +117,18 @@ def load_original_dynamics(path_or_state, num_heads: int = 8, patches_per_camera
 
 
 def save_dynamics(directory, config: DynamicsConfig, params) -> str:
-    """Store converted or trained dynamics params with orbax (``load_dynamics`` reads them back)."""
+    """Store converted or trained dynamics params with orbax (``load_dynamics`` reads them back).
+
+    Refuses a non-``DynamicsConfig`` config and params holding NaN / inf (the leaf is named)."""
     from dynaguide_jax import param_io
 
+    if not isinstance(config, DynamicsConfig):
+        raise TypeError(f"config must be a DynamicsConfig, got {type(config).__name__}")
+    if not isinstance(params, Mapping) or not params:
+        raise TypeError(f"params must be a non-empty dict of arrays (init_dynamics / load_dynamics), "
+                        f"got {type(params).__name__}")
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        check_finite(f"dynamics params{jax.tree_util.keystr(path)} (saving to {directory})", leaf)
     return param_io.save_params(directory, params, {"kind": "dynamics", "config": config.to_dict()})
 
 
@@ -120,4 +139,10 @@ def load_dynamics(directory) -> tuple[DynamicsConfig, dict]:
     meta, params = param_io.load_params(directory)
     if meta.get("kind") != "dynamics":
         raise ValueError(f"{directory} holds a {meta.get('kind')!r} checkpoint, not a dynamics model")
-    return DynamicsConfig.from_dict(meta["config"]), params
+    if not isinstance(meta.get("config"), dict):
+        raise ValueError(f"{directory}: {param_io.META_FILE} has no 'config' object for the dynamics model")
+    try:
+        config = DynamicsConfig.from_dict(meta["config"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"{directory}: invalid dynamics config in {param_io.META_FILE} ({e})") from e
+    return config, params

@@ -1,6 +1,8 @@
 """Training objective of the dynamics model and the original's action-noise augmentation."""
 from __future__ import annotations
 
+from typing import Mapping
+
 import jax
 import jax.numpy as jnp
 
@@ -37,8 +39,19 @@ def dynamics_loss(config: DynamicsConfig, params, batch, key, *, deterministic: 
 
     ``batch``: ``patches [B, C*P, D]``, ``proprio [B, p]`` (or absent), ``actions [B, H, A]``,
     ``future_patches [B, >=P', D]`` (the first ``predicted_tokens`` are the target, as the
-    original compares against the first camera's 256 tokens).
+    original compares against the first camera's 256 tokens). A missing key raises ``KeyError``
+    naming it; a wrong ``future_patches`` shape raises ``ValueError`` (shapes only: jit-safe).
     """
+    if not isinstance(batch, Mapping):
+        raise TypeError(f"dynamics batch must be a dict, got {type(batch).__name__}")
+    needed = ["patches", "actions", "future_patches"] + (["proprio"] if config.proprio_dim is not None else [])
+    missing = [k for k in needed if batch.get(k) is None]
+    if missing:
+        raise KeyError(f"dynamics batch is missing {missing} (has {sorted(batch)}; needs {needed})")
+    fut, b = jnp.shape(batch["future_patches"]), jnp.shape(batch["actions"])[:1]
+    if len(fut) != 3 or fut[:1] != b or fut[1] < config.predicted_tokens or fut[2] != config.feature_dim:
+        raise ValueError(f"future_patches must be [B={b[0] if b else '?'}, >={config.predicted_tokens}, "
+                         f"{config.feature_dim}] (B from the actions), got {fut}")
     pred = LatentDynamics(config).apply(
         {"params": params}, batch["patches"], batch.get("proprio"), batch["actions"],
         deterministic=deterministic, rngs=None if deterministic else {"dropout": key},

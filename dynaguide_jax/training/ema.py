@@ -13,6 +13,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from dynaguide_jax._checks import check_int, check_positive
+
 
 @dataclasses.dataclass(frozen=True)
 class EMAConfig:
@@ -23,6 +25,19 @@ class EMAConfig:
     inv_gamma: float = 1.0
     power: float = 0.75
 
+    def __post_init__(self):  # values are stored as checked floats / ints
+        for name in ("decay", "min_decay"):
+            v = check_positive(f"EMAConfig.{name}", getattr(self, name), allow_zero=True)
+            if v > 1:
+                raise ValueError(f"EMAConfig.{name} must be in [0, 1], got {v}")
+            object.__setattr__(self, name, v)
+        if self.min_decay > self.decay:
+            raise ValueError(f"EMAConfig.min_decay must be <= decay, got min_decay={self.min_decay}, "
+                             f"decay={self.decay}")
+        object.__setattr__(self, "update_after_step",
+                           check_int("EMAConfig.update_after_step", self.update_after_step, minimum=0))
+        for name in ("inv_gamma", "power"):
+            object.__setattr__(self, name, check_positive(f"EMAConfig.{name}", getattr(self, name)))
 
 def ema_decay(cfg: EMAConfig, optimization_step):
     """Decay used at optimisation step ``optimization_step`` (1-based, as diffusers counts)."""

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import optax
 
+from dynaguide_jax._checks import check_int, check_positive
+
 OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("constant", "warmup_cosine")
 
@@ -24,9 +26,13 @@ def make_optimizer(name: str, lr_schedule: str, learning_rate: float, total_step
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
-    if learning_rate <= 0 or weight_decay < 0 or warmup_steps < 0:
-        raise ValueError(f"need learning_rate > 0, weight_decay >= 0, warmup_steps >= 0; got {learning_rate}, "
-                         f"{weight_decay}, {warmup_steps}")
+    learning_rate = check_positive("learning_rate", learning_rate)
+    weight_decay = check_positive("weight_decay", weight_decay, allow_zero=True)
+    total_steps = check_int("total_steps", total_steps)
+    warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
+    end_fraction = check_positive("end_fraction", end_fraction, allow_zero=True)
+    if end_fraction > 1:
+        raise ValueError(f"end_fraction must be in [0, 1] (final rate / peak rate), got {end_fraction}")
     if lr_schedule == "constant":
         schedule = optax.constant_schedule(learning_rate)
     else:
