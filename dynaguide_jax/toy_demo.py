@@ -1,28 +1,27 @@
-"""The point-reaching toy world's scene for ``dynaguide sweep`` and the exact-epsilon tests.
+"""The point-reaching toy world's scene for the exact-epsilon tests (GPC, guidance).
 
 Render observations -> random-weight DinoV2 (small) -> train a small latent dynamics model on toy
 transitions -> goal features from goal images -> guided DDIM over a Gaussian-mixture stand-in
 policy of ``behaviours`` prototypes, whose epsilon is exact, so which behaviour a chunk came from is
-measurable. ``run_sweep`` grids scale x σ x seed in one call. Not the paper's experiment: that is
-``dynaguide demo`` (``dynaguide_jax.demo``).
+measurable. Not the paper's experiment: that is ``dynaguide demo`` (``dynaguide_jax.demo``) and
+``dynaguide experiment``.
 """
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from dynaguide_jax import toyworld
-from dynaguide_jax.diffusion import DDIMSchedule, sweep
+from dynaguide_jax.diffusion import DDIMSchedule
 from dynaguide_jax.dynamics import DynamicsConfig, init_dynamics, predict_future_patches
 from dynaguide_jax.dynamics.fit import fit_dynamics
 from dynaguide_jax.encoders import DinoV2Config, init_dinov2
 from dynaguide_jax.guidance import DynaGuide, GoalSet, encode_cameras, goals_from_images
 from dynaguide_jax.guidance import goals_from_trajectory_ends
-from dynaguide_jax.policy import line_prototypes, mixture_eps, mixture_params, nearest_prototype
+from dynaguide_jax.policy import line_prototypes, mixture_params, nearest_prototype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,66 +140,8 @@ def prepare_scene(cfg: ToySceneConfig, progress: bool = True) -> dict:
             "obs": {"patches": jnp.repeat(patches, n, 0), "proprio": jnp.repeat(start, n, 0)}}
 
 
-def sweep_scene(cfg: ToySceneConfig, scene: dict, seeds, sigmas=None):
-    """One compiled call over cfg.scales x sigmas x seeds."""
-    params = {"dynamics": scene["dyn_params"], "goals": scene["goals"], "sigma": cfg.sigma}
-    res = sweep(mixture_eps, scene["policy"], jnp.zeros((cfg.samples, 1)), scene["guide"], params, scene["obs"],
-                scales=list(cfg.scales), seeds=list(seeds), sigmas=sigmas, schedule=scene["schedule"],
-                action_shape=(HORIZON, ACTION_DIM), repeats=cfg.repeats, mode=cfg.mode)
-    res.actions.block_until_ready()
-    return res
-
-
 def goal_rates(cfg: ToySceneConfig, scene: dict, actions) -> np.ndarray:
     """Fraction of chunks nearest the goal behaviour, over the trailing ``[B, T, A]`` axes."""
     idx = nearest_prototype(scene["policy"], actions.reshape(-1, HORIZON, ACTION_DIM))
     hits = np.asarray(idx == cfg.goal_behaviour).reshape(actions.shape[:-3] + (actions.shape[-3],))
     return hits.mean(-1)
-
-
-def run_sweep(cfg: ToySceneConfig, seeds, sigmas, progress: bool = True) -> dict:
-    """Goal-behaviour rate for every (scale, σ) averaged over seeds: the paper's scale/σ sweeps."""
-    scene = prepare_scene(cfg, progress)
-    t = time.time()
-    res = sweep_scene(cfg, scene, seeds, sigmas)
-    seconds = time.time() - t
-    rates = goal_rates(cfg, scene, res.actions)  # [S, Σ, N]
-    return {"label": "toy world sweep (see `dynaguide sweep --help`); not the paper's results",
-            "config": dataclasses.asdict(cfg), "scales": list(map(float, cfg.scales)),
-            "sigmas": list(map(float, sigmas)), "seeds": list(map(int, seeds)),
-            "goal_rate_mean": rates.mean(-1).round(4).tolist(), "goal_rate_std": rates.std(-1).round(4).tolist(),
-            "metric_mean": np.asarray(res.metric.mean(axis=(-1, -2))).round(4).tolist(),
-            "chunks": int(np.prod(res.actions.shape[:-2])), "sweep_seconds_incl_compile": round(seconds, 2),
-            "device": str(jax.devices()[0])}
-
-
-def format_sweep(result: dict) -> str:
-    head = "scale \\ sigma " + " ".join(f"{s:>8g}" for s in result["sigmas"])
-    lines = [f"goal-behaviour rate, mean over {len(result['seeds'])} seeds "
-             f"({result['chunks']} chunks in one call, {result['sweep_seconds_incl_compile']} s)", head]
-    for scale, row in zip(result["scales"], result["goal_rate_mean"]):
-        lines.append(f"{scale:>13g} " + " ".join(f"{v:>8.2f}" for v in row))
-    return "\n".join(lines)
-
-
-def save_sweep_plot(result: dict, path: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    grid = np.asarray(result["goal_rate_mean"])
-    fig, ax = plt.subplots(figsize=(1.2 * grid.shape[1] + 3, 0.5 * grid.shape[0] + 2))
-    im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(grid.shape[1]), [f"{s:g}" for s in result["sigmas"]])
-    ax.set_yticks(range(grid.shape[0]), [f"{s:g}" for s in result["scales"]])
-    ax.set_xlabel("σ (metric temperature)")
-    ax.set_ylabel("guidance scale s")
-    for (i, j), v in np.ndenumerate(grid):
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.6 else "black", fontsize=8)
-    fig.colorbar(im, label="goal-behaviour rate")
-    ax.set_title("Steering success over the sweep")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

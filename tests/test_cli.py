@@ -29,20 +29,21 @@ def dynaguide(*args, check=True):
 
 def test_help_everywhere():
     assert "demo" in dynaguide("--help").stdout
-    for sub in (["demo"], ["sweep"], ["convert"], ["convert", "dinov2"], ["convert", "dynamics"], ["bench"],
-                ["train"], ["train", "policy"], ["train", "dynamics"], ["data"], ["data", "build"], ["data", "cache"],
-                ["data", "goals"], ["data", "play"], ["eval"], ["eval", "dynamics"]):
+    for sub in (["demo"], ["experiment"], ["sweep"], ["convert"], ["convert", "dinov2"], ["convert", "dynamics"],
+                ["bench"], ["train"], ["train", "policy"], ["train", "dynamics"], ["data"], ["data", "build"],
+                ["data", "cache"], ["data", "goals"], ["data", "play"], ["eval"], ["eval", "dynamics"]):
         out = dynaguide(*sub, "--help").stdout
         assert out.startswith(f"usage: dynaguide {sub[0]}"), sub
-    sweep_help = dynaguide("sweep", "--help").stdout
-    for choices in ("{repeat,renoise}", "{l2,squared_l2}", "{images,trajectories}"):
-        assert choices in sweep_help
+    experiment_help = dynaguide("experiment", "--help").stdout
+    for choices in ("{articulated_parts,movable_objects,multi_objectives,underrepresented_behaviors,"
+                    "underspecified_objectives}", "{tabletop,calvin}", "{tiny,small,paper}"):
+        assert choices in experiment_help
     missing = dynaguide("eval", check=False)  # no subcommand: name the choices, not an internal name
     assert missing.returncode == 2 and "required: {dynamics}" in missing.stderr
     # every option of every (sub)command and benchmark: its allowed values and its default in --help
     parsers = [(" ".join(("dynaguide", *path)), p) for path, p in walk(build_parser())]
     parsers += [(name, make()) for name, make in bench.PARSERS.items()]
-    assert len(parsers) == 20  # dynaguide, 16 subcommands, 3 benchmarks
+    assert len(parsers) == 21  # dynaguide, 17 subcommands, 3 benchmarks
     for name, parser in parsers:
         text, formatter = parser.format_help(), parser._get_formatter()
         for action in parser._actions:
@@ -110,17 +111,6 @@ def test_data_play_rejects_bad_input(tmp_path, capsys, flags, message):
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err, err
     assert (tmp_path / "taken" / "file.txt").read_text() == "mine" and not (tmp_path / "new").exists()
-
-
-def test_sweep_grid_in_one_call(tmp_path):
-    out = dynaguide("sweep", "--train-steps", "100", "--samples", "16", "--scales", "0", "0.1", "--sigmas", "1", "2",
-                    "--seeds", "0", "1", "--out-dir", tmp_path, "--quiet").stdout
-    assert "goal-behaviour rate, mean over 2 seeds (128 chunks in one call" in out
-    result = json.loads((tmp_path / "sweep.json").read_text())
-    assert np.asarray(result["goal_rate_mean"]).shape == (2, 2) and result["sigmas"] == [1.0, 2.0]
-    assert (tmp_path / "sweep.png").stat().st_size > 5_000
-    bad = dynaguide("sweep", "--sigmas", "0", "--train-steps", "1", "--out-dir", tmp_path, check=False)
-    assert bad.returncode == 2 and "sigmas must be positive" in bad.stderr
 
 
 def test_convert_dinov2_hub_file(tmp_path):

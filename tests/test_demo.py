@@ -95,10 +95,16 @@ def test_demo_cli_rejects_bad_flags_with_exit_2(tmp_path):
     assert "--preset {tiny,small,paper}" in help_text and "--fresh" in help_text and "--rollouts" in help_text
 
 
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory):
+    """The tiny demo, run once: its trained models serve the experiment and sweep tests too."""
+    out_dir = tmp_path_factory.mktemp("tiny") / "demo"
+    return out_dir, dynaguide("demo", "--preset", "tiny", "--out-dir", out_dir, "--quiet").stdout
+
+
 @pytest.mark.slow
-def test_tiny_demo_writes_every_artefact_and_reuses_its_stages(tmp_path):
-    out_dir = tmp_path / "demo"
-    out = dynaguide("demo", "--preset", "tiny", "--out-dir", out_dir, "--quiet").stdout
+def test_tiny_demo_writes_every_artefact_and_reuses_its_stages(tiny_demo):
+    out_dir, out = tiny_demo
     assert "RANDOM-initialised ViT-S/14" in out and "ArticulatedParts (tiny preset)" in out
     results = json.loads((out_dir / "results.json").read_text())
     assert results["experiment"] == "ArticulatedParts" and results["preset"] == "tiny"
@@ -124,3 +130,94 @@ def test_tiny_demo_writes_every_artefact_and_reuses_its_stages(tmp_path):
     again = dynaguide("demo", "--preset", "tiny", "--out-dir", out_dir, "--quiet").stdout
     assert again.count("done earlier") == 8
     assert json.loads((out_dir / "results.json").read_text())["methods"] == results["methods"]
+
+
+@pytest.mark.slow
+def test_experiment_runs_every_cell_resumes_and_writes_tables(tiny_demo, tmp_path):
+    models, _ = tiny_demo
+    out_dir = tmp_path / "multi"
+    args = ("experiment", "multi_objectives", "--preset", "tiny", "--models-dir", models, "--targets",
+            "button_on_switch_on", "drawer_dont_open", "--methods", "dynaguide", "--rollouts", "3", "--chunk", "2",
+            "--out-dir", out_dir, "--quiet")
+    out = dynaguide(*args).stdout
+    assert out.count("done earlier") == 7  # the demo's models: nothing retrained
+    assert "MultiObjectives (tiny preset, tabletop)" in out and "success / another object / nothing" in out
+    results = json.loads((out_dir / "results.json").read_text())
+    assert results["targets"] == ["button_on_switch_on", "drawer_dont_open"] and list(results["methods"]) == [
+        "dynaguide"]
+    row = results["methods"]["dynaguide"]["per_target"]["drawer_dont_open"]
+    assert row["n"] == 3 and "drawer_open" not in row["success_behaviours"] and "door_left" in row["success_behaviours"]
+    assert sum(row["counted_distribution"].values()) == pytest.approx(1.0)
+    assert results["config"]["goal_counts"]["drawer_dont_open"]["negative"] >= 1
+    assert (out_dir / "objectives.png").stat().st_size > 10_000
+    chunks = sorted(os.listdir(out_dir / "cells" / "dynaguide" / "drawer_dont_open"))
+    assert chunks == ["cell.json", "chunk_00000.npz", "chunk_00002.npz"]
+    # killed after one chunk: the rerun redoes only the missing one and gives the same table
+    os.remove(out_dir / "cells" / "dynaguide" / "drawer_dont_open" / "chunk_00002.npz")
+    again = dynaguide(*args).stdout
+    assert "resuming: 5 of 6 rollouts were finished earlier" in again and "1 rollouts in" in again
+    assert json.loads((out_dir / "results.json").read_text())["methods"] == results["methods"]
+    bad = dynaguide("experiment", "multi_objectives", "--preset", "tiny", "--targets", "nope", "--out-dir",
+                    tmp_path / "bad", check=False)
+    assert bad.returncode == 2 and "has no target 'nope'" in bad.stderr and not (tmp_path / "bad").exists()
+    bad = dynaguide("experiment", "movable_objects", "--methods", "itps", "--out-dir", tmp_path / "bad", check=False)
+    assert bad.returncode == 2 and "runs the methods" in bad.stderr
+
+
+@pytest.mark.slow
+def test_underrepresented_behaviour_trains_its_reduced_policy(tiny_demo, tmp_path):
+    models, _ = tiny_demo
+    out = dynaguide("experiment", "underrepresented_behaviors", "--preset", "tiny", "--models-dir", models,
+                    "--targets", "switch_on_40pct", "--methods", "base", "--rollouts", "1", "--out-dir",
+                    tmp_path / "rare", "--quiet").stdout
+    assert "switch_on cut to 40% of its segments" in out
+    info = json.loads((models / "policy_switch_on_40pct" / "variant.json").read_text())["info"]["reduced"]
+    assert 1 <= info["kept"] <= info["of"]
+    assert (tmp_path / "rare" / "success_vs_data.png").stat().st_size > 5_000
+
+
+@pytest.mark.slow
+def test_closed_loop_sweep_runs_the_grid_in_one_program(tiny_demo, tmp_path):
+    models, _ = tiny_demo
+    out = dynaguide("sweep", "--preset", "tiny", "--models-dir", models, "--target", "door_left", "--scales", "0",
+                    "2", "--repeats", "1", "2", "--sigmas", "30", "--rollouts", "2", "--out-dir", tmp_path, "--quiet")
+    assert "4 grid points x 2 rollouts" in out.stdout
+    result = json.loads((tmp_path / "sweep.json").read_text())
+    grid = [(r["scale"], r["repeats"], r["sigma"]) for r in result["rows"]]
+    assert grid == [(0.0, 1, 30.0), (0.0, 2, 30.0), (2.0, 1, 30.0), (2.0, 2, 30.0)]
+    assert all(r["n"] == 2 and sum(r["distribution"].values()) == pytest.approx(1.0) for r in result["rows"])
+    assert (tmp_path / "sweep.png").stat().st_size > 5_000
+    bad = dynaguide("sweep", "--sigmas", "0", "--out-dir", tmp_path / "bad", check=False)
+    assert bad.returncode == 2 and "sigmas must be > 0" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_experiment_in_the_real_calvin_simulator(tiny_demo, tmp_path):
+    from tests.test_calvin_env import ROBOT, SKIP
+
+    if SKIP is not None:
+        pytest.skip(SKIP)
+    models, _ = tiny_demo
+    poses = tmp_path / "poses"
+    poses.mkdir()
+    (poses / "initial_calvin_robot_states_right_side_midpoint.json").write_text(
+        json.dumps({"robot_states": [ROBOT.tolist()] * 3}))
+    out = dynaguide("experiment", "articulated_parts", "--env", "calvin", "--preset", "tiny", "--policy",
+                    models / "policy", "--reset-poses-dir", poses, "--targets", "switch_on", "--methods", "base",
+                    "--rollouts", "2", "--workers", "2", "--out-dir", tmp_path / "out", "--quiet").stdout
+    assert "ArticulatedParts (tiny preset, calvin)" in out
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["config"]["env"] == "calvin" and results["methods"]["base"]["per_target"]["switch_on"]["n"] == 2
+    # DynaGuide in the simulator: the demo's dynamics model with its (saved) random encoder and goal files
+    from dynaguide_jax.demo.pipeline import demo_encoder
+    from dynaguide_jax.encoders.convert import save_dinov2
+
+    enc, enc_params, _ = demo_encoder(DemoConfig.for_preset("tiny"))
+    save_dinov2(tmp_path / "encoder", enc, enc_params)
+    out = dynaguide("experiment", "articulated_parts", "--env", "calvin", "--preset", "tiny", "--policy",
+                    models / "policy", "--dynamics", models / "dynamics", "--encoder", tmp_path / "encoder",
+                    "--goals-dir", models / "goals", "--reset-poses-dir", poses, "--targets", "switch_on",
+                    "--methods", "dynaguide", "--rollouts", "2", "--workers", "2", "--out-dir", tmp_path / "guided",
+                    "--quiet").stdout
+    guided = json.loads((tmp_path / "guided" / "results.json").read_text())
+    assert guided["methods"]["dynaguide"]["per_target"]["switch_on"]["n"] == 2 and "switch_on" in out
+    assert guided["config"]["goal_counts"]["switch_on"]["positive"] >= 1

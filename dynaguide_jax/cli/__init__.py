@@ -9,11 +9,11 @@ import argparse
 import os
 import sys
 
-from dynaguide_jax.cli import bench, convert, data, demo, sweep, train
+from dynaguide_jax.cli import bench, convert, data, demo, experiment, sweep, train
 from dynaguide_jax.cli import eval as evaluate
 from dynaguide_jax.cli.parser_tree import add_debug_flag, show_defaults
 
-COMMANDS = (demo, sweep, convert, data, train, evaluate, bench)  # in --help order
+COMMANDS = (demo, experiment, sweep, convert, data, train, evaluate, bench)  # in --help order
 DEBUG_HELP = "on an error, raise it with its full traceback instead of printing one line (exit status 2)"
 
 
@@ -38,6 +38,8 @@ def error_message(e: Exception, args: argparse.Namespace) -> str | None:
         out = next((v for v in (getattr(args, "out", None), getattr(args, "out_dir", None))
                     if isinstance(v, str)), None)
         return (f"{NO_SPACE} while writing {os.path.abspath(out)}" if out else NO_SPACE) + ": free space and rerun"
+    if type(e).__name__ == "CalvinEnvMissing":  # an optional dependency: the message says how to install it
+        return str(e)
     if isinstance(e, (FileNotFoundError, KeyError, ValueError)):
         return str(e.args[0] if isinstance(e, KeyError) and e.args else e)
     return None

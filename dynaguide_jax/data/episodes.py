@@ -66,3 +66,38 @@ def split_at_segments(data: EpisodeData, segment: np.ndarray) -> EpisodeData:
         raise ValueError(f"segment {int(dup)} is split into several runs: the frames are not in chronological "
                          "order (a dataset written by an older builder? rebuild it)")
     return EpisodeData(obs=data.obs, actions=data.actions, episode_ends=np.r_[cut, data.num_frames])
+
+
+def select_episodes(data: EpisodeData, keep) -> EpisodeData:
+    """The episodes ``keep [E]`` (bool) marks, in order (at least one)."""
+    keep = np.asarray(keep)
+    if keep.shape != data.episode_ends.shape or keep.dtype != bool:
+        raise ValueError(f"keep must be a bool [{len(data.episode_ends)}] mask (one per episode), got "
+                         f"{keep.dtype} {keep.shape}")
+    if not keep.any():
+        raise ValueError("select_episodes: the mask keeps no episode")
+    starts = np.r_[0, data.episode_ends[:-1]]
+    frames = np.concatenate([np.arange(s, e) for s, e, k in zip(starts, data.episode_ends, keep) if k])
+    lengths = (data.episode_ends - starts)[keep]
+    return EpisodeData(obs={k: v[frames] for k, v in data.obs.items()}, actions=data.actions[frames],
+                       episode_ends=np.cumsum(lengths))
+
+
+def reduce_behaviour(data: EpisodeData, labels, behaviour: str, fraction: float, seed: int) -> tuple[EpisodeData, dict]:
+    """Keep each episode labelled ``behaviour`` with probability ``fraction`` (seeded), every other one
+    always: the original's reduced-data datasets (data_processing_calvin/calvin_to_labeled_hdf5.py drops
+    a behaviour's demos at random while writing). ``labels [E]``: one name per episode. Returns the
+    data and ``{"kept": k, "of": n}`` for that behaviour; at least one of its episodes stays."""
+    labels = np.asarray([x.decode() if isinstance(x, bytes) else str(x) for x in labels])
+    if labels.shape != data.episode_ends.shape:
+        raise ValueError(f"labels must name every episode ({len(data.episode_ends)}), got {labels.shape}")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    mine = labels == behaviour
+    if not mine.any():
+        raise ValueError(f"no episode of behaviour {behaviour!r} to reduce (labels: {sorted(set(labels.tolist()))})")
+    draw = np.random.default_rng(seed).random(len(labels)) < fraction
+    if not (draw & mine).any():  # the original's 1 % of CALVIN still holds demos; keep one here too
+        draw[np.flatnonzero(mine)[0]] = True
+    keep = ~mine | draw
+    return select_episodes(data, keep), {"kept": int((mine & keep).sum()), "of": int(mine.sum())}

@@ -201,7 +201,8 @@ def _segment_ends(directory: str, split: str, fields) -> dict:
 def export_guidance_conditions(directory: str, out_dir: str, split: str = "validation",
                                image_field="observation/rgb_static", proprio_field: str = "observation/robot_obs",
                                action_field: str = "rel_action", horizon: int = 16, seed: int = 0,
-                               keep_fraction: float = 0.7, max_per_behaviour: int | None = 20) -> dict:
+                               keep_fraction: float = 0.7, max_per_behaviour: int | None = 20,
+                               extra_fields=()) -> dict:
     """Per-behaviour goal sets as the original makes them (``goal_sets.select_goal_segments``: unlabelled
     segments skipped, ``*_displace`` dropped, each kept with probability ``keep_fraction``, then per
     behaviour a seeded shuffle capped at ``max_per_behaviour``).
@@ -209,7 +210,8 @@ def export_guidance_conditions(directory: str, out_dir: str, split: str = "valid
     ``goals_<behaviour>.npz`` holds, at each goal segment's last frame: ``images [K, H, W, 3]`` (the
     first of ``image_field``, one path or several; the others as ``images_<name>``), ``proprio``,
     ``last_action`` (raw) and ``actions [K, horizon, A]``: the last action clipped to [-1, 1] and
-    repeated, the chunk the original predicts from at a goal trajectory's last step (pad_mode "repeat").
+    repeated, the chunk the original predicts from at a goal trajectory's last step (pad_mode "repeat"),
+    and each of ``extra_fields`` at that frame under its last path part (e.g. ``scene_obs``).
     Writes ``counts.json`` (available / kept / capped / written per behaviour) and returns it."""
     from dynaguide_jax.data.goal_sets import select_goal_segments
 
@@ -217,7 +219,9 @@ def export_guidance_conditions(directory: str, out_dir: str, split: str = "valid
     if not cameras:
         raise ValueError("image_field names no image field")
     select_goal_segments({}, seed, keep_fraction, max_per_behaviour)  # argument errors before reading
-    ends = _segment_ends(directory, split, (*cameras, proprio_field, action_field, "behaviour", "segment"))
+    extra_fields = (extra_fields,) if isinstance(extra_fields, str) else tuple(extra_fields)
+    ends = _segment_ends(directory, split, (*cameras, proprio_field, action_field, *extra_fields, "behaviour",
+                                            "segment"))
     labels = {s: e["behaviour"].decode() if isinstance(e["behaviour"], bytes) else str(e["behaviour"])
               for s, e in ends.items()}
     chosen, counts = select_goal_segments(labels, seed, keep_fraction, max_per_behaviour)
@@ -231,7 +235,8 @@ def export_guidance_conditions(directory: str, out_dir: str, split: str = "valid
         last = np.stack([g[action_field] for g in goals]).astype(np.float32)
         out.update(proprio=np.stack([g[proprio_field] for g in goals]), last_action=last,
                    actions=np.repeat(np.clip(last, -1.0, 1.0)[:, None], horizon, axis=1),
-                   segment=np.asarray(segs, np.int64))
+                   segment=np.asarray(segs, np.int64),
+                   **{f.split("/")[-1]: np.stack([g[f] for g in goals]) for f in extra_fields})
         np.savez_compressed(os.path.join(out_dir, f"goals_{name}.npz"), **out)
     counts = {"split": split, **counts}
     with open(os.path.join(out_dir, "counts.json"), "w") as f:

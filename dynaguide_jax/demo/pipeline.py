@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -51,9 +52,18 @@ def _play(cfg: DemoConfig, progress: bool):
     return run
 
 
-def run_demo(cfg: DemoConfig, fresh: bool = False, progress: bool = True, log=print) -> dict:
-    """Run (or resume) every stage into ``cfg.out_dir``; returns the results dict (``results.json``)."""
-    t_start = time.perf_counter()
+class PreparedModels(NamedTuple):
+    """What the training stages leave behind: the stage book-keeping, the frozen encoder and the RLDS path."""
+    stages: Stages
+    encoder: DinoV2Config
+    encoder_params: dict
+    encoder_text: str
+    rlds: str
+
+
+def prepare_models(cfg: DemoConfig, fresh: bool = False, progress: bool = True, log=print) -> PreparedModels:
+    """Run (or resume, or reuse) every stage before the evaluation into ``cfg.out_dir``: play, RLDS,
+    features, goal sets, base policy, GC policy, dynamics model. The experiments share these."""
     st = Stages(cfg, cfg.out_dir, fresh=fresh, log=log)
     enc, enc_params, enc_text = demo_encoder(cfg)
     log(f"encoder: {enc_text}")
@@ -78,25 +88,7 @@ def run_demo(cfg: DemoConfig, fresh: bool = False, progress: bool = True, log=pr
         build_feature_cache(d, FrameStream(rlds, "train", "observation/rgb_static"), enc, enc_params,
                             cfg.encoder_size, progress=progress)
     st.run("features", "DinoV2 patch features of the training split's static camera", cache)
-
-    def goals(d):
-        from dynaguide_jax.data.rlds import export_guidance_conditions
-
-        kw = dict(seed=cfg.seed, keep_fraction=cfg.keep_fraction, max_per_behaviour=cfg.max_goals)
-        counts = export_guidance_conditions(rlds, d, "validation", "observation/rgb_static", **kw)
-        written = {t: counts["behaviours"].get(t, {}).get("written", 0) for t in TARGETS}
-        missing = [t for t, n in written.items() if n == 0]
-        if missing:  # a short validation play may lack a behaviour: take its goals from the training split
-            spare = os.path.join(d, "from_train")
-            extra = export_guidance_conditions(rlds, spare, "train", "observation/rgb_static", **kw)
-            for t in missing:
-                if extra["behaviours"].get(t, {}).get("written", 0):
-                    os.replace(os.path.join(spare, f"goals_{t}.npz"), os.path.join(d, f"goals_{t}.npz"))
-                    written[t] = f"{extra['behaviours'][t]['written']} (training split)"
-            log(f"  WARNING: the validation play has no segment of {', '.join(missing)}: goals from the training "
-                "split instead (more play, --play-steps, avoids this)")
-        log("  goal sets: " + ", ".join(f"{t} {n}" for t, n in written.items()))
-    st.run("goals", "goal sets from the validation split's segments", goals)
+    st.run("goals", "goal sets from the validation split's segments", lambda d: _goals(cfg, rlds, d, log))
     st.run("policy", "base diffusion policy", lambda d: train_demo_policy(rlds, cfg, d, False, progress))
     st.run("gc", "goal-conditioned policy (GC baseline)", lambda d: train_demo_policy(rlds, cfg, d, True, progress))
 
@@ -105,8 +97,36 @@ def run_demo(cfg: DemoConfig, fresh: bool = False, progress: bool = True, log=pr
 
         return train_demo_dynamics(rlds, load_feature_cache(st.dir("features")), cfg, d, progress)
     st.run("dynamics", "latent dynamics model", dynamics)
+    return PreparedModels(st, enc, enc_params, enc_text, rlds)
+
+
+def _goals(cfg: DemoConfig, rlds: str, d: str, log) -> None:
+    from dynaguide_jax.data.rlds import export_guidance_conditions
+
+    kw = dict(seed=cfg.seed, keep_fraction=cfg.keep_fraction, max_per_behaviour=cfg.max_goals)
+    counts = export_guidance_conditions(rlds, d, "validation", "observation/rgb_static", **kw)
+    written = {t: counts["behaviours"].get(t, {}).get("written", 0) for t in TARGETS}
+    missing = [t for t, n in written.items() if n == 0]
+    if missing:  # a short validation play may lack a behaviour: take its goals from the training split
+        spare = os.path.join(d, "from_train")
+        extra = export_guidance_conditions(rlds, spare, "train", "observation/rgb_static", **kw)
+        for t in missing:
+            if extra["behaviours"].get(t, {}).get("written", 0):
+                os.replace(os.path.join(spare, f"goals_{t}.npz"), os.path.join(d, f"goals_{t}.npz"))
+                written[t] = f"{extra['behaviours'][t]['written']} (training split)"
+        log(f"  WARNING: the validation play has no segment of {', '.join(missing)}: goals from the training "
+            "split instead (more play, --play-steps, avoids this)")
+    log("  goal sets: " + ", ".join(f"{t} {n}" for t, n in written.items()))
+
+
+def run_demo(cfg: DemoConfig, fresh: bool = False, progress: bool = True, log=print) -> dict:
+    """Run (or resume) every stage into ``cfg.out_dir``; returns the results dict (``results.json``)."""
+    t_start = time.perf_counter()
+    prep = prepare_models(cfg, fresh, progress, log)
+    st = prep.stages
     results = st.run("eval", f"closed loop: {len(cfg.methods)} methods x {len(TARGETS)} targets x {cfg.rollouts} "
-                     f"rollouts of {cfg.horizon} steps", lambda d: _evaluate(cfg, st, enc, enc_params, enc_text, log))
+                     f"rollouts of {cfg.horizon} steps",
+                     lambda d: _evaluate(cfg, st, prep.encoder, prep.encoder_params, prep.encoder_text, log))
     if results is None:
         with open(os.path.join(st.dir("eval"), "results.json")) as f:
             results = json.load(f)

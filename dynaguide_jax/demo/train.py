@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 
+from dynaguide_jax.data.episodes import reduce_behaviour
 from dynaguide_jax.data.rlds import dynamics_windows, read_policy_segments
 from dynaguide_jax.demo.config import DemoConfig
 from dynaguide_jax.dynamics import DynamicsConfig
@@ -41,12 +42,21 @@ def downsample(images: np.ndarray, size: int) -> np.ndarray:
     return np.round(x).astype(np.uint8)
 
 
-def read_policy_data(rlds: str, cfg: DemoConfig, goal_conditioned: bool):
-    """Behaviour segments of the training split with the fields the policy reads."""
+def read_policy_data(rlds: str, cfg: DemoConfig, goal_conditioned: bool, reduce: tuple | None = None):
+    """Behaviour segments of the training split with the fields the policy reads. ``reduce =
+    (behaviour, fraction, seed)`` keeps that behaviour's segments with probability ``fraction``
+    (``data.episodes.reduce_behaviour``; ``data.reduced`` says how many stayed)."""
     cams = CAMERAS if cfg.policy_obs == "cameras" else (GOAL_CAMERA,) if goal_conditioned else ()
     fields = ("observation/robot_obs", "observation/scene_obs", *(f"observation/{c}" for c in cams))
+    if reduce is not None:
+        fields = (*fields, "behaviour")
     data = read_policy_segments(rlds, "train", fields, "rel_action",
                                 rename={"observation/robot_obs": "proprio", "observation/scene_obs": "scene"})
+    reduced = None
+    if reduce is not None:
+        labels = data.obs.pop("behaviour")[np.r_[0, data.episode_ends[:-1]]]
+        data, reduced = reduce_behaviour(data, labels, *reduce)
+    data.reduced = reduced
     if goal_conditioned:
         data.obs[GOAL_KEY] = downsample(data.obs[GOAL_CAMERA], cfg.gc_goal_size)
         if cfg.policy_obs != "cameras":
@@ -67,16 +77,17 @@ def policy_config(cfg: DemoConfig, data, goal_conditioned: bool) -> PolicyConfig
     return pcfg
 
 
-def train_demo_policy(rlds: str, cfg: DemoConfig, run_dir: str, goal_conditioned: bool, progress: bool = True):
-    """Train (or resume) the base or GC policy into ``run_dir``."""
-    data = read_policy_data(rlds, cfg, goal_conditioned)
+def train_demo_policy(rlds: str, cfg: DemoConfig, run_dir: str, goal_conditioned: bool, progress: bool = True,
+                      reduce: tuple | None = None):
+    """Train (or resume) the base or GC policy into ``run_dir`` (``reduce``: see ``read_policy_data``)."""
+    data = read_policy_data(rlds, cfg, goal_conditioned, reduce)
     pcfg = policy_config(cfg, data, goal_conditioned)
     tcfg = PolicyTrainConfig(steps=cfg.gc_steps if goal_conditioned else cfg.policy_steps,
                              batch_size=cfg.policy_batch, learning_rate=cfg.policy_lr, ema_warmup=True,
                              checkpoint_every=500, log_every=50, seed=cfg.seed + (1 if goal_conditioned else 0))
     batches = lambda step: policy_batch(data, pcfg, tcfg.batch_size, tcfg.seed, step, "last")  # noqa: E731
     result = train_policy(DiffusionPolicy(pcfg), batches, tcfg, run_dir, progress=progress)
-    return {"segments": int(len(data.episode_ends)), "frames": int(data.num_frames),
+    return {"segments": int(len(data.episode_ends)), "frames": int(data.num_frames), "reduced": data.reduced,
             "final_loss": float(result.losses[-1][1]) if result.losses else None}
 
 

@@ -34,15 +34,27 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def summarize(detected: dict, targets, behaviour_names, *, experiment: str, preset: str, config: dict) -> dict:
+def summarize(detected: dict, targets, behaviour_names, *, experiment: str, preset: str, config: dict,
+              success: dict | None = None) -> dict:
     """``detected {method: {target: [n] behaviour indices}}`` (indices into ``behaviour_names``) ->
-    the ``results.json`` dict; success = the detected behaviour is the target."""
+    the ``results.json`` dict; success = the detected behaviour is the target, or, with ``success
+    {target: [behaviour, ...]}``, one of the target's behaviours (targets are then any names, e.g. the
+    multi-objective runs'; each target's entry records its ``"success_behaviours"``)."""
     names = list(behaviour_names)
     if isinstance(targets, str) or not len(targets):
         raise ValueError(f"targets must be a non-empty list of behaviour names, got {targets!r}")
-    unknown = [t for t in targets if t not in names]
-    if unknown:
-        raise ValueError(f"targets {unknown} are not behaviours ({names})")
+    if success is None:
+        unknown = [t for t in targets if t not in names]
+        if unknown:
+            raise ValueError(f"targets {unknown} are not behaviours ({names}); pass success= for other targets")
+        success = {t: (t,) for t in targets}
+    else:
+        lacking = [t for t in targets if not success.get(t)]
+        if lacking:
+            raise ValueError(f"success names no behaviours for targets {lacking}")
+        unknown = sorted({b for t in targets for b in success[t] if b not in names})
+        if unknown:
+            raise ValueError(f"success behaviours {unknown} are not behaviours ({names})")
     if not isinstance(detected, dict) or not detected:
         raise ValueError("detected must be a non-empty dict {method: {target: behaviour indices}}")
     methods = {}
@@ -58,10 +70,13 @@ def summarize(detected: dict, targets, behaviour_names, *, experiment: str, pres
             if idx.size and (idx.dtype.kind not in "iu" or idx.min() < 0 or idx.max() >= len(names)):
                 raise ValueError(f"detected[{method!r}][{target!r}] must hold integer indices in [0, {len(names)}) "
                                  f"(into behaviour_names), got {idx.dtype} values {idx[:5].tolist()}")
-            n, hits = int(idx.size), int((idx == names.index(target)).sum())
+            wanted = [names.index(b) for b in success[target]]
+            n, hits = int(idx.size), int(np.isin(idx, wanted).sum())
             counts = np.bincount(idx, minlength=len(names)) if n else np.zeros(len(names), int)
             rows[target] = {"success": hits / n if n else 0.0, "n": n, "ci95": list(wilson_interval(hits, n)),
                             "distribution": {b: float(c / n) if n else 0.0 for b, c in zip(names, counts)}}
+            if tuple(success[target]) != (target,):
+                rows[target]["success_behaviours"] = list(success[target])
         methods[method] = {"mean_success": float(np.mean([r["success"] for r in rows.values()])), "per_target": rows}
     return {"experiment": experiment, "preset": preset, "targets": list(targets), "methods": methods,
             "config": config}

@@ -1,0 +1,43 @@
+"""The compared methods as closed-loop policy functions for one target (``eval.methods``), built from
+an experiment's models, the target's goal arrays (``experiments.goals``) and its traced settings."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+
+from dynaguide_jax.demo.evaluate import DemoModels
+from dynaguide_jax.eval import methods as M
+from dynaguide_jax.guidance import DynaGuide, GoalSet
+
+
+class Settings(NamedTuple):
+    """A target's traced settings."""
+    scale: jax.Array
+    sigma: jax.Array
+    itps_scale: jax.Array
+
+
+def method_policy_fn(method: str, models: DemoModels, params, goals: dict, s: Settings, repeats: int,
+                     gpc_samples: int, encoder_size: int):
+    """``policy_fn(obs_stack, key) -> [N, 16, 7]`` of ``method``; ``params``: the (base or GC) policy's."""
+    m, shape = models, (16, 7)
+    guide = DynaGuide(dynamics=m.dynamics, encoder=m.encoder, image_size=encoder_size)
+    goal_set = GoalSet(positive=goals.get("pos_dyn"), positive_mask=goals.get("pos_mask"),
+                       negative=goals.get("neg_dyn"), negative_mask=goals.get("neg_mask"))
+    gparams = {"dynamics": m.dynamics_params, "encoder": m.encoder_params, "sigma": s.sigma, "goals": goal_set}
+    if method == "base":
+        return M.base_fn(m.policy, params, m.schedule, shape)
+    if method == "dynaguide":
+        return M.guided_fn(m.policy, params, m.schedule, guide, gparams, scale=s.scale, repeats=repeats,
+                           action_shape=shape)
+    if method == "gc":
+        return M.gc_fn(m.gc_policy, params, m.schedule, goals["gc_images"], action_shape=shape,
+                       goal_mask=goals["pos_mask"])
+    if method == "gpc":  # the original's planner ranks by the positives only
+        return M.gpc_fn(m.policy, params, m.schedule, guide, gparams, goals["pos_features"], num_samples=gpc_samples,
+                        action_shape=shape, goal_mask=goals["pos_mask"])
+    if method == "itps":
+        return M.itps_fn(m.policy, params, m.schedule, goals["xyz"], scale=s.itps_scale, repeats=repeats,
+                         action_shape=shape)
+    raise ValueError(f"unknown method {method!r}; choose from {M.METHODS}")

@@ -1,0 +1,175 @@
+"""The experiments on the built-in tabletop world: models from the demo's stages, one compiled
+program per method (the per-target settings and goal sets are traced arguments, so every target of
+a method shares it), rollouts vmapped over start states, each with its own key.
+
+Models come from ``dynaguide_jax.demo.pipeline.prepare_models`` (play -> RLDS -> features -> base
+policy, GC policy, dynamics), in ``models_dir`` (a ``dynaguide demo`` output of the same preset can
+be reused). Base policies trained on reduced data (UnderrepresentedBehaviors) are trained once each
+into ``models_dir/policy_<variant>/``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+
+import numpy as np
+
+import jax
+import jax.numpy as jnp
+
+from dynaguide_jax.demo.config import DemoConfig
+from dynaguide_jax.demo.evaluate import ACTION_HORIZON, DemoModels
+from dynaguide_jax.demo.pipeline import PreparedModels, load_demo_models, prepare_models, world_config
+from dynaguide_jax.demo.train import train_demo_policy
+from dynaguide_jax.envs import tabletop
+from dynaguide_jax.envs.reset_states import sample_scene_setup
+from dynaguide_jax.eval import methods as M
+from dynaguide_jax.eval.behaviours import detect_behaviour
+from dynaguide_jax.eval.rollout import LoopConfig, closed_loop, tabletop_env
+from experiments import goals as G
+from experiments.policies import Settings, method_policy_fn
+from experiments.runner import Cell, eval_fields, rollout_seed_key, stack_keys
+
+VARIANT_FIELDS = ("policy_obs", "policy_model", "policy_steps", "policy_batch", "policy_lr")
+
+
+def start_states(key: jax.Array, env_setup, first: int, count: int, env: tabletop.TabletopConfig):
+    """Rollouts ``first .. first + count - 1``: a random world with ``env_setup``'s parts fixed and the
+    other adjustable parts at a random end (the original's ``generate_reset_state``)."""
+    setup = dict(env_setup)
+
+    def one(k):
+        k_world, k_parts = jax.random.split(k)
+        s = tabletop.reset(k_world, env)
+        scene = tabletop.scene_obs(s).at[:6].set(sample_scene_setup(k_parts, setup))
+        return tabletop.reset(k_world, env, robot_obs=tabletop.robot_obs(s), scene_obs=scene)
+
+    return jax.vmap(one)(stack_keys(key, first, count))
+
+
+def compile_method(method: str, models: DemoModels, env: tabletop.TabletopConfig, horizon: int, repeats: int,
+                   gpc_samples: int, encoder_size: int):
+    """``f(params, states [n], keys [n], goals (one target's slice), settings) -> (index, counted, step)``, jitted."""
+    policy = models.gc_policy if method == "gc" else models.policy
+    loop = LoopConfig(horizon=horizon, obs_horizon=policy.config.obs_horizon, action_horizon=ACTION_HORIZON,
+                      start=M.GPC_START if method == "gpc" else None)
+    env_fns = tabletop_env(env)
+
+    def one(params, state, key, goals, settings):
+        fn = method_policy_fn(method, models, params, goals, settings, repeats, gpc_samples, encoder_size)
+        out = closed_loop(env_fns, fn, jax.tree.map(lambda x: x[None], state), key, loop)
+        det = detect_behaviour(out.scene_obs[0], out.robot_obs[0])
+        return det.index, det.counted, det.step
+
+    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, None, None)))
+
+
+def _stage_key(prep: PreparedModels, name: str) -> str:
+    return prep.stages.key(name)
+
+
+class TabletopBackend:
+    """Everything the runner needs on the built-in world; ``run_chunk`` is its rollout function."""
+
+    def __init__(self, experiment, cfg: DemoConfig, models_dir: str, out_dir: str, fresh: bool = False,
+                 progress: bool = True, log=print):
+        self.experiment, self.cfg, self.log = experiment, cfg, log
+        self.env = world_config(cfg)
+        self.prep = prepare_models(dataclasses.replace(cfg, out_dir=models_dir), fresh=fresh, progress=progress,
+                                   log=log)
+        models = load_demo_models(self.prep.stages, self.prep.encoder, self.prep.encoder_params)
+        if models.schedule.num_inference_steps != cfg.ddim_steps:
+            models = models._replace(schedule=dataclasses.replace(models.schedule, num_inference_steps=cfg.ddim_steps))
+        self.models = models
+        self.variants = {"full": models.policy_params}
+        for t in experiment.targets:
+            if t.policy_variant not in self.variants:
+                self.variants[t.policy_variant] = self._variant_params(t, models_dir, progress)
+        self.pool = os.path.join(out_dir, "goal_pool")
+        self._goal_pool()
+        per_target = [G.target_goals(t, self.pool, models, cfg.encoder_size, cfg.gc_goal_size,
+                                     experiment.goal_quality, self.env, cfg.seed) for t in experiment.targets]
+        self.goal_counts = G.goal_counts(experiment, per_target)
+        self.goals = G.stack_target_goals(per_target)
+        self.goal_images = [g["images"] for g in per_target]
+        self._compiled = {}
+
+    def _goal_pool(self):
+        key = {"rlds": _stage_key(self.prep, "rlds"), "seed": self.cfg.seed, "keep": self.cfg.keep_fraction}
+        marker = os.path.join(self.pool, "pool.json")
+        try:
+            with open(os.path.join(self.pool, "key.json")) as f:
+                same = json.load(f) == key and os.path.exists(marker)
+        except (FileNotFoundError, json.JSONDecodeError):
+            same = False
+        if same:
+            return
+        os.makedirs(self.pool, exist_ok=True)
+        self.log("[goal_pool] every behaviour's goal segments of the validation play ...")
+        record = G.export_goal_pool(self.prep.rlds, self.pool, self.cfg.seed, self.cfg.keep_fraction, self.log)
+        self.log("  goals: " + ", ".join(f"{b} {n}" for b, n in record["goals"].items()))
+        with open(os.path.join(self.pool, "key.json"), "w") as f:
+            json.dump(key, f)
+
+    def _variant_params(self, target, models_dir: str, progress: bool):
+        from dynaguide_jax.policy.train import load_trained_policy
+
+        d = os.path.join(models_dir, f"policy_{target.policy_variant}")
+        key = {"policy": {k: getattr(self.cfg, k) for k in VARIANT_FIELDS}, "rlds": _stage_key(self.prep, "rlds"),
+               "reduce": [target.reduced, target.policy_fraction], "seed": self.cfg.seed}
+        marker = os.path.join(d, "variant.json")
+        try:
+            with open(marker) as f:
+                done = json.load(f).get("key") == key
+        except (FileNotFoundError, json.JSONDecodeError):
+            done = False
+        if not done:
+            self.log(f"[policy_{target.policy_variant}] base policy with {target.reduced} cut to "
+                     f"{target.policy_fraction:.0%} of its segments ...")
+            if os.path.exists(marker):  # trained from other settings: do not resume its checkpoints
+                import shutil
+                shutil.rmtree(d)
+            info = train_demo_policy(self.prep.rlds, self.cfg, d, False, progress,
+                                     reduce=(target.reduced, target.policy_fraction, self.cfg.seed))
+            self.log(f"  kept {info['reduced']['kept']} of {info['reduced']['of']} {target.reduced} segments")
+            with open(marker, "w") as f:
+                json.dump({"key": key, "info": info}, f)
+        _, params, _ = load_trained_policy(d)
+        return params
+
+    def cell_key(self, cell: Cell) -> dict:
+        """Everything a cell's rollouts depend on (hashed by the runner)."""
+        models = {n: _stage_key(self.prep, n) for n in ("policy", "gc", "dynamics", "features")}
+        t = None if cell.name == "control" else self.experiment.target(cell.name)
+        return {"method": cell.method, "target": None if t is None else dataclasses.asdict(t),
+                "goal_quality": self.experiment.goal_quality, "models": models, "eval": eval_fields(self.cfg),
+                "horizon": self.horizon(cell.method), "seed": self.cfg.seed, "env_setup": list(cell.env_setup),
+                "goal_pool": hashlib.sha256(json.dumps(self.goal_counts, sort_keys=True).encode()).hexdigest()[:8]}
+
+    def horizon(self, method: str) -> int:
+        if method == "gpc":  # the original's planner runs: horizon 200 of 400
+            return max(1, round(self.cfg.horizon * self.experiment.gpc_horizon_fraction))
+        return self.cfg.horizon
+
+    def run_chunk(self, cell: Cell, first: int, count: int) -> dict:
+        t = self.experiment.targets[cell.target_index]
+        repeats, samples = t.repeats, t.gpc_samples
+        sig = (cell.method, repeats if cell.method in ("dynaguide", "itps") else 0,
+               samples if cell.method == "gpc" else 0)
+        if sig not in self._compiled:
+            self._compiled[sig] = compile_method(cell.method, self.models, self.env, self.horizon(cell.method),
+                                                 repeats, samples, self.cfg.encoder_size)
+        key = rollout_seed_key(self.cfg.seed, cell.name, list(cell.env_setup))
+        states = start_states(key, cell.env_setup, first, count, self.env)
+        keys = stack_keys(jax.random.fold_in(key, 1), first, count)
+        goals = {k: jnp.asarray(v[cell.target_index]) for k, v in self.goals.items()}
+        settings = Settings(jnp.float32(t.scale), jnp.float32(t.sigma), jnp.float32(t.itps_scale or 0.0))
+        params = self.models.gc_params if cell.method == "gc" else self.variants[t.policy_variant]
+        index, counted, step = self._compiled[sig](params, states, keys, goals, settings)
+        return {"index": np.asarray(index), "counted": np.asarray(counted), "step": np.asarray(step)}
+
+    def config(self) -> dict:
+        return {**self.cfg.to_dict(), "encoder_description": self.prep.encoder_text, "goal_counts": self.goal_counts,
+                "devices": [str(d) for d in jax.devices()]}

@@ -1,0 +1,195 @@
+"""The paper's experiments (``experiments/``): typed configs with the original's settings, bad configs
+rejected before work starts, goal sets (padding, negatives, underspecified frames), reduced-data
+policies' episode cut, and the resumable cell runner (a killed run redoes nothing that finished)."""
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from dynaguide_jax.data.episodes import EpisodeData, reduce_behaviour, select_episodes
+from dynaguide_jax.envs import tabletop
+from dynaguide_jax.eval.behaviours import BEHAVIOURS
+from experiments import EXPERIMENTS, get_experiment
+from experiments.goals import stack_target_goals, underspecify
+from experiments.run import select
+from experiments.runner import CONTROL, Cell, RunSizes, detections_by_target, plan_cells, run_cells
+from experiments.spec import Experiment, Target, goal_behaviours_without, object_behaviours
+
+
+def test_five_experiments_with_the_original_settings():
+    # paper_experiments/*.sh and calvin_exp_configs_examples/*.json
+    assert set(EXPERIMENTS) == {"articulated_parts", "movable_objects", "underspecified_objectives",
+                                "multi_objectives", "underrepresented_behaviors"}
+    art = get_experiment("ArticulatedParts")
+    assert [t.name for t in art.targets] == list(BEHAVIOURS[:8]) and art.methods == ("base", "dynaguide", "gc",
+                                                                                      "gpc", "itps")
+    door_right = art.target("door_right")  # calvin_articulated_object.sh: --scale 2 --ss 4 --alpha 15
+    assert (door_right.scale, door_right.repeats, door_right.sigma, door_right.itps_scale) == (2.0, 4, 15.0, 3.0)
+    assert dict(door_right.env_setup) == {"sliding_door": 0.28} and door_right.reset_poses == "midpoint"
+    assert art.target("drawer_open").sigma == 40.0 and art.control_base
+    blocks = get_experiment("movable_objects")
+    assert [t.success for t in blocks.targets] == [("red_displace",), ("blue_displace",), ("pink_displace",)]
+    assert all(t.goals_per_behaviour == 80 and t.scale == 2.0 for t in blocks.targets)  # *_lift_80, --scale 2
+    under = get_experiment("underspecified_objectives")
+    assert under.goal_quality == "underspecified" and under.target("door_left").gpc_samples == 4
+    assert (under.target("button_on").scale, under.target("button_on").sigma) == (1.6, 20.0)
+    multi = get_experiment("multi_objectives")
+    assert multi.methods == ("dynaguide", "gpc") and not multi.control_base
+    do = multi.target("button_on_switch_on")  # any direction of the named objects counts (experiment_4)
+    assert set(do.success) == {"button_on", "button_off", "switch_on", "switch_off"}
+    assert "button_off" not in do.negatives and "drawer_open" in do.negatives and "red_lift" in do.negatives
+    dont = multi.target("drawer_dont_open")
+    assert dont.negatives == ("drawer_open",) and "drawer_close" not in dont.positives
+    assert "no_behavior" not in dont.success and "red_displace" in dont.success and "drawer_close" not in dont.success
+    rare = get_experiment("underrepresented_behaviors")
+    assert [t.policy_fraction for t in rare.targets] == [0.01, 0.03, 0.05, 0.10, 0.20, 0.40, 0.60, 0.80]
+    assert rare.target("switch_on_1pct").policy_variant == "switch_on_1pct" and not rare.control_base
+    assert object_behaviours("door") == ("door_left", "door_right")
+    assert set(goal_behaviours_without("door", "blocks")) == set(BEHAVIOURS[:6])
+
+
+def test_bad_configs_fail_before_any_work_naming_the_problem():
+    ok = dict(name="t", success=("switch_on",), positives=("switch_on",))
+    with pytest.raises(ValueError, match="unknown success behaviour"):
+        Target(**{**ok, "success": ("switch_up",)})
+    with pytest.raises(ValueError, match="unknown positives behaviour"):
+        Target(**{**ok, "positives": ("red_displace",)})  # no goal file of a displace
+    with pytest.raises(TypeError, match="tuple of behaviour names"):
+        Target(**{**ok, "success": "switch_on"})
+    with pytest.raises(ValueError, match="unknown part 'lid'"):
+        Target(**ok, env_setup=(("lid", 0.0),))
+    with pytest.raises(ValueError, match="sigma > 0"):
+        Target(**ok, sigma=0.0)
+    with pytest.raises(ValueError, match="no goal sets"):
+        Target(**{**ok, "positives": ()})
+    with pytest.raises(ValueError, match="policy_fraction must be in"):
+        Target(**ok, policy_fraction=1.5, reduced="switch_on")
+    with pytest.raises(ValueError, match="go together"):
+        Target(**ok, policy_fraction=0.5)
+    t = Target(**ok)
+    with pytest.raises(ValueError, match="duplicate target names"):
+        Experiment(name="x", title="X", targets=(t, t), methods=("base",))
+    with pytest.raises(ValueError, match="methods must be some of"):
+        Experiment(name="x", title="X", targets=(t,), methods=("dreamer",))
+    with pytest.raises(ValueError, match="itps needs every target's itps_scale"):
+        Experiment(name="x", title="X", targets=(t,), methods=("itps",))
+    with pytest.raises(ValueError, match="every target or none"):
+        Experiment(name="x", title="X", targets=(t, dataclasses.replace(t, name="u", negatives=("door_left",))),
+                   methods=("dynaguide",))
+    with pytest.raises(KeyError, match="unknown experiment 'nope'"):
+        get_experiment("nope")
+    with pytest.raises(KeyError, match="has no target 'door_up'"):
+        select(get_experiment("articulated_parts"), ["door_up"])
+    with pytest.raises(ValueError, match="not \\['itps'\\]"):
+        select(get_experiment("movable_objects"), methods=["itps"])
+
+
+def test_runner_resumes_a_killed_run_and_reruns_cells_whose_inputs_changed(tmp_path):
+    exp = get_experiment("articulated_parts").with_targets(["switch_on", "door_left"])
+    cells = plan_cells(exp, ("base", "dynaguide"))
+    assert cells[0] == Cell("base", CONTROL, 0, ()) and [c.name for c in cells[1:]] == ["switch_on", "door_left"]
+    sizes = RunSizes(rollouts=5, horizon=10, chunk=2, seed=0)
+    calls = []
+
+    def chunk(cell, first, count, fail_at=None):
+        if (cell.name, first) == fail_at:
+            raise KeyboardInterrupt
+        calls.append((cell.method, cell.name, first))
+        index = np.full(count, BEHAVIOURS.index("switch_on") if cell.method == "base" else
+                        BEHAVIOURS.index(cell.name), np.int32)
+        return {"index": index, "counted": np.eye(len(BEHAVIOURS), dtype=bool)[index], "step": np.arange(count)}
+
+    key = lambda c: {"cell": c._asdict(), "v": 1}  # noqa: E731
+    quiet = dict(progress=False, log=lambda *_: None)
+    with pytest.raises(KeyboardInterrupt):
+        run_cells(exp, cells, sizes, tmp_path, key, lambda c, f, n: chunk(c, f, n, ("door_left", 2)), **quiet)
+    first_run = list(calls)
+    assert len(first_run) == 3 + 3 + 1  # base and switch_on finished (3 chunks each), door_left's first chunk
+    calls.clear()
+    out = run_cells(exp, cells, sizes, tmp_path, key, chunk, **quiet)
+    assert calls == [("dynaguide", "door_left", 2), ("dynaguide", "door_left", 4)]  # nothing finished is redone
+    assert all(len(r["index"]) == 5 for r in out.values())
+    index, _ = detections_by_target(exp, out, ("base", "dynaguide"))
+    assert list(index["base"]) == ["switch_on", "door_left"]  # the control runs score every target
+    np.testing.assert_array_equal(index["base"]["door_left"], out[("base", CONTROL)]["index"])
+    calls.clear()  # another input for one cell: that cell alone is rerun
+    run_cells(exp, cells, sizes, tmp_path, lambda c: {**key(c), "v": 2 if c.name == "switch_on" else 1}, chunk,
+              **quiet)
+    assert calls == [("dynaguide", "switch_on", f) for f in (0, 2, 4)]
+    assert json.loads((tmp_path / "cells" / "dynaguide" / "switch_on" / "cell.json").read_text())["key"]
+    with pytest.raises(ValueError, match="chunk must be an integer >= 1"):
+        RunSizes(rollouts=5, horizon=10, chunk=0, seed=0)
+
+
+def test_reduced_behaviour_keeps_the_fraction_of_its_segments_and_all_others():
+    n_eps = 200
+    lengths = np.arange(n_eps) % 3 + 2
+    ends = np.cumsum(lengths)
+    data = EpisodeData(obs={"x": np.arange(ends[-1], dtype=np.float32)[:, None]},
+                       actions=np.zeros((ends[-1], 2), np.float32), episode_ends=ends)
+    labels = np.where(np.arange(n_eps) % 2 == 0, "switch_on", "door_left").astype(object)
+    labels[1] = b"drawer_open"  # bytes, as RLDS strings come
+    out, info = reduce_behaviour(data, labels, "switch_on", 0.1, seed=0)
+    assert info["of"] == 100 and 3 <= info["kept"] <= 20
+    assert len(out.episode_ends) == 100 + info["kept"]
+    again, _ = reduce_behaviour(data, labels, "switch_on", 0.1, seed=0)
+    np.testing.assert_array_equal(again.obs["x"], out.obs["x"])  # seeded
+    starts = np.r_[0, ends[:-1]]
+    firsts = out.obs["x"][np.r_[0, out.episode_ends[:-1]], 0]
+    assert set(starts[1::2]).issubset(set(firsts.astype(int)))  # every other behaviour's episode stays whole
+    tiny, info = reduce_behaviour(data, labels, "switch_on", 1e-6, seed=0)
+    assert info["kept"] == 1  # at least one demonstration stays
+    with pytest.raises(ValueError, match="no episode of behaviour 'button_on'"):
+        reduce_behaviour(data, labels, "button_on", 0.5, seed=0)
+    with pytest.raises(ValueError, match="keeps no episode"):
+        select_episodes(data, np.zeros(n_eps, bool))
+    with pytest.raises(ValueError, match="bool \\[200\\] mask"):
+        select_episodes(data, np.ones(3, bool))
+
+
+def test_goal_sets_pad_with_masks_and_underspecified_goals_keep_only_the_target_part():
+    a = {"pos_dyn": np.ones((2, 4)), "pos_features": np.ones((2, 3, 5)), "gc_images": np.ones((2, 8, 8, 3), np.uint8),
+         "xyz": np.zeros(3), "neg_dyn": np.ones((1, 4))}
+    b = {k: (np.concatenate([v, v]) if v.ndim > 1 else v) for k, v in a.items()}
+    s = stack_target_goals([a, b])
+    assert s["pos_dyn"].shape == (2, 4, 4) and s["pos_mask"].tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+    assert s["neg_mask"].tolist() == [[True, False], [True, True]] and s["xyz"].shape == (2, 3)
+    with pytest.raises(ValueError, match="every target or none"):
+        stack_target_goals([a, {k: v for k, v in b.items() if k != "neg_dyn"}])
+    env = tabletop.TabletopConfig.small()
+    states = [tabletop.reset(jax.random.key(i), env) for i in range(3)]
+    scene = np.stack([np.asarray(tabletop.scene_obs(s)) for s in states])
+    scene[:, 1] = 0.16  # the drawer open: the goal of drawer_open
+    goals = {"images": np.zeros((3, 64, 64, 3), np.uint8), "proprio": np.stack([np.asarray(tabletop.robot_obs(s))
+                                                                                 for s in states]),
+             "actions": np.zeros((3, 16, 7), np.float32), "scene_obs": scene}
+    out = underspecify(goals, "drawer_open", jax.random.key(0), env)
+    np.testing.assert_allclose(out["scene_obs"][:, 1], 0.16, atol=1e-6)  # the target's part stays
+    changed = np.abs(out["scene_obs"][:, [0, 3, 6, 7, 12, 13]] - scene[:, [0, 3, 6, 7, 12, 13]]).max(0)
+    assert (changed > 1e-3).all()  # the door, the switch, the blocks were re-drawn
+    assert out["images"].shape == (3, 64, 64, 3) and out["images"].std() > 10  # re-rendered
+    np.testing.assert_array_equal(out["proprio"], goals["proprio"])
+
+
+def test_calvin_runs_check_calvin_env_and_every_input_before_any_rollout(tmp_path):
+    from importlib.util import find_spec
+
+    from tests.test_cli import dynaguide
+
+    args = ("experiment", "articulated_parts", "--env", "calvin", "--preset", "tiny", "--out-dir", tmp_path / "o")
+    r = dynaguide(*args, check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    if find_spec("calvin_env") is None or find_spec("pybullet") is None:
+        assert "the CALVIN simulator is not installed" in r.stderr and "pip install" in r.stderr
+        return
+    assert "--env calvin needs --policy" in r.stderr
+    r = dynaguide(*args, "--policy", tmp_path / "none.pth", check=False)
+    assert r.returncode == 2 and "none.pth does not exist" in r.stderr
+    (tmp_path / "p.pth").write_bytes(b"")
+    r = dynaguide(*args, "--policy", tmp_path / "p.pth", check=False)
+    assert r.returncode == 2 and "needs --gc-policy" in r.stderr
+    r = dynaguide(*args, "--policy", tmp_path / "p.pth", "--methods", "dynaguide", "--dynamics", tmp_path / "p.pth",
+                  "--goals-dir", tmp_path, check=False)
+    assert r.returncode == 2 and "no goal file for 'button_off'" in r.stderr
