@@ -49,6 +49,8 @@ class SelfAttention(nn.Module):
     dropout_rate: float = 0.0
     implementation: str = "xla"  # see ``attend``
 
+    project: bool = True  # False: return (heads concatenated, out kernel, out bias) for a fused epilogue
+
     @nn.compact
     def __call__(self, x, deterministic: bool = True):
         d = x.shape[-1]
@@ -62,7 +64,31 @@ class SelfAttention(nn.Module):
         if not deterministic and self.dropout_rate > 0.0:
             rng = self.make_rng("dropout")
         out = attend(q, k, v, dropout_rate=self.dropout_rate, dropout_rng=rng, implementation=self.implementation)
-        return dense("out")(out.reshape(*x.shape[:-1], d))
+        out = out.reshape(*x.shape[:-1], d)
+        if not self.project:
+            return (out, *DenseParams(d, name="out")(d))
+        return dense("out")(out)
+
+
+class DenseParams(nn.Module):
+    """``nn.Dense``'s parameters alone (same names, shapes, initialisers, hence the same initial values):
+    ``(kernel [in, features], bias [features])`` for a kernel that applies them itself."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, in_features: int):
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (in_features, self.features))
+        return kernel, self.param("bias", nn.initializers.zeros_init(), (self.features,))
+
+
+class LayerNormParams(nn.Module):
+    """``nn.LayerNorm``'s parameters alone: ``(scale [features], bias [features])``."""
+
+    @nn.compact
+    def __call__(self, features: int):
+        return (self.param("scale", nn.initializers.ones_init(), (features,)),
+                self.param("bias", nn.initializers.zeros_init(), (features,)))
 
 
 def compute_dtype(name: str) -> jnp.dtype:

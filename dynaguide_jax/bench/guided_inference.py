@@ -5,6 +5,12 @@ call, the paper's 6-layer dynamics model (384 wide, 256 patches + proprio + acti
 positive goals, 10 DDIM steps, M = 4 repeats, horizon 16, action dim 7. Base policy: the
 Gaussian-mixture stand-in (its epsilon costs next to nothing), so the figures measure the
 guidance machinery, which dominates the cost of a guided chunk. Random weights.
+
+Each row also says how the compiled program spends its time: ``kernels_per_iteration`` (device
+kernels per guidance iteration, counted in the after-optimisation HLO, ``bench.hlo_stats``),
+``achieved_tflop_s`` (the HLO's trip-weighted dot FLOPs over the time) and the floor the device
+allows (``bench.roofline``: those FLOPs at peak, or the dynamics weights read twice per iteration at
+HBM bandwidth; "n/a" on CPUs).
 """
 from __future__ import annotations
 
@@ -16,6 +22,8 @@ import time
 import jax
 import jax.numpy as jnp
 
+from dynaguide_jax.bench.hlo_stats import compiled_stats, kernels_per_iteration
+from dynaguide_jax.bench.roofline import floor_fields, params_bytes
 from dynaguide_jax.bench.timing import environment, time_steps, timed
 from dynaguide_jax.diffusion import DDIMSchedule
 from dynaguide_jax.diffusion.sampler import _guided_sample_jit
@@ -40,6 +48,10 @@ class BenchConfig:
     preset: str = "paper"  # "small": tiny models, to check the pipeline in seconds
     policy: bool = True  # also time the image diffusion policy (unguided chunk, training step)
     train_batch: int = 16
+    precompute: tuple[str, ...] = dataclasses.field(
+        default=("projections",), metadata={"help": "DynaGuide.precompute variants: none, projections, attention"})
+    pallas: tuple[str, ...] = dataclasses.field(
+        default=("off",), metadata={"help": "DynamicsConfig.pallas variants: off, on (GPU/TPU), interpret"})
 
 
 def guidance_models(cfg: BenchConfig):
@@ -79,33 +91,41 @@ def run_benchmark(cfg: BenchConfig, emit=print) -> list[dict]:
         imgs = jax.random.randint(jax.random.key(3), (b, 1, 200, 200, 3), 0, 256).astype(jnp.uint8)
         obs, cond = {"images": imgs, "proprio": jnp.zeros((b, 15))}, jnp.zeros((b, 1))
         reference = None  # the first guided variant's chunk: later variants report their difference
-        for attention, unroll, guided in itertools.product(attention_variants(cfg, dtype), cfg.unroll, (True, False)):
-            if not guided and (attention, unroll) != (cfg.attention[0], cfg.unroll[0]):
+        for attention, unroll, precompute, pallas, guided in itertools.product(
+                attention_variants(cfg, dtype), cfg.unroll, cfg.precompute, cfg.pallas, (True, False)):
+            first = (cfg.attention[0], cfg.unroll[0], cfg.precompute[0], cfg.pallas[0])
+            if not guided and (attention, unroll, precompute, pallas) != first:
                 continue  # the unguided chunk has no attention: time it once
-            guide = DynaGuide(dynamics=dyn_base.replace(dtype=dtype, attention=attention),
-                              encoder=enc_base.replace(dtype=dtype, attention=attention), image_size=size)
+            guide = DynaGuide(dynamics=dyn_base.replace(dtype=dtype, attention=attention, pallas=pallas),
+                              encoder=enc_base.replace(dtype=dtype, attention=attention), image_size=size,
+                              precompute=precompute)
             g, gp, go = (guide, params, obs) if guided else (None, None, None)
+            args = (mixture_eps, policy, cond, g, gp, go, jax.random.key(0), jnp.float32(1.5), None)
+            static = dict(schedule=schedule, action_shape=(16, 7), repeats=cfg.repeats, mode="repeat", unroll=unroll)
 
             def call(seed=0):
-                return _guided_sample_jit(
-                    mixture_eps, policy, cond, g, gp, go, jax.random.key(seed), jnp.float32(1.5), None,
-                    schedule=schedule, action_shape=(16, 7), repeats=cfg.repeats, mode="repeat",
-                    unroll=unroll).actions
+                return _guided_sample_jit(*args[:6], jax.random.key(seed), *args[7:], **static).actions
 
             t0 = time.perf_counter()
             actions = jax.block_until_ready(call())
             compile_s = time.perf_counter() - t0
             reps = 1 if cfg.quick else cfg.reps
             sec = timed(call, reps)
+            stats = compiled_stats(_guided_sample_jit, *args, **static)
             row = {"bench": "guided_chunk" if guided else "unguided_chunk", "batch": b, "dtype": dtype,
                    "latency_ms": round(sec * 1e3, 3), "chunks_per_s": round(b / sec, 2),
                    "compile_s": round(compile_s, 2), "repeats_M": cfg.repeats, "goals_K": cfg.num_goals,
                    "ddim_steps": schedule.num_inference_steps, "unroll": unroll, "timed_reps": reps,
-                   "policy": "gaussian-mixture stand-in", "preset": cfg.preset, **env}
+                   "policy": "gaussian-mixture stand-in", "preset": cfg.preset,
+                   **program_fields(stats, evals, sec), **env}
             if guided:
                 row["attention"] = attention
+                row["precompute"], row["pallas"] = precompute, pallas
                 row["model_tflop_per_chunk"] = round(flop_chunk / 1e12, 4)
-                row["achieved_tflop_s"] = round(flop_chunk * b / sec / 1e12, 3)
+                row["model_tflop_s"] = round(flop_chunk * b / sec / 1e12, 3)
+                # the dynamics weights are read for the forward and the backward of every evaluation
+                weights = params_bytes(dyn_params, dtype) * (2 * evals + 1)
+                row.update(floor_fields(env["device"], dtype, stats.dot_flops, weights, sec))
                 if reference is None:
                     reference = actions
                 else:
@@ -113,6 +133,14 @@ def run_benchmark(cfg: BenchConfig, emit=print) -> list[dict]:
             results.append(row)
             emit(json.dumps(row))
     return results
+
+
+def program_fields(stats, iterations: int, sec: float) -> dict:
+    """Row fields from a compiled program's HLO (``hlo_stats``): kernels per guidance iteration and FLOP rate."""
+    return {"kernels_per_iteration": round(kernels_per_iteration(stats, iterations), 1),
+            "kernels_innermost_loop_body": stats.innermost_body_kernels,
+            "hlo_tflop_per_chunk": round(stats.dot_flops / 1e12, 4),
+            "achieved_tflop_s": round(stats.dot_flops / sec / 1e12, 4)}
 
 
 def run_policy_benchmark(cfg: BenchConfig, emit=print) -> list[dict]:
@@ -152,12 +180,14 @@ def run_policy_benchmark(cfg: BenchConfig, emit=print) -> list[dict]:
                 compile_s = time.perf_counter() - t0
                 reps = 1 if cfg.quick else cfg.reps
                 sec = timed(lambda: chunk(params, obs, jax.random.key(1)), reps)
+                stats = compiled_stats(chunk, params, obs, jax.random.key(0))
                 rows.append({"bench": "policy_guided_chunk" if guided else "policy_unguided_chunk", "batch": b,
                              "dtype": dtype, "latency_ms": round(sec * 1e3, 3), "chunks_per_s": round(b / sec, 2),
                              "compile_s": round(compile_s, 2), "timed_reps": reps, "repeats_M": repeats,
                              "policy": f"robomimic UNet {list(base.down_dims)}, "
                                        f"ResNet18-GN x{len(base.rgb_keys)} cameras",
-                             "preset": cfg.preset, **env})
+                             "preset": cfg.preset,
+                             **program_fields(stats, repeats * schedule.num_inference_steps, sec), **env})
                 emit(json.dumps(rows[-1]))
         opt, _ = warmup_cosine_adamw(1e-4, 1000)
         step = make_train_step(policy, schedule, opt, EMAConfig())
@@ -185,4 +215,4 @@ def run_policy_benchmark(cfg: BenchConfig, emit=print) -> list[dict]:
     return rows
 
 
-__all__ = ["BenchConfig", "run_benchmark", "run_policy_benchmark"]
+__all__ = ["BenchConfig", "program_fields", "run_benchmark", "run_policy_benchmark"]

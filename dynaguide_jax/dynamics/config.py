@@ -8,6 +8,9 @@ from dynaguide_jax._checks import check_dtype_name, check_int, check_positive
 from dynaguide_jax.layers import check_attention
 
 
+PALLAS_MODES = ("off", "on", "interpret")
+
+
 @dataclasses.dataclass(frozen=True)
 class DynamicsConfig:
     """Sizes of ``LatentDynamics``.
@@ -30,6 +33,7 @@ class DynamicsConfig:
     dropout: float = 0.1
     attention_dropout: float | None = None  # None: ``dropout``, as torch's layer; 0 allows fused attention
     attention: str = "xla"  # "cudnn": fused flash attention on NVIDIA GPUs (bf16), see layers.attend
+    pallas: str = "off"  # "on" / "interpret" (CPU): fused Pallas layer epilogues (eval only), see kernels/
     layer_norm_eps: float = 1e-5
     num_predicted_tokens: int | None = None
     dtype: str = "float32"
@@ -57,6 +61,8 @@ class DynamicsConfig:
         if self.predicted_tokens > self.num_cameras * self.patches_per_camera:
             raise ValueError("num_predicted_tokens exceeds the number of image tokens")
         check_attention(self.attention)
+        if self.pallas not in PALLAS_MODES:
+            raise ValueError(f"DynamicsConfig.pallas must be one of {PALLAS_MODES}, got {self.pallas!r}")
 
     @property
     def attention_dropout_rate(self) -> float:

@@ -1,17 +1,24 @@
 """The DynaGuide latent dynamics model: (DinoV2 patches, proprio, action chunk) -> future patches."""
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from dynaguide_jax._checks import check_finite
 from dynaguide_jax.dynamics.config import DynamicsConfig
-from dynaguide_jax.layers import SelfAttention, compute_dtype
+from dynaguide_jax.kernels.dense_layernorm import dense_residual_layernorm
+from dynaguide_jax.layers import DenseParams, LayerNormParams, SelfAttention, compute_dtype
 
 
 class PostNormEncoderLayer(nn.Module):
-    """torch ``TransformerEncoderLayer`` (batch_first, post-norm, ReLU FFN, dropout everywhere)."""
+    """torch ``TransformerEncoderLayer`` (batch_first, post-norm, ReLU FFN, dropout everywhere).
+
+    With ``cfg.pallas`` on, each block's epilogue (output projection + residual + LayerNorm) is one
+    Pallas kernel (``kernels.dense_layernorm``); same parameters, eval mode only (no dropout there).
+    """
 
     cfg: DynamicsConfig
 
@@ -20,7 +27,20 @@ class PostNormEncoderLayer(nn.Module):
         c, dt = self.cfg, compute_dtype(self.cfg.dtype)
         drop = lambda h: nn.Dropout(c.dropout)(h, deterministic=deterministic)  # noqa: E731
         ln = lambda name: nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=dt, name=name)  # noqa: E731
-        h = SelfAttention(c.num_heads, dt, c.attention_dropout_rate, c.attention, name="self_attn")(x, deterministic)
+        fused = c.pallas != "off"
+        if fused and not deterministic and c.dropout > 0.0:
+            raise ValueError("DynamicsConfig.pallas fuses the eval-mode layer (no dropout): train with pallas='off'")
+        attn = SelfAttention(c.num_heads, dt, c.attention_dropout_rate, c.attention, project=not fused,
+                             name="self_attn")
+        if fused:
+            epilogue = functools.partial(dense_residual_layernorm, eps=c.layer_norm_eps,
+                                         interpret=c.pallas == "interpret")
+            h, w, b = attn(x, deterministic)
+            x = epilogue(h.astype(dt), w, b, x, *LayerNormParams(name="norm1")(c.feature_dim))
+            h = nn.relu(nn.Dense(c.ffn_dim, dtype=dt, name="linear1")(x))
+            w, b = DenseParams(c.feature_dim, name="linear2")(c.ffn_dim)
+            return epilogue(h, w, b, x, *LayerNormParams(name="norm2")(c.feature_dim))
+        h = attn(x, deterministic)
         x = ln("norm1")(x + drop(h))
         h = drop(nn.relu(nn.Dense(c.ffn_dim, dtype=dt, name="linear1")(x)))
         h = nn.Dense(c.feature_dim, dtype=dt, name="linear2")(h)

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 
-
+from dynaguide_jax._checks import check_finite
 from dynaguide_jax.dynamics.config import DynamicsConfig
+from dynaguide_jax.dynamics.context import MODES as PRECOMPUTE_MODES
+from dynaguide_jax.dynamics.context import observation_context, predict_with_context
 from dynaguide_jax.dynamics.model import predict_future_patches
 from dynaguide_jax.encoders.dinov2 import DinoV2
 from dynaguide_jax.encoders.dinov2_config import DinoV2Config
@@ -34,15 +36,35 @@ class DynaGuide(Guidance):
     observations are raw images)}``.
     obs / features: ``{"patches": [B, C*P, D]}`` or ``{"images": [B, C, H, W, 3]}``, plus
     ``"proprio": [B, p]`` when the dynamics model uses proprioception.
+    precompute: ``"projections"`` / ``"attention"``: ``prepare`` also computes the dynamics model's
+    action-independent work once (``dynamics.context``: layer 1's observation-token projections,
+    and with "attention" their softmax sums among themselves) and every guidance evaluation reuses
+    it; same predictions up to rounding. ``"none"``, and features never prepared: the plain model.
     """
 
     dynamics: DynamicsConfig
     encoder: DinoV2Config | None = None
     distance: str = "l2"
     image_size: int = 224
+    precompute: str = "projections"
+
+    def __post_init__(self):
+        if self.precompute not in ("none", *PRECOMPUTE_MODES):
+            raise ValueError(f"DynaGuide.precompute must be one of {('none', *PRECOMPUTE_MODES)}, "
+                             f"got {self.precompute!r}")
 
     def prepare(self, params, obs):
-        """Encode images once per sampling call (the original re-encoded at every step)."""
+        """Encode images once per sampling call (the original re-encoded at every step), and with
+        ``precompute`` the dynamics model's observation work too."""
+        feats = self._encode(params, obs)
+        if self.precompute != "none" and "dynamics_context" not in feats:
+            for name in ("patches", "proprio"):
+                check_finite(f"dynamics model input {name}", feats.get(name))
+            feats = dict(feats, dynamics_context=observation_context(
+                self.dynamics, params["dynamics"], feats["patches"], feats.get("proprio"), self.precompute))
+        return feats
+
+    def _encode(self, params, obs):
         if "patches" in obs:
             return obs
         if "images" not in obs:
@@ -55,6 +77,9 @@ class DynaGuide(Guidance):
         return feats
 
     def predict(self, params, features, actions):
+        if "dynamics_context" in features:
+            check_finite("dynamics model input actions", actions)
+            return predict_with_context(self.dynamics, params["dynamics"], features["dynamics_context"], actions)
         return predict_future_patches(self.dynamics, params["dynamics"], features["patches"],
                                       features.get("proprio"), actions)
 
