@@ -29,7 +29,7 @@ from dynaguide_jax.eval.behaviours import detect_behaviours
 from dynaguide_jax.eval.rollout import LoopConfig
 from experiments import goals as G
 from experiments.policies import Settings, method_policy_fn
-from experiments.runner import Cell, eval_fields, rollout_seed_key, stack_keys
+from experiments.runner import CONTROL, Cell, eval_fields, rollout_seed_key, stack_keys
 
 # robomimic's CALVIN observation names (the original's configs) -> the host env's
 OBS_ALIASES = {"third_person": "rgb_static", "eye_in_hand": "rgb_gripper"}
@@ -46,6 +46,18 @@ class CalvinSources:
     encoder: str | None = None
     workers: int = 4
     calvin_root: str | None = None  # the calvin_env checkout (default: next to the installed package)
+
+
+def _fingerprint(path: str | None):
+    """A file's or folder's identity for the cell keys: its path, size and modification time (a checkpoint
+    replaced in place reruns the cells that read it)."""
+    if not path or not os.path.exists(path):
+        return path
+    if os.path.isdir(path):
+        stats = [os.stat(os.path.join(r, n)) for r, _, names in os.walk(path) for n in names]
+        return [os.path.abspath(path), sum(x.st_size for x in stats), max((x.st_mtime for x in stats), default=0)]
+    st = os.stat(path)
+    return [os.path.abspath(path), st.st_size, st.st_mtime]
 
 
 def _need(path: str | None, flag: str, why: str) -> str:
@@ -97,6 +109,10 @@ class CalvinBackend:
         self.experiment, self.methods, self.cfg, self.sources, self.log = experiment, methods, cfg, sources, log
         self.progress = progress
         import_calvin_env()  # a clear install message before anything else
+        reduced = [t.name for t in experiment.targets if t.policy_fraction is not None]
+        if reduced:
+            raise ValueError(f"{experiment.title} needs a base policy per data fraction ({', '.join(reduced)}): on "
+                             "CALVIN train them on the reduced datasets and run each with --policy and --targets")
         _need(sources.policy, "--policy", "the base policy")
         if "gc" in methods:
             _need(sources.gc_policy, "--gc-policy", "the goal-conditioned policy of the gc method")
@@ -111,41 +127,65 @@ class CalvinBackend:
                 if not os.path.exists(path):
                     raise FileNotFoundError(f"--goals-dir: no goal file for {b!r} ({path})")
         self.poses = {}
-        for t in experiment.targets:
-            if t.reset_poses is None:
-                raise ValueError(f"target {t.name!r} names no reset poses: CALVIN runs start the robot from them")
-            if t.reset_poses not in self.poses:
+        names = [t.reset_poses for t in experiment.targets]
+        if "base" in methods and experiment.control_base:
+            names.append(experiment.control_reset_poses)
+        for name in names:
+            if name is None:
+                raise ValueError("a target names no reset poses: CALVIN runs start the robot from them")
+            if name not in self.poses:
                 d = _need(sources.reset_poses_dir, "--reset-poses-dir", "the original's reset_poses/*.json")
-                self.poses[t.reset_poses] = load_reset_poses(
-                    os.path.join(d, f"initial_calvin_robot_states_{t.reset_poses}.json"))
+                self.poses[name] = load_reset_poses(os.path.join(d, f"initial_calvin_robot_states_{name}.json"))
         if sources.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {sources.workers}")
-        policy, params, schedule, self.action_stats = load_policy(sources.policy)
+        policy, params, schedule, stats = load_policy(sources.policy)
+        self.action_stats = {"policy": stats, "gc": None}
         gc_policy, gc_params = policy, params
         if "gc" in methods:
-            gc_policy, gc_params, _, _ = load_policy(sources.gc_policy)
-        if guided or "itps" in methods:
+            gc_policy, gc_params, _, self.action_stats["gc"] = load_policy(sources.gc_policy)
+        dyn = dyn_params = enc = enc_params = None
+        if guided:
             dyn, dyn_params, enc, enc_params = load_dynamics_and_encoder(sources.dynamics, sources.encoder)
-        else:
-            dyn = dyn_params = enc = enc_params = None
+            grid = cfg.encoder_size // 14
+            if cfg.encoder_size % 14 or grid * grid != dyn.patches_per_camera:
+                raise ValueError(f"--encoder-size {cfg.encoder_size} gives {grid}x{grid} DinoV2 patches per camera; "
+                                 f"the dynamics model reads {dyn.patches_per_camera} (224 for the original's 16x16)")
         if schedule.num_inference_steps != cfg.ddim_steps:
             schedule = dataclasses.replace(schedule, num_inference_steps=cfg.ddim_steps)
         self.models = DemoModels(policy, params, gc_policy, gc_params, schedule, enc, enc_params, dyn, dyn_params)
         gc_size = dict(gc_policy.config.rgb_shapes).get(next(iter(gc_policy.config.goal_rgb_keys), ""), (200,))[0]
         self.goals, self.goal_counts = {}, {}
-        if guided or "gc" in methods or "itps" in methods:
+        if any(m != "base" for m in methods):
             per_target = [G.target_goals(t, sources.goals_dir, self.models, cfg.encoder_size, gc_size,
                                          experiment.goal_quality, None, cfg.seed) for t in experiment.targets]
             self.goal_counts = G.goal_counts(experiment, per_target)
             self.goals = G.stack_target_goals(per_target)
         self.env_config = CalvinConfig(shuffle_blocks=True, seed=cfg.seed, root=sources.calvin_root)
+        self.fingerprints = {k: _fingerprint(v) for k, v in dataclasses.asdict(sources).items()
+                             if k not in ("workers", "calvin_root")}
         self._compiled = {}
 
+    pad_chunks = False  # a simulated rollout is expensive: only the ones asked for
+
     def cell_key(self, cell: Cell) -> dict:
-        t = None if cell.name == "control" else self.experiment.target(cell.name)
-        return {"method": cell.method, "target": None if t is None else dataclasses.asdict(t), "env": "calvin",
-                "sources": dataclasses.asdict(self.sources), "eval": eval_fields(self.cfg), "seed": self.cfg.seed,
-                "horizon": self.horizon(cell.method), "goal_counts": self.goal_counts}
+        """What a cell's rollouts read: its method's model files (path, size, time), the target's settings
+        and goals where the method uses them, the evaluation sizes, the start setup and poses."""
+        t = self.experiment.targets[cell.target_index]
+        f = self.fingerprints
+        files = {"policy": f["gc_policy"]} if cell.method == "gc" else {"policy": f["policy"]}
+        if cell.method in GUIDED:
+            files.update(dynamics=f["dynamics"], encoder=f["encoder"])
+        key = {"method": cell.method, "env": "calvin", "files": files, "eval": eval_fields(self.cfg),
+               "seed": self.cfg.seed, "horizon": self.horizon(cell.method), "env_setup": list(cell.env_setup),
+               "poses": self._poses_name(cell)}
+        if cell.method != "base":
+            key.update(target=dataclasses.asdict(t), goals=f["goals_dir"], goal_quality=self.experiment.goal_quality)
+        return key
+
+    def _poses_name(self, cell: Cell) -> str:
+        if cell.name == CONTROL:
+            return self.experiment.control_reset_poses
+        return self.experiment.targets[cell.target_index].reset_poses
 
     def horizon(self, method: str) -> int:
         if method == "gpc":
@@ -160,7 +200,7 @@ class CalvinBackend:
         params = models.gc_params if cell.method == "gc" else models.policy_params
         fn = method_policy_fn(cell.method, models, params, goals, settings, target.repeats, target.gpc_samples,
                               self.cfg.encoder_size)
-        stats = self.action_stats
+        stats = self.action_stats["gc" if cell.method == "gc" else "policy"]
 
         def policy_fn(obs_stack, key):
             obs = {**obs_stack, **{a: obs_stack[b] for a, b in OBS_ALIASES.items() if b in obs_stack}}
@@ -181,19 +221,22 @@ class CalvinBackend:
         policy = self.models.gc_policy if cell.method == "gc" else self.models.policy
         loop = LoopConfig(horizon=self.horizon(cell.method), obs_horizon=policy.config.obs_horizon,
                           action_horizon=ACTION_HORIZON, start=M.GPC_START if cell.method == "gpc" else None)
-        key = rollout_seed_key(self.cfg.seed, cell.name, list(cell.env_setup))
+        key = rollout_seed_key(self.cfg.seed, cell.env_setup)
         keys = stack_keys(key, first, count)
         scene = np.zeros((count, 24), np.float32)
         scene[:, :6] = np.asarray(jax.vmap(lambda k: sample_scene_setup(k, dict(cell.env_setup)))(keys))
-        poses = jnp.asarray(self.poses[t.reset_poses], jnp.float32)
+        poses = jnp.asarray(self.poses[self._poses_name(cell)], jnp.float32)
         robot = np.asarray(jax.vmap(lambda k: sample_reset_pose(jax.random.fold_in(k, 2), poses))(keys))
         sig = (cell.method, cell.name)
         if sig not in self._compiled:
             self._compiled[sig] = self._policy_fn(cell, t)
-        factory = CalvinEnvFactory(dataclasses.replace(self.env_config, seed=self.cfg.seed + first))
+        table_only = bool(dict(cell.env_setup).get("cubes_table_only", False))
         out = []
         for lo in range(0, count, self.sources.workers):
             n = min(self.sources.workers, count - lo)
+            # worker i's simulator is seeded by its rollout's index: block layouts never repeat across batches
+            factory = CalvinEnvFactory(dataclasses.replace(self.env_config, seed=self.cfg.seed * 100_003 + first + lo,
+                                                           cubes_table_only=table_only))
             with VectorEnv(factory, n) as envs:
                 r = host_closed_loop(envs, self._compiled[sig], robot[lo:lo + n], scene[lo:lo + n],
                                      jax.random.fold_in(key, 10**6 + first + lo), loop, jit=False,

@@ -126,9 +126,10 @@ def _side(behaviours, target: Target, pool_dir: str, quality: str, env, seed: in
 
 def target_goals(target: Target, pool_dir: str, models, encoder_size: int, gc_goal_size: int, quality: str,
                  env: tabletop.TabletopConfig | None, seed: int) -> dict:
-    """One target's goal arrays (unpadded): ``pos_dyn [K, F]`` (the dynamics model's prediction at the
-    goal trajectories' ends), ``pos_features [K, P, D]`` (encoder patches, GPC), ``gc_images [K, g, g, 3]``,
-    ``xyz [3]`` (mean final tcp, ITPS) and, with negatives, ``neg_dyn [J, F]``."""
+    """One target's goal arrays (unpadded): ``gc_images [K, g, g, 3]``, ``xyz [3]`` (mean final tcp, ITPS),
+    ``images``, ``pos_n`` / ``neg_n`` (set sizes) and, when ``models.dynamics`` is given, ``pos_dyn [K, F]``
+    (the dynamics model's prediction at the goal trajectories' ends), ``pos_features [K, P, D]`` (encoder
+    patches, GPC) and, with negatives, ``neg_dyn [J, F]``."""
     out = {}
     for side, names in (("pos", target.positives), ("neg", target.negatives)):
         if not names:
@@ -136,13 +137,16 @@ def target_goals(target: Target, pool_dir: str, models, encoder_size: int, gc_go
         g = _side(names, target, pool_dir, quality, env, seed)
         if side == "pos" and target.max_examples is not None:
             g = {k: v[:target.max_examples] for k, v in g.items()}
-        patches = encode_cameras(models.encoder, models.encoder_params, jnp.asarray(g["images"])[:, None],
-                                 encoder_size)
-        out[f"{side}_dyn"] = np.asarray(goals_from_trajectory_ends(
-            models.dynamics, models.dynamics_params, patches, jnp.asarray(g["proprio"], jnp.float32),
-            jnp.asarray(g["actions"])))
+        out[f"{side}_n"] = len(g["images"])
+        if models.dynamics is not None:
+            patches = encode_cameras(models.encoder, models.encoder_params, jnp.asarray(g["images"])[:, None],
+                                     encoder_size)
+            out[f"{side}_dyn"] = np.asarray(goals_from_trajectory_ends(
+                models.dynamics, models.dynamics_params, patches, jnp.asarray(g["proprio"], jnp.float32),
+                jnp.asarray(g["actions"])))
+            if side == "pos":
+                out["pos_features"] = np.asarray(patches)
         if side == "pos":
-            out["pos_features"] = np.asarray(patches)
             out["gc_images"] = downsample(g["images"], gc_goal_size)
             out["xyz"] = np.asarray(g["proprio"], np.float32)[:, :3].mean(0)
             out["images"] = g["images"]
@@ -154,19 +158,23 @@ def stack_target_goals(per_target: list[dict]) -> dict:
     ``neg_mask [T, K]`` (padding repeats a real row, so it stays finite, and is masked out)."""
     out = {}
     for side, keys in (("pos", ("pos_dyn", "pos_features", "gc_images")), ("neg", ("neg_dyn",))):
-        present = [f"{side}_dyn" in g for g in per_target]
+        present = [f"{side}_n" in g for g in per_target]
         if not any(present):
             continue
         if not all(present):
             raise ValueError(f"every target or none must have {side}itive goals")
-        size = max(len(g[f"{side}_dyn"]) for g in per_target)
-        out[f"{side}_mask"] = np.stack([np.arange(size) < len(g[f"{side}_dyn"]) for g in per_target])
+        size = max(g[f"{side}_n"] for g in per_target)
+        out[f"{side}_mask"] = np.stack([np.arange(size) < g[f"{side}_n"] for g in per_target])
         for k in keys:
-            out[k] = np.stack([np.concatenate([g[k], np.repeat(g[k][:1], size - len(g[k]), 0)]) for g in per_target])
+            if k in per_target[0]:
+                out[k] = np.stack([np.concatenate([g[k], np.repeat(g[k][:1], size - len(g[k]), 0)])
+                                   for g in per_target])
+    if "neg_dyn" not in out:
+        out.pop("neg_mask", None)
     out["xyz"] = np.stack([g["xyz"] for g in per_target])
     return out
 
 
 def goal_counts(experiment: Experiment, per_target: list[dict]) -> dict:
-    return {t.name: {"positive": int(len(g.get("pos_dyn", ()))), "negative": int(len(g.get("neg_dyn", ())))}
+    return {t.name: {"positive": int(g.get("pos_n", 0)), "negative": int(g.get("neg_n", 0))}
             for t, g in zip(experiment.targets, per_target)}

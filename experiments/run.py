@@ -67,7 +67,8 @@ def run_experiment(experiment: Experiment, cfg: DemoConfig, out_dir: str, *, env
     cells = plan_cells(experiment, methods)
     log(f"[rollouts] {experiment.title}: {len(cells)} cells ({', '.join(methods)}) x {sizes.rollouts} rollouts "
         f"of {cfg.horizon} steps")
-    raw = run_cells(experiment, cells, sizes, out_dir, backend.cell_key, backend.run_chunk, progress, log)
+    raw = run_cells(experiment, cells, sizes, out_dir, backend.cell_key, backend.run_chunk, progress, log,
+                    pad=getattr(backend, "pad_chunks", True))
     index, counted = detections_by_target(experiment, raw, methods)
     config = {"experiment": experiment.to_dict(), "env": env, "models_dir": models_dir, **backend.config()}
     results = summarize(index, [t.name for t in experiment.targets], BEHAVIOURS, experiment=experiment.title,

@@ -16,7 +16,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import time
 import zlib
 from typing import Callable, NamedTuple
@@ -49,9 +48,10 @@ def plan_cells(experiment, methods) -> list[Cell]:
     return cells
 
 
-def rollout_seed_key(seed: int, cell_name: str, env_setup) -> jax.Array:
-    """The key of a cell's start states: the same for every method with that target (or the control)."""
-    return jax.random.fold_in(jax.random.key(seed + 12345), zlib.crc32(json.dumps([cell_name, env_setup]).encode()))
+def rollout_seed_key(seed: int, env_setup) -> jax.Array:
+    """The key of a cell's start states and rollouts: a function of the reset setup only, so every method
+    and every target with that setup (the control: none fixed) starts from the same states."""
+    return jax.random.fold_in(jax.random.key(seed + 12345), zlib.crc32(json.dumps(list(env_setup)).encode()))
 
 
 def _hash(value) -> str:
@@ -59,40 +59,61 @@ def _hash(value) -> str:
 
 
 class CellStore:
-    """``OUT/cells/<method>/<name>/``: ``cell.json`` (the input hash) and one ``chunk_<first>.npz`` per chunk."""
+    """``OUT/cells/<method>/<name>/<key>/``: ``cell.json`` (what the key hashes) and ``chunk_<first>_<n>.npz``
+    files holding the results of rollouts ``first .. first + n - 1`` (their indices in ``rollouts``).
 
-    def __init__(self, out_dir: str, cell: Cell, key: str):
-        self.dir = os.path.join(out_dir, "cells", cell.method, cell.name)
-        self.key = key
+    Results are addressed by rollout index, so a later run with another chunk size or more rollouts
+    reuses every finished one; inputs that change give another key folder, and going back to earlier
+    inputs finds their rollouts again (nothing is deleted)."""
+
+    def __init__(self, out_dir: str, cell: Cell, key: str, inputs: dict | None = None):
+        self.dir = os.path.join(out_dir, "cells", cell.method, cell.name, key)
+        os.makedirs(self.dir, exist_ok=True)
         record = os.path.join(self.dir, "cell.json")
-        try:
-            with open(record) as f:
-                same = json.load(f).get("key") == key
-        except (FileNotFoundError, json.JSONDecodeError):
-            same = False
-        if not same:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            os.makedirs(self.dir)
+        if not os.path.exists(record):
             with open(record, "w") as f:
-                json.dump({"key": key, "cell": cell._asdict()}, f)
+                json.dump({"key": key, "cell": cell._asdict(), "inputs": inputs}, f, default=str)
+        self._rows: dict[int, dict] = {}
+        for name in sorted(os.listdir(self.dir)):
+            if name.startswith("chunk_") and name.endswith(".npz") and ".tmp" not in name:
+                try:
+                    with np.load(os.path.join(self.dir, name)) as z:
+                        part = {k: z[k] for k in z.files}
+                except (OSError, ValueError, EOFError):  # a torn file: its rollouts run again
+                    continue
+                for j, r in enumerate(part.pop("rollouts").tolist()):
+                    self._rows[r] = {k: v[j] for k, v in part.items()}
 
-    def _path(self, first: int) -> str:
-        return os.path.join(self.dir, f"chunk_{first:05d}.npz")
-
-    def has(self, first: int) -> bool:
-        return os.path.exists(self._path(first))
+    def done(self) -> set[int]:
+        return set(self._rows)
 
     def save(self, first: int, result: dict) -> None:
-        tmp = self._path(first) + ".tmp.npz"
-        np.savez(tmp, **result)
-        os.replace(tmp, self._path(first))
+        n = len(next(iter(result.values())))
+        path = os.path.join(self.dir, f"chunk_{first:05d}_{n}.npz")
+        tmp = path + ".tmp.npz"
+        np.savez(tmp, rollouts=np.arange(first, first + n), **result)
+        os.replace(tmp, path)
+        for j in range(n):
+            self._rows[first + j] = {k: v[j] for k, v in result.items()}
 
-    def load(self, rollouts: int, chunk: int) -> dict:
-        parts = []
-        for first in range(0, rollouts, chunk):
-            with np.load(self._path(first)) as z:
-                parts.append({k: z[k] for k in z.files})
-        return {k: np.concatenate([p[k] for p in parts])[:rollouts] for k in parts[0]}
+    def load(self, rollouts: int) -> dict:
+        rows = [self._rows[i] for i in range(rollouts)]
+        return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+def missing_blocks(done: set[int], rollouts: int, chunk: int) -> list[tuple[int, int]]:
+    """``(first, count)`` runs of consecutive rollouts not in ``done``, each at most ``chunk`` long."""
+    blocks, i = [], 0
+    while i < rollouts:
+        if i in done:
+            i += 1
+            continue
+        j = i
+        while j < rollouts and j not in done and j - i < chunk:
+            j += 1
+        blocks.append((i, j - i))
+        i = j
+    return blocks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,32 +130,35 @@ class RunSizes:
 
 
 def run_cells(experiment, cells: list[Cell], sizes: RunSizes, out_dir: str, cell_key: Callable[[Cell], dict],
-              run_chunk: Callable, progress: bool = True, log=print) -> dict:
-    """Run every missing chunk of every cell; returns ``{(method, name): {"index", "counted", "step"}}``.
+              run_chunk: Callable, progress: bool = True, log=print, pad: bool = True) -> dict:
+    """Run every rollout not finished earlier; returns ``{(method, name): {"index", "counted", "step"}}``.
 
     ``run_chunk(cell, first, count) -> {"index" [count], "counted" [count, B], "step" [count]}`` rolls
-    out rollouts ``first .. first + count - 1`` of ``cell`` (``count`` is always ``sizes.chunk``; the
-    last chunk's rollouts past ``sizes.rollouts`` are dropped); ``cell_key(cell)`` its inputs (hashed)."""
-    stores = {c: CellStore(out_dir, c, _hash(cell_key(c))) for c in cells}
-    todo = [(c, first) for c in cells for first in range(0, sizes.rollouts, sizes.chunk) if not stores[c].has(first)]
+    out rollouts ``first .. first + count - 1`` of ``cell``; with ``pad`` it is always asked for
+    ``sizes.chunk`` of them (one compiled shape; the ones past the block are dropped: results depend on
+    the rollout index only). ``cell_key(cell)``: everything the cell's rollouts depend on (hashed)."""
+    stores = {}
+    for c in cells:
+        inputs = cell_key(c)
+        stores[c] = CellStore(out_dir, c, _hash(inputs), inputs)
+    todo = [(c, first, n) for c in cells for first, n in missing_blocks(stores[c].done(), sizes.rollouts,
+                                                                          sizes.chunk)]
     total = sizes.rollouts * len(cells)
-    done = total - sum(min(sizes.chunk, sizes.rollouts - f) for _, f in todo)
+    done = total - sum(n for _, _, n in todo)
     if done:
         log(f"  resuming: {done} of {total} rollouts were finished earlier")
     bar = tqdm(total=total, initial=done, unit="rollout", disable=not progress, desc=experiment.title,
                dynamic_ncols=True)
     t0 = time.perf_counter()
-    for cell, first in todo:
-        count = min(sizes.chunk, sizes.rollouts - first)
+    for cell, first, count in todo:
         bar.set_postfix_str(f"{cell.method}/{cell.name}")
-        # always a whole chunk (one compiled shape); rollouts past the end are dropped, they change nothing
-        result = run_chunk(cell, first, sizes.chunk)
+        result = run_chunk(cell, first, sizes.chunk if pad else count)
         stores[cell].save(first, {k: np.asarray(v)[:count] for k, v in result.items()})
         bar.update(count)
     bar.close()
     if todo:
         log(f"  {total - done} rollouts in {time.perf_counter() - t0:.0f} s")
-    return {(c.method, c.name): stores[c].load(sizes.rollouts, sizes.chunk) for c in cells}
+    return {(c.method, c.name): stores[c].load(sizes.rollouts) for c in cells}
 
 
 def detections_by_target(experiment, results: dict, methods) -> tuple[dict, dict]:

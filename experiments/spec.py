@@ -47,7 +47,7 @@ class Target:
     success: tuple[str, ...]  # detected behaviours that count as success
     positives: tuple[str, ...]  # goal behaviours whose goal files form the positive set
     negatives: tuple[str, ...] = ()
-    env_setup: tuple[tuple[str, float], ...] = ()  # parts the reset fixes (the experiment JSON's env_setup)
+    env_setup: tuple[tuple[str, float], ...] = ()  # parts the reset fixes, and cubes_table_only (the JSON's env_setup)
     scale: float = 1.5  # DynaGuide --scale
     repeats: int = 4  # --ss
     sigma: float = 30.0  # --alpha
@@ -63,6 +63,8 @@ class Target:
         if not self.name or not isinstance(self.name, str):
             raise ValueError(f"target name must be a non-empty string, got {self.name!r}")
         where = f"target {self.name!r}"
+        if isinstance(self.env_setup, dict):  # as the experiment JSONs write it
+            object.__setattr__(self, "env_setup", tuple(self.env_setup.items()))
         for field, names, allowed in (("success", self.success, BEHAVIOURS), ("positives", self.positives,
                                       GOAL_BEHAVIOURS), ("negatives", self.negatives, GOAL_BEHAVIOURS)):
             if isinstance(names, str) or not isinstance(names, tuple):
@@ -110,6 +112,7 @@ class Experiment:
     goal_quality: str = "full"  # "underspecified": the goal frames' other parts and blocks re-drawn at random
     control_base: bool = True  # base rollouts from the control setup (all parts random), scored for every target
     gpc_horizon_fraction: float = 0.5  # the original's planner runs: horizon 200 of 400
+    control_reset_poses: str = "right_side_midpoint"  # the control runs' poses (orig: control.json)
     figure: str = "bars"  # "bars" (success per target), "objects" (multi-objective stacks), "fraction" (line)
     source: str = ""  # the original's script and analysis file
 
@@ -131,6 +134,8 @@ class Experiment:
             raise ValueError(f"{self.name}: goal_quality must be one of {GOAL_QUALITIES}")
         if "itps" in self.methods and any(t.itps_scale is None for t in self.targets):
             raise ValueError(f"{self.name}: itps needs every target's itps_scale")
+        if self.control_reset_poses not in RESET_POSES:
+            raise ValueError(f"{self.name}: control_reset_poses must be one of {RESET_POSES}")
         if not 0 < self.gpc_horizon_fraction <= 1:
             raise ValueError(f"{self.name}: gpc_horizon_fraction must be in (0, 1]")
         if self.figure not in ("bars", "objects", "fraction"):

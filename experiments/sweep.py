@@ -44,8 +44,9 @@ def check_grid(name: str, values, integer: bool = False) -> tuple:
 
 
 def closed_loop_sweep(backend: TabletopBackend, target_name: str, scales, repeats, sigmas, cfg: DemoConfig,
-                      progress_log=print) -> dict:
-    """Success of DynaGuide on ``target_name`` for every (scale, M, σ), ``cfg.rollouts`` rollouts each."""
+                      progress_log=print, chunk: int = 8) -> dict:
+    """Success of DynaGuide on ``target_name`` for every (scale, M, σ), ``cfg.rollouts`` rollouts each
+    (``chunk`` rollouts of every grid point per call of the one compiled program)."""
     scales, repeats = check_grid("scales", scales), check_grid("repeats", repeats, integer=True)
     sigmas = check_grid("sigmas", sigmas)
     exp = backend.experiment
@@ -73,14 +74,19 @@ def closed_loop_sweep(backend: TabletopBackend, target_name: str, scales, repeat
 
     over_rollouts = jax.vmap(one, in_axes=(0, 0, None, None, None, None))
     program = jax.jit(jax.vmap(over_rollouts, in_axes=(None, None, 0, 0, 0, None)))
-    key = rollout_seed_key(cfg.seed, target.name, list(target.env_setup))
-    states = start_states(key, target.env_setup, 0, cfg.rollouts, env)
-    keys = stack_keys(jax.random.fold_in(key, 1), 0, cfg.rollouts)
+    key = rollout_seed_key(cfg.seed, target.env_setup)
+    chunk = min(chunk, cfg.rollouts)
     t0 = time.perf_counter()
-    progress_log(f"[sweep] {len(grid)} grid points x {cfg.rollouts} rollouts of {cfg.horizon} steps, one program ...")
-    index = np.asarray(program(states, keys, jnp.asarray([g[0] for g in grid], jnp.float32),
-                               jnp.asarray([g[1] for g in grid], jnp.int32),
-                               jnp.asarray([g[2] for g in grid], jnp.float32), goals))
+    progress_log(f"[sweep] {len(grid)} grid points x {cfg.rollouts} rollouts of {cfg.horizon} steps, one program "
+                 f"(rollouts {chunk} at a time) ...")
+    settings = (jnp.asarray([g[0] for g in grid], jnp.float32), jnp.asarray([g[1] for g in grid], jnp.int32),
+                jnp.asarray([g[2] for g in grid], jnp.float32))
+    parts = []
+    for first in range(0, cfg.rollouts, chunk):  # bounded memory; the same compiled shape every time
+        states = start_states(key, target.env_setup, first, chunk, env)
+        keys = stack_keys(jax.random.fold_in(key, 1), first, chunk)
+        parts.append(np.asarray(program(states, keys, *settings, goals)))
+    index = np.concatenate(parts, axis=1)[:, :cfg.rollouts]
     wanted = [BEHAVIOURS.index(b) for b in target.success]
     rows = []
     for (s, m, sg), idx in zip(grid, index):

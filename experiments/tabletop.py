@@ -83,20 +83,20 @@ class TabletopBackend:
         if models.schedule.num_inference_steps != cfg.ddim_steps:
             models = models._replace(schedule=dataclasses.replace(models.schedule, num_inference_steps=cfg.ddim_steps))
         self.models = models
-        self.variants = {"full": models.policy_params}
-        for t in experiment.targets:
-            if t.policy_variant not in self.variants:
-                self.variants[t.policy_variant] = self._variant_params(t, models_dir, progress)
         self.pool = os.path.join(out_dir, "goal_pool")
-        self._goal_pool()
+        self.pool_key = self._goal_pool()
         per_target = [G.target_goals(t, self.pool, models, cfg.encoder_size, cfg.gc_goal_size,
                                      experiment.goal_quality, self.env, cfg.seed) for t in experiment.targets]
         self.goal_counts = G.goal_counts(experiment, per_target)
         self.goals = G.stack_target_goals(per_target)
-        self.goal_images = [g["images"] for g in per_target]
+        self.variants, self.variant_keys = {"full": models.policy_params}, {"full": _stage_key(self.prep, "policy")}
+        for t in experiment.targets:  # after the goals: a missing goal file fails before any training
+            if t.policy_variant not in self.variants:
+                self.variants[t.policy_variant], self.variant_keys[t.policy_variant] = self._variant_params(
+                    t, models_dir, progress)
         self._compiled = {}
 
-    def _goal_pool(self):
+    def _goal_pool(self) -> dict:
         key = {"rlds": _stage_key(self.prep, "rlds"), "seed": self.cfg.seed, "keep": self.cfg.keep_fraction}
         marker = os.path.join(self.pool, "pool.json")
         try:
@@ -105,13 +105,14 @@ class TabletopBackend:
         except (FileNotFoundError, json.JSONDecodeError):
             same = False
         if same:
-            return
+            return key
         os.makedirs(self.pool, exist_ok=True)
         self.log("[goal_pool] every behaviour's goal segments of the validation play ...")
         record = G.export_goal_pool(self.prep.rlds, self.pool, self.cfg.seed, self.cfg.keep_fraction, self.log)
         self.log("  goals: " + ", ".join(f"{b} {n}" for b, n in record["goals"].items()))
         with open(os.path.join(self.pool, "key.json"), "w") as f:
             json.dump(key, f)
+        return key
 
     def _variant_params(self, target, models_dir: str, progress: bool):
         from dynaguide_jax.policy.train import load_trained_policy
@@ -137,16 +138,23 @@ class TabletopBackend:
             with open(marker, "w") as f:
                 json.dump({"key": key, "info": info}, f)
         _, params, _ = load_trained_policy(d)
-        return params
+        return params, hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
     def cell_key(self, cell: Cell) -> dict:
-        """Everything a cell's rollouts depend on (hashed by the runner)."""
-        models = {n: _stage_key(self.prep, n) for n in ("policy", "gc", "dynamics", "features")}
-        t = None if cell.name == "control" else self.experiment.target(cell.name)
-        return {"method": cell.method, "target": None if t is None else dataclasses.asdict(t),
-                "goal_quality": self.experiment.goal_quality, "models": models, "eval": eval_fields(self.cfg),
-                "horizon": self.horizon(cell.method), "seed": self.cfg.seed, "env_setup": list(cell.env_setup),
-                "goal_pool": hashlib.sha256(json.dumps(self.goal_counts, sort_keys=True).encode()).hexdigest()[:8]}
+        """What a cell's rollouts read (hashed by the runner): its method's models, the goal pool and the
+        target's settings where the method uses them, the evaluation sizes and the start setup."""
+        t = self.experiment.targets[cell.target_index]
+        method = cell.method
+        models = {"gc": _stage_key(self.prep, "gc")} if method == "gc" else {"policy": self.variant_keys[
+            t.policy_variant]}
+        if method in ("dynaguide", "gpc"):
+            models.update(dynamics=_stage_key(self.prep, "dynamics"), features=_stage_key(self.prep, "features"))
+        key = {"method": method, "models": models, "eval": eval_fields(self.cfg), "seed": self.cfg.seed,
+               "horizon": self.horizon(method), "env_setup": list(cell.env_setup)}
+        if method != "base":  # what of the target the method reads
+            key.update(goal_pool=self.pool_key, goal_quality=self.experiment.goal_quality,
+                       target=dataclasses.asdict(t))
+        return key
 
     def horizon(self, method: str) -> int:
         if method == "gpc":  # the original's planner runs: horizon 200 of 400
@@ -161,7 +169,7 @@ class TabletopBackend:
         if sig not in self._compiled:
             self._compiled[sig] = compile_method(cell.method, self.models, self.env, self.horizon(cell.method),
                                                  repeats, samples, self.cfg.encoder_size)
-        key = rollout_seed_key(self.cfg.seed, cell.name, list(cell.env_setup))
+        key = rollout_seed_key(self.cfg.seed, cell.env_setup)
         states = start_states(key, cell.env_setup, first, count, self.env)
         keys = stack_keys(jax.random.fold_in(key, 1), first, count)
         goals = {k: jnp.asarray(v[cell.target_index]) for k, v in self.goals.items()}
@@ -172,4 +180,5 @@ class TabletopBackend:
 
     def config(self) -> dict:
         return {**self.cfg.to_dict(), "encoder_description": self.prep.encoder_text, "goal_counts": self.goal_counts,
+                "policy_variants": {t.name: t.policy_variant for t in self.experiment.targets},
                 "devices": [str(d) for d in jax.devices()]}

@@ -12,6 +12,8 @@ from dynaguide_jax.baselines.gpc import mean_goal_distance
 from dynaguide_jax.demo import DemoConfig
 from dynaguide_jax.demo.stages import Stages
 from dynaguide_jax.guidance import GoalSet, guidance_metric
+from tests.test_calvin_env import ROBOT
+from tests.test_calvin_env import SKIP as CALVIN_SKIP
 from tests.test_cli import dynaguide
 
 
@@ -150,10 +152,10 @@ def test_experiment_runs_every_cell_resumes_and_writes_tables(tiny_demo, tmp_pat
     assert sum(row["counted_distribution"].values()) == pytest.approx(1.0)
     assert results["config"]["goal_counts"]["drawer_dont_open"]["negative"] >= 1
     assert (out_dir / "objectives.png").stat().st_size > 10_000
-    chunks = sorted(os.listdir(out_dir / "cells" / "dynaguide" / "drawer_dont_open"))
-    assert chunks == ["cell.json", "chunk_00000.npz", "chunk_00002.npz"]
+    (key_dir,) = (out_dir / "cells" / "dynaguide" / "drawer_dont_open").iterdir()
+    assert sorted(os.listdir(key_dir)) == ["cell.json", "chunk_00000_2.npz", "chunk_00002_1.npz"]
     # killed after one chunk: the rerun redoes only the missing one and gives the same table
-    os.remove(out_dir / "cells" / "dynaguide" / "drawer_dont_open" / "chunk_00002.npz")
+    os.remove(key_dir / "chunk_00002_1.npz")
     again = dynaguide(*args).stdout
     assert "resuming: 5 of 6 rollouts were finished earlier" in again and "1 rollouts in" in again
     assert json.loads((out_dir / "results.json").read_text())["methods"] == results["methods"]
@@ -173,6 +175,13 @@ def test_underrepresented_behaviour_trains_its_reduced_policy(tiny_demo, tmp_pat
     assert "switch_on cut to 40% of its segments" in out
     info = json.loads((models / "policy_switch_on_40pct" / "variant.json").read_text())["info"]["reduced"]
     assert 1 <= info["kept"] <= info["of"]
+    results = json.loads((tmp_path / "rare" / "results.json").read_text())
+    assert results["config"]["policy_variants"] == {"switch_on_40pct": "switch_on_40pct"}
+    (key_dir,) = (tmp_path / "rare" / "cells" / "base" / "switch_on_40pct").iterdir()
+    inputs = json.loads((key_dir / "cell.json").read_text())["inputs"]
+    variant_key = json.loads((models / "policy_switch_on_40pct" / "variant.json").read_text())["key"]
+    full_policy = json.loads((models / "policy" / "stage.json").read_text())["key"]
+    assert inputs["models"]["policy"] != full_policy and variant_key["reduce"] == ["switch_on", 0.4]
     assert (tmp_path / "rare" / "success_vs_data.png").stat().st_size > 5_000
 
 
@@ -191,11 +200,8 @@ def test_closed_loop_sweep_runs_the_grid_in_one_program(tiny_demo, tmp_path):
     assert bad.returncode == 2 and "sigmas must be > 0" in bad.stderr and not (tmp_path / "bad").exists()
 
 
+@pytest.mark.skipif(CALVIN_SKIP is not None, reason=CALVIN_SKIP or "")
 def test_experiment_in_the_real_calvin_simulator(tiny_demo, tmp_path):
-    from tests.test_calvin_env import ROBOT, SKIP
-
-    if SKIP is not None:
-        pytest.skip(SKIP)
     models, _ = tiny_demo
     poses = tmp_path / "poses"
     poses.mkdir()

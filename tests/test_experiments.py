@@ -2,7 +2,7 @@
 rejected before work starts, goal sets (padding, negatives, underspecified frames), reduced-data
 policies' episode cut, and the resumable cell runner (a killed run redoes nothing that finished)."""
 import dataclasses
-import json
+import os
 
 import jax
 import numpy as np
@@ -14,7 +14,7 @@ from dynaguide_jax.eval.behaviours import BEHAVIOURS
 from experiments import EXPERIMENTS, get_experiment
 from experiments.goals import stack_target_goals, underspecify
 from experiments.run import select
-from experiments.runner import CONTROL, Cell, RunSizes, detections_by_target, plan_cells, run_cells
+from experiments.runner import CONTROL, Cell, RunSizes, detections_by_target, missing_blocks, plan_cells, run_cells
 from experiments.spec import Experiment, Target, goal_behaviours_without, object_behaviours
 
 
@@ -48,6 +48,49 @@ def test_five_experiments_with_the_original_settings():
     assert rare.target("switch_on_1pct").policy_variant == "switch_on_1pct" and not rare.control_base
     assert object_behaviours("door") == ("door_left", "door_right")
     assert set(goal_behaviours_without("door", "blocks")) == set(BEHAVIOURS[:6])
+
+
+# every run of the original's scripts: (scale, ss, alpha, PosGuide scale, planner samples, env_setup, poses)
+ARTICULATED = {  # paper_experiments/calvin_articulated_object.sh, calvin_exp_configs_examples/<target>.json
+    "button_on": (1.0, 4, 30.0, 3.0, 5, {"green_light": 0.0}, "midpoint"),
+    "button_off": (1.0, 4, 30.0, 3.0, 5, {"green_light": 1.0}, "midpoint"),
+    "switch_on": (1.5, 4, 30.0, 2.0, 5, {"switch": 0.0}, "right_side_midpoint"),
+    "switch_off": (1.5, 4, 30.0, 2.0, 5, {"switch": 0.085}, "right_side_midpoint"),
+    "drawer_open": (1.0, 4, 40.0, 3.0, 5, {"drawer": 0.0}, "right_side_midpoint"),
+    "drawer_close": (1.0, 4, 40.0, 3.0, 5, {"drawer": 0.16}, "right_side_midpoint"),
+    "door_left": (1.5, 4, 30.0, 3.0, 5, {"sliding_door": 0.0}, "right_side_midpoint"),
+    "door_right": (2.0, 4, 15.0, 3.0, 5, {"sliding_door": 0.28}, "midpoint")}
+UNDERSPECIFIED = {"button_on": (1.6, 4, 20.0, 5), "button_off": (1.6, 4, 20.0, 5), "switch_on": (1.5, 4, 30.0, 5),
+                  "switch_off": (1.5, 4, 30.0, 5), "drawer_open": (1.5, 4, 40.0, 5),
+                  "drawer_close": (1.5, 4, 40.0, 5), "door_left": (1.2, 4, 40.0, 4), "door_right": (1.2, 4, 15.0, 4)}
+MULTI = {  # calvin_multiple_behaviors.sh + multiple_and_negative_objectives/*.json: (s, ss, alpha, setup, poses)
+    "button_on_switch_on": (1.0, 4, 30.0, {"green_light": 0.0, "switch": 0.0}, "right_side_midpoint"),
+    "door_left_button_on": (1.0, 4, 40.0, {"green_light": 0.0, "sliding_door": 0.0}, "right_side_midpoint"),
+    "switch_on_door_left_button_on": (1.0, 4, 30.0, {"green_light": 0.0, "sliding_door": 0.0, "switch": 0.0},
+                                      "right_side_midpoint"),
+    "drawer_dont_open": (1.5, 4, 30.0, {"drawer": 0.0}, "right_side_midpoint"),
+    "door_dont_right": (1.5, 4, 30.0, {"sliding_door": 0.28}, "midpoint"),
+    "drawer_dont_open_door_dont_right": (1.0, 4, 40.0, {"sliding_door": 0.28, "drawer": 0.0}, "right_side_midpoint")}
+
+
+def test_every_run_has_the_original_settings():
+    for name, (s, ss, a, itps, k, setup, poses) in ARTICULATED.items():
+        t = get_experiment("articulated_parts").target(name)
+        assert (t.scale, t.repeats, t.sigma, t.itps_scale, t.gpc_samples, dict(t.env_setup), t.reset_poses) == (
+            s, ss, a, itps, k, setup, poses), name
+        assert t.success == (name,) and t.positives == (name,) and t.goals_per_behaviour == 20
+        u = get_experiment("underspecified_objectives").target(name)
+        assert (u.scale, u.repeats, u.sigma, u.gpc_samples) == UNDERSPECIFIED[name], name
+        assert (dict(u.env_setup), u.reset_poses) == (setup, poses), name
+    for name, (s, ss, a, setup, poses) in MULTI.items():
+        t = get_experiment("multi_objectives").target(name)
+        assert (t.scale, t.repeats, t.sigma, dict(t.env_setup), t.reset_poses) == (s, ss, a, setup, poses), name
+    for t in get_experiment("movable_objects").targets:  # {red,blue,pink}_lift.json, calvin_movable_object.sh
+        assert dict(t.env_setup) == {"cubes_table_only": True, "sliding_door": 0.0} and (t.scale, t.sigma) == (2, 30)
+    for t in get_experiment("underrepresented_behaviors").targets:
+        assert (t.scale, t.repeats, t.sigma, dict(t.env_setup), t.reduced) == (1.5, 4, 30.0, {"switch": 0.0},
+                                                                               "switch_on")
+    assert all(e.control_reset_poses == "right_side_midpoint" for e in EXPERIMENTS.values())
 
 
 def test_bad_configs_fail_before_any_work_naming_the_problem():
@@ -90,7 +133,6 @@ def test_runner_resumes_a_killed_run_and_reruns_cells_whose_inputs_changed(tmp_p
     exp = get_experiment("articulated_parts").with_targets(["switch_on", "door_left"])
     cells = plan_cells(exp, ("base", "dynaguide"))
     assert cells[0] == Cell("base", CONTROL, 0, ()) and [c.name for c in cells[1:]] == ["switch_on", "door_left"]
-    sizes = RunSizes(rollouts=5, horizon=10, chunk=2, seed=0)
     calls = []
 
     def chunk(cell, first, count, fail_at=None):
@@ -99,28 +141,37 @@ def test_runner_resumes_a_killed_run_and_reruns_cells_whose_inputs_changed(tmp_p
         calls.append((cell.method, cell.name, first))
         index = np.full(count, BEHAVIOURS.index("switch_on") if cell.method == "base" else
                         BEHAVIOURS.index(cell.name), np.int32)
-        return {"index": index, "counted": np.eye(len(BEHAVIOURS), dtype=bool)[index], "step": np.arange(count)}
+        return {"index": index, "counted": np.eye(len(BEHAVIOURS), dtype=bool)[index],
+                "step": np.arange(first, first + count)}  # the rollout's own index: where it lands is checked
 
     key = lambda c: {"cell": c._asdict(), "v": 1}  # noqa: E731
     quiet = dict(progress=False, log=lambda *_: None)
+    sizes = RunSizes(rollouts=5, horizon=10, chunk=2, seed=0)
     with pytest.raises(KeyboardInterrupt):
         run_cells(exp, cells, sizes, tmp_path, key, lambda c, f, n: chunk(c, f, n, ("door_left", 2)), **quiet)
-    first_run = list(calls)
-    assert len(first_run) == 3 + 3 + 1  # base and switch_on finished (3 chunks each), door_left's first chunk
+    assert len(calls) == 3 + 3 + 1  # base and switch_on finished (3 chunks each), door_left's first chunk
     calls.clear()
     out = run_cells(exp, cells, sizes, tmp_path, key, chunk, **quiet)
     assert calls == [("dynaguide", "door_left", 2), ("dynaguide", "door_left", 4)]  # nothing finished is redone
-    assert all(len(r["index"]) == 5 for r in out.values())
+    assert all(r["step"].tolist() == [0, 1, 2, 3, 4] for r in out.values())
     index, _ = detections_by_target(exp, out, ("base", "dynaguide"))
     assert list(index["base"]) == ["switch_on", "door_left"]  # the control runs score every target
     np.testing.assert_array_equal(index["base"]["door_left"], out[("base", CONTROL)]["index"])
-    calls.clear()  # another input for one cell: that cell alone is rerun
-    run_cells(exp, cells, sizes, tmp_path, lambda c: {**key(c), "v": 2 if c.name == "switch_on" else 1}, chunk,
-              **quiet)
+    # more rollouts with another chunk size: only the new ones run, each result stays at its index
+    calls.clear()
+    out = run_cells(exp, cells, RunSizes(rollouts=7, horizon=10, chunk=3, seed=0), tmp_path, key, chunk, **quiet)
+    assert calls == [(c.method, c.name, 5) for c in cells]
+    assert all(r["step"].tolist() == list(range(7)) for r in out.values())
+    calls.clear()  # another input for one cell: that cell alone runs again, in a folder of its own
+    changed = lambda c: {**key(c), "v": 2 if c.name == "switch_on" else 1}  # noqa: E731
+    run_cells(exp, cells, sizes, tmp_path, changed, chunk, **quiet)
     assert calls == [("dynaguide", "switch_on", f) for f in (0, 2, 4)]
-    assert json.loads((tmp_path / "cells" / "dynaguide" / "switch_on" / "cell.json").read_text())["key"]
+    calls.clear()  # and going back to the first inputs finds their rollouts
+    run_cells(exp, cells, sizes, tmp_path, key, chunk, **quiet)
+    assert calls == [] and len(os.listdir(tmp_path / "cells" / "dynaguide" / "switch_on")) == 2
     with pytest.raises(ValueError, match="chunk must be an integer >= 1"):
         RunSizes(rollouts=5, horizon=10, chunk=0, seed=0)
+    assert missing_blocks({1, 2}, 7, 2) == [(0, 1), (3, 2), (5, 2)]
 
 
 def test_reduced_behaviour_keeps_the_fraction_of_its_segments_and_all_others():
@@ -153,11 +204,13 @@ def test_goal_sets_pad_with_masks_and_underspecified_goals_keep_only_the_target_
     a = {"pos_dyn": np.ones((2, 4)), "pos_features": np.ones((2, 3, 5)), "gc_images": np.ones((2, 8, 8, 3), np.uint8),
          "xyz": np.zeros(3), "neg_dyn": np.ones((1, 4))}
     b = {k: (np.concatenate([v, v]) if v.ndim > 1 else v) for k, v in a.items()}
+    a.update(pos_n=2, neg_n=1)
+    b.update(pos_n=4, neg_n=2)
     s = stack_target_goals([a, b])
     assert s["pos_dyn"].shape == (2, 4, 4) and s["pos_mask"].tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
     assert s["neg_mask"].tolist() == [[True, False], [True, True]] and s["xyz"].shape == (2, 3)
     with pytest.raises(ValueError, match="every target or none"):
-        stack_target_goals([a, {k: v for k, v in b.items() if k != "neg_dyn"}])
+        stack_target_goals([a, {k: v for k, v in b.items() if k not in ("neg_dyn", "neg_n")}])
     env = tabletop.TabletopConfig.small()
     states = [tabletop.reset(jax.random.key(i), env) for i in range(3)]
     scene = np.stack([np.asarray(tabletop.scene_obs(s)) for s in states])
@@ -193,3 +246,8 @@ def test_calvin_runs_check_calvin_env_and_every_input_before_any_rollout(tmp_pat
     r = dynaguide(*args, "--policy", tmp_path / "p.pth", "--methods", "dynaguide", "--dynamics", tmp_path / "p.pth",
                   "--goals-dir", tmp_path, check=False)
     assert r.returncode == 2 and "no goal file for 'button_off'" in r.stderr
+    r = dynaguide(*args, "--policy", tmp_path / "p.pth", "--methods", "itps", check=False)  # no dynamics needed
+    assert r.returncode == 2 and "needs --goals-dir" in r.stderr
+    r = dynaguide("experiment", "underrepresented_behaviors", "--env", "calvin", "--policy", tmp_path / "p.pth",
+                  "--out-dir", tmp_path / "o", check=False)
+    assert r.returncode == 2 and "a base policy per data fraction" in r.stderr

@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
                        description=__doc__)
     p.add_argument("name", choices=sorted(EXPERIMENTS), help="the experiment")
     p.add_argument("--env", choices=ENVS, default="tabletop", help="where the rollouts run (default: %(default)s)")
-    p.add_argument("--preset", choices=PRESETS, default="small", help="(default: %(default)s)")
+    p.add_argument("--preset", choices=PRESETS, help="(default: small with --env tabletop, paper with --env calvin: "
+                   "horizon 400, 100 rollouts, DinoV2 at 224 px)")
     p.add_argument("--targets", nargs="+", help="run only these targets (default: all of the experiment's)")
     p.add_argument("--methods", nargs="+", help="run only these methods (default: all of the experiment's)")
     p.add_argument("--out-dir", help="results (default: runs/experiments/NAME-PRESET)")
@@ -54,7 +55,7 @@ def run(args) -> int:
 
     explicit = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()
                 if k in DemoConfig.__dataclass_fields__ and k not in SKIP}
-    cfg = DemoConfig.for_preset(args.preset, **explicit)
+    cfg = DemoConfig.for_preset(args.preset or ("paper" if args.env == "calvin" else "small"), **explicit)
     experiment, methods = select(get_experiment(args.name), args.targets, args.methods)
     if args.chunk < 1:
         raise ValueError(f"--chunk must be >= 1, got {args.chunk}")

@@ -62,6 +62,7 @@ class CalvinConfig:
     gripper_size: int = 84
     seed: int = 0
     shuffle_blocks: bool = False
+    cubes_table_only: bool = False  # shuffled blocks only on the table (the original's block experiments)
     use_egl: bool = False
     bullet_time_step: int = 240
     control_freq: int = 30
@@ -196,7 +197,13 @@ class CalvinHostEnv:
         env = self.env
         env.scene.reset(scene)
         if self.config.shuffle_blocks:
-            env.scene.reset_movable_objects()
+            if self.config.cubes_table_only:
+                if "table_only" not in inspect.signature(env.scene.reset_movable_objects).parameters:
+                    raise ValueError("cubes_table_only needs the original's vendored calvin_env (upstream CALVIN's "
+                                     "scene cannot keep shuffled blocks on the table)")
+                env.scene.reset_movable_objects(table_only=True)
+            else:
+                env.scene.reset_movable_objects()
         env.robot.reset(robot)
         env.p.stepSimulation(physicsClientId=env.cid)
         return self._observe()
