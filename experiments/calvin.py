@@ -86,9 +86,10 @@ def load_dynamics_and_encoder(path: str, encoder: str | None):
     from dynaguide_jax.encoders import load_dinov2
     from dynaguide_jax.training.loop import load_trained_dynamics
 
-    if os.path.isdir(path):
-        loader = load_trained_dynamics if os.path.exists(os.path.join(path, "run.json")) else load_dynamics
-        cfg, params = loader(path)
+    if os.path.isdir(path):  # a `dynaguide convert dynamics` folder, or a training run
+        from dynaguide_jax import param_io
+
+        cfg, params = (load_dynamics if param_io.is_saved_params(path) else load_trained_dynamics)(path)
         enc = None
     else:
         cfg, params, enc = load_original_dynamics(path)
@@ -153,7 +154,9 @@ class CalvinBackend:
         if schedule.num_inference_steps != cfg.ddim_steps:
             schedule = dataclasses.replace(schedule, num_inference_steps=cfg.ddim_steps)
         self.models = DemoModels(policy, params, gc_policy, gc_params, schedule, enc, enc_params, dyn, dyn_params)
-        gc_size = dict(gc_policy.config.rgb_shapes).get(next(iter(gc_policy.config.goal_rgb_keys), ""), (200,))[0]
+        gc_size = None  # the goal frames as they are, unless the GC policy reads another size
+        if "gc" in methods and gc_policy.config.goal_rgb_keys:
+            gc_size = dict(gc_policy.config.rgb_shapes).get(gc_policy.config.goal_rgb_keys[0], (None,))[0]
         self.goals, self.goal_counts = {}, {}
         if any(m != "base" for m in methods):
             per_target = [G.target_goals(t, sources.goals_dir, self.models, cfg.encoder_size, gc_size,
@@ -193,24 +196,26 @@ class CalvinBackend:
         return self.cfg.horizon
 
     def _policy_fn(self, cell: Cell, target):
+        """The cell's jitted ``policy_fn(obs_stack, key)``; goals, settings and params are traced arguments
+        (one program per method and target, no constants baked in)."""
+        from dynaguide_jax.policy.diffusion_policy import unnormalize_actions
+
         models = self.models
         goals = {k: jnp.asarray(v[cell.target_index]) for k, v in self.goals.items()}
         settings = Settings(jnp.float32(target.scale), jnp.float32(target.sigma),
                             jnp.float32(target.itps_scale or 0.0))
         params = models.gc_params if cell.method == "gc" else models.policy_params
-        fn = method_policy_fn(cell.method, models, params, goals, settings, target.repeats, target.gpc_samples,
-                              self.cfg.encoder_size)
         stats = self.action_stats["gc" if cell.method == "gc" else "policy"]
 
-        def policy_fn(obs_stack, key):
+        @jax.jit
+        def run(params, obs_stack, key, goals, settings):
+            fn = method_policy_fn(cell.method, models, params, goals, settings, target.repeats, target.gpc_samples,
+                                  self.cfg.encoder_size)
             obs = {**obs_stack, **{a: obs_stack[b] for a, b in OBS_ALIASES.items() if b in obs_stack}}
             actions = fn(obs, key)
-            if stats is not None:
-                from dynaguide_jax.policy.diffusion_policy import unnormalize_actions
-                actions = unnormalize_actions(stats, actions)
-            return actions
+            return actions if stats is None else unnormalize_actions(stats, actions)
 
-        return jax.jit(policy_fn)
+        return lambda obs_stack, key: run(params, obs_stack, key, goals, settings)
 
     def run_chunk(self, cell: Cell, first: int, count: int) -> dict:
         from dynaguide_jax.envs.calvin import CalvinEnvFactory

@@ -124,7 +124,7 @@ def _side(behaviours, target: Target, pool_dir: str, quality: str, env, seed: in
     return _concat(parts)
 
 
-def target_goals(target: Target, pool_dir: str, models, encoder_size: int, gc_goal_size: int, quality: str,
+def target_goals(target: Target, pool_dir: str, models, encoder_size: int, gc_goal_size: int | None, quality: str,
                  env: tabletop.TabletopConfig | None, seed: int) -> dict:
     """One target's goal arrays (unpadded): ``gc_images [K, g, g, 3]``, ``xyz [3]`` (mean final tcp, ITPS),
     ``images``, ``pos_n`` / ``neg_n`` (set sizes) and, when ``models.dynamics`` is given, ``pos_dyn [K, F]``
@@ -147,7 +147,7 @@ def target_goals(target: Target, pool_dir: str, models, encoder_size: int, gc_go
             if side == "pos":
                 out["pos_features"] = np.asarray(patches)
         if side == "pos":
-            out["gc_images"] = downsample(g["images"], gc_goal_size)
+            out["gc_images"] = downsample(g["images"], gc_goal_size or g["images"].shape[-2])
             out["xyz"] = np.asarray(g["proprio"], np.float32)[:, :3].mean(0)
             out["images"] = g["images"]
     return out
