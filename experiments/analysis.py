@@ -45,7 +45,7 @@ def objects_plot(results: dict, path: str) -> str:
 
     targets, methods = results["targets"], list(results["methods"])
     width = 0.8 / len(methods)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.5 * len(targets) + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.5 * len(targets) + 3), 4.2))
     x = np.arange(len(targets))
     colours = ("#B4DCB5", "#FAA41C", "#C8525D")  # experiment_4_multiobjective.py's green / orange / red
     for i, m in enumerate(methods):
@@ -61,7 +61,7 @@ def objects_plot(results: dict, path: str) -> str:
     ax.set_xticks(x)
     ax.set_xticklabels([t.replace("_", " ") for t in targets], rotation=25, ha="right", fontsize=8)
     ax.set(ylim=(0, 1.25), ylabel="fraction of rollouts", title=f"{results['experiment']} ({results['preset']})")
-    ax.legend(fontsize=8, loc="upper right", ncol=3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: the bars' labels stay clear
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -135,7 +135,7 @@ def test_tiny_demo_writes_every_artefact_and_reuses_its_stages(tiny_demo):
 
 
 @pytest.mark.slow
-def test_experiment_runs_every_cell_resumes_and_writes_tables(tiny_demo, tmp_path):
+def test_experiment_runs_every_cell_and_writes_tables(tiny_demo, tmp_path):
     models, _ = tiny_demo
     out_dir = tmp_path / "multi"
     args = ("experiment", "multi_objectives", "--preset", "tiny", "--models-dir", models, "--targets",
@@ -154,11 +154,7 @@ def test_experiment_runs_every_cell_resumes_and_writes_tables(tiny_demo, tmp_pat
     assert (out_dir / "objectives.png").stat().st_size > 10_000
     (key_dir,) = (out_dir / "cells" / "dynaguide" / "drawer_dont_open").iterdir()
     assert sorted(os.listdir(key_dir)) == ["cell.json", "chunk_00000_2.npz", "chunk_00002_1.npz"]
-    # killed after one chunk: the rerun redoes only the missing one and gives the same table
-    os.remove(key_dir / "chunk_00002_1.npz")
-    again = dynaguide(*args).stdout
-    assert "resuming: 5 of 6 rollouts were finished earlier" in again and "1 rollouts in" in again
-    assert json.loads((out_dir / "results.json").read_text())["methods"] == results["methods"]
+    # (resuming a killed run is checked on the runner itself: tests/test_experiments.py)
     bad = dynaguide("experiment", "multi_objectives", "--preset", "tiny", "--targets", "nope", "--out-dir",
                     tmp_path / "bad", check=False)
     assert bad.returncode == 2 and "has no target 'nope'" in bad.stderr and not (tmp_path / "bad").exists()
