@@ -29,7 +29,7 @@ from dynaguide_jax.eval.behaviours import detect_behaviours
 from dynaguide_jax.eval.rollout import LoopConfig
 from experiments import goals as G
 from experiments.policies import Settings, method_policy_fn
-from experiments.runner import CONTROL, Cell, eval_fields, rollout_seed_key, stack_keys
+from experiments.runner import CONTROL, Cell, eval_fields, method_horizon, rollout_seed_key, stack_keys
 
 # robomimic's CALVIN observation names (the original's configs) -> the host env's
 OBS_ALIASES = {"third_person": "rgb_static", "eye_in_hand": "rgb_gripper"}
@@ -191,9 +191,7 @@ class CalvinBackend:
         return self.experiment.targets[cell.target_index].reset_poses
 
     def horizon(self, method: str) -> int:
-        if method == "gpc":
-            return max(1, round(self.cfg.horizon * self.experiment.gpc_horizon_fraction))
-        return self.cfg.horizon
+        return method_horizon(self.experiment, self.cfg.horizon, method)
 
     def _policy_fn(self, cell: Cell, target):
         """The cell's jitted ``policy_fn(obs_stack, key)``; goals, settings and params are traced arguments

@@ -176,6 +176,13 @@ def success_sets(experiment) -> dict:
     return {t.name: tuple(t.success) for t in experiment.targets}
 
 
+def method_horizon(experiment, horizon: int, method: str) -> int:
+    """Control steps of ``method``'s rollouts: GPC runs the original planner's shorter horizon (200 of 400)."""
+    if method == "gpc":
+        return max(1, round(horizon * experiment.gpc_horizon_fraction))
+    return horizon
+
+
 def eval_fields(cfg: DemoConfig) -> dict:
     return {k: getattr(cfg, k) for k in ("ddim_steps", "encoder_size", "gc_goal_size")}
 

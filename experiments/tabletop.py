@@ -20,33 +20,23 @@ import jax
 import jax.numpy as jnp
 
 from dynaguide_jax.demo.config import DemoConfig
-from dynaguide_jax.demo.evaluate import ACTION_HORIZON, DemoModels
+from dynaguide_jax.demo.evaluate import ACTION_HORIZON, DemoModels, setup_start_states
 from dynaguide_jax.demo.pipeline import PreparedModels, load_demo_models, prepare_models, world_config
 from dynaguide_jax.demo.train import train_demo_policy
 from dynaguide_jax.envs import tabletop
-from dynaguide_jax.envs.reset_states import sample_scene_setup
 from dynaguide_jax.eval import methods as M
 from dynaguide_jax.eval.behaviours import detect_behaviour
 from dynaguide_jax.eval.rollout import LoopConfig, closed_loop, tabletop_env
 from experiments import goals as G
 from experiments.policies import Settings, method_policy_fn
-from experiments.runner import Cell, eval_fields, rollout_seed_key, stack_keys
+from experiments.runner import Cell, eval_fields, method_horizon, rollout_seed_key, stack_keys
 
 VARIANT_FIELDS = ("policy_obs", "policy_model", "policy_steps", "policy_batch", "policy_lr")
 
 
 def start_states(key: jax.Array, env_setup, first: int, count: int, env: tabletop.TabletopConfig):
-    """Rollouts ``first .. first + count - 1``: a random world with ``env_setup``'s parts fixed and the
-    other adjustable parts at a random end (the original's ``generate_reset_state``)."""
-    setup = dict(env_setup)
-
-    def one(k):
-        k_world, k_parts = jax.random.split(k)
-        s = tabletop.reset(k_world, env)
-        scene = tabletop.scene_obs(s).at[:6].set(sample_scene_setup(k_parts, setup))
-        return tabletop.reset(k_world, env, robot_obs=tabletop.robot_obs(s), scene_obs=scene)
-
-    return jax.vmap(one)(stack_keys(key, first, count))
+    """Rollouts ``first .. first + count - 1``' start states (``demo.evaluate.setup_start_states``)."""
+    return setup_start_states(stack_keys(key, first, count), env_setup, env)
 
 
 def compile_method(method: str, models: DemoModels, env: tabletop.TabletopConfig, horizon: int, repeats: int,
@@ -157,9 +147,7 @@ class TabletopBackend:
         return key
 
     def horizon(self, method: str) -> int:
-        if method == "gpc":  # the original's planner runs: horizon 200 of 400
-            return max(1, round(self.cfg.horizon * self.experiment.gpc_horizon_fraction))
-        return self.cfg.horizon
+        return method_horizon(self.experiment, self.cfg.horizon, method)
 
     def run_chunk(self, cell: Cell, first: int, count: int) -> dict:
         t = self.experiment.targets[cell.target_index]

@@ -47,6 +47,13 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip=(), only_given
         parser.add_argument(flag, **kw)
 
 
+def given_fields(cls, args: argparse.Namespace, skip=()) -> dict:
+    """The fields of ``cls`` the user gave as flags (``add_dataclass_args(..., only_given=True)``), lists as
+    tuples, without ``skip``: the overrides of a preset."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()
+            if k in cls.__dataclass_fields__ and k not in skip}
+
+
 def dataclass_from_args(cls, args: argparse.Namespace, **overrides):
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
     for k, v in values.items():

@@ -7,7 +7,7 @@ the small preset's; --preset tiny (a CI smoke run) and --preset paper (the paper
 change them, and any flag given overrides its preset."""  # `dynaguide demo --help` shows this text
 from __future__ import annotations
 
-from dynaguide_jax.cli.dataclass_args import add_dataclass_args
+from dynaguide_jax.cli.dataclass_args import add_dataclass_args, given_fields
 from dynaguide_jax.outputs import prepare_output_dir
 
 
@@ -26,8 +26,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from dynaguide_jax.demo import DemoConfig, run_demo
 
-    explicit = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()
-                if k in DemoConfig.__dataclass_fields__ and k != "preset"}
+    explicit = given_fields(DemoConfig, args, ("preset",))
     cfg = DemoConfig.for_preset(args.preset, **explicit)
     prepare_output_dir(cfg.out_dir, "--out-dir")
     run_demo(cfg, fresh=args.fresh, progress=not args.quiet)

@@ -8,7 +8,7 @@ rerun the same command after an interruption. Writes OUT/{results.json,table.md,
 experiment's figure (PNG). World, model and evaluation sizes come from --preset; any flag overrides it."""
 from __future__ import annotations
 
-from dynaguide_jax.cli.dataclass_args import add_dataclass_args
+from dynaguide_jax.cli.dataclass_args import add_dataclass_args, given_fields
 from dynaguide_jax.outputs import prepare_output_dir
 
 # per-target settings come from the experiment's config, not from flags
@@ -53,8 +53,7 @@ def run(args) -> int:
     from experiments import get_experiment
     from experiments.run import run_experiment, select
 
-    explicit = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()
-                if k in DemoConfig.__dataclass_fields__ and k not in SKIP}
+    explicit = given_fields(DemoConfig, args, SKIP)
     cfg = DemoConfig.for_preset(args.preset or ("paper" if args.env == "calvin" else "small"), **explicit)
     experiment, methods = select(get_experiment(args.name), args.targets, args.methods)
     if args.chunk < 1:

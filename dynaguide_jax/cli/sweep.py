@@ -4,7 +4,7 @@ and keys for every point. Models come from --models-dir (trained there by the de
 missing). Writes OUT/{sweep.json,sweep.md,sweep.png} (success against the scale, one line per M and σ)."""
 from __future__ import annotations
 
-from dynaguide_jax.cli.dataclass_args import add_dataclass_args
+from dynaguide_jax.cli.dataclass_args import add_dataclass_args, given_fields
 from dynaguide_jax.outputs import prepare_output_dir
 
 SKIP = ("preset", "out_dir", "methods", "gifs", "scale", "repeats", "sigma", "gpc_samples", "itps_scale")
@@ -40,8 +40,7 @@ def run(args) -> int:
     from experiments.sweep import check_grid, closed_loop_sweep, format_sweep_table, write_sweep
     from experiments.tabletop import TabletopBackend
 
-    explicit = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()
-                if k in DemoConfig.__dataclass_fields__ and k not in SKIP}
+    explicit = given_fields(DemoConfig, args, SKIP)
     cfg = DemoConfig.for_preset(args.preset, **explicit)
     experiment = get_experiment(args.experiment).with_targets([args.target])
     for name, values, integer in (("scales", args.scales, False), ("repeats", args.repeats, True),

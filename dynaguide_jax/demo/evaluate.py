@@ -86,9 +86,10 @@ def load_goals(goal_dir: str, targets, models: DemoModels, cfg: DemoConfig) -> T
                        counts={t: int(len(s["images"])) for t, s in zip(targets, sets)})
 
 
-def start_states(key, target: str, n: int, env: tabletop.TabletopConfig):
-    """``n`` resets with ``target``'s part fixed (``TARGET_SETUPS``), the other parts at random ends."""
-    setup = TARGET_SETUPS[target]
+def setup_start_states(keys: jax.Array, env_setup, env: tabletop.TabletopConfig):
+    """One reset per key ``[n]``: a random world with ``env_setup``'s parts fixed and the other adjustable
+    parts at a random end (the original's ``generate_reset_state``)."""
+    setup = dict(env_setup)
 
     def one(k):
         k_world, k_parts = jax.random.split(k)
@@ -96,7 +97,12 @@ def start_states(key, target: str, n: int, env: tabletop.TabletopConfig):
         scene = tabletop.scene_obs(s).at[:6].set(sample_scene_setup(k_parts, setup))
         return tabletop.reset(k_world, env, robot_obs=tabletop.robot_obs(s), scene_obs=scene)
 
-    return jax.vmap(one)(jax.random.split(key, n))
+    return jax.vmap(one)(keys)
+
+
+def start_states(key, target: str, n: int, env: tabletop.TabletopConfig):
+    """``n`` resets with ``target``'s part fixed (``TARGET_SETUPS``), the other parts at random ends."""
+    return setup_start_states(jax.random.split(key, n), TARGET_SETUPS[target], env)
 
 
 class EvalStarts(NamedTuple):
