@@ -32,22 +32,14 @@ KEPT_PARTS = {"button": (2, 5), "switch": (3, 4), "drawer": (1,), "door": (0,)}
 def export_goal_pool(rlds: str, out_dir: str, seed: int, keep_fraction: float, log=print) -> dict:
     """Every behaviour's goal segments (no cap) into ``out_dir/goals_<behaviour>.npz``; behaviours the
     validation split lacks are taken from the training split. Writes ``pool.json`` last (the marker)."""
-    from dynaguide_jax.data.rlds import export_guidance_conditions
+    from dynaguide_jax.data.rlds import export_goal_sets_with_fallback
 
-    kw = dict(seed=seed, keep_fraction=keep_fraction, max_per_behaviour=None, extra_fields=POOL_EXTRA)
-    counts = export_guidance_conditions(rlds, out_dir, "validation", POOL_CAMERA, **kw)
-    have = {b: counts["behaviours"].get(b, {}).get("written", 0) for b in GOAL_BEHAVIOURS}
-    missing = [b for b, n in have.items() if n == 0]
-    source = {b: "validation" for b, n in have.items() if n}
-    if missing:
-        spare = os.path.join(out_dir, "from_train")
-        extra = export_guidance_conditions(rlds, spare, "train", POOL_CAMERA, **kw)
-        for b in missing:
-            n = extra["behaviours"].get(b, {}).get("written", 0)
-            if n:
-                os.replace(os.path.join(spare, f"goals_{b}.npz"), os.path.join(out_dir, f"goals_{b}.npz"))
-                have[b], source[b] = n, "train"
-        log(f"  goal pool: no validation segment of {', '.join(missing)}; taken from the training split where it "
+    have, source = export_goal_sets_with_fallback(rlds, out_dir, GOAL_BEHAVIOURS, image_field=POOL_CAMERA, seed=seed,
+                                                  keep_fraction=keep_fraction, max_per_behaviour=None,
+                                                  extra_fields=POOL_EXTRA)
+    elsewhere = [b for b in have if source.get(b) != "validation"]
+    if elsewhere:
+        log(f"  goal pool: no validation segment of {', '.join(elsewhere)}; taken from the training split where it "
             "has them")
     record = {"goals": have, "split": source, "seed": seed, "keep_fraction": keep_fraction}
     with open(os.path.join(out_dir, "pool.json"), "w") as f:

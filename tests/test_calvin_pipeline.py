@@ -248,23 +248,27 @@ def test_bad_raw_data_fails_clearly_and_leaves_no_dataset(tmp_path, case, match)
 
 
 @pytest.mark.slow
-def test_cli_build_cache_goals_and_train_from_rlds(tmp_path):
+def test_cli_build_cache_goals_and_train_from_rlds(tmp_path, capsys):
     """The user path: one command each to build the dataset, cache features, export goal sets and
-    train the dynamics model and the policy from it."""
+    train the dynamics model and the policy from it (the build as a real ``dynaguide`` process, the
+    later commands in-process through the same entry point: one jax start-up, compiled programs shared)."""
     import subprocess
     import sys
 
+    from dynaguide_jax.cli import main
     from tests.test_cli import ENV
 
     def cli(*args):
-        p = subprocess.run([sys.executable, "-m", "dynaguide_jax.cli", *map(str, args)], capture_output=True,
-                           text=True, env=ENV, timeout=600)
-        assert p.returncode == 0, p.stderr[-3000:]
-        return p.stdout
+        code = main(list(map(str, args)))
+        out, err = capsys.readouterr()
+        assert code == 0, err[-3000:]
+        return out
 
     write_calvin(str(tmp_path / "raw"))
-    out = cli("data", "build", "calvin", tmp_path / "raw", tmp_path / "rlds")
-    ds = out.strip().split()[-1]
+    p = subprocess.run([sys.executable, "-m", "dynaguide_jax.cli", "data", "build", "calvin", tmp_path / "raw",
+                        tmp_path / "rlds"], capture_output=True, text=True, env=ENV, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    ds = p.stdout.strip().split()[-1]
     assert ds.endswith("calvin_rlds/1.1.0")
     assert "(150, 16, 64)" in cli("data", "cache", ds, tmp_path / "feats", "--quiet")
     cli("data", "goals", ds, tmp_path / "goals", "--split", "train", "--keep-fraction", "1")
@@ -289,9 +293,8 @@ def test_cli_build_cache_goals_and_train_from_rlds(tmp_path):
     out = cli("train", "policy", "--data", "rlds", "--rlds", ds, "--model", "small", "--steps", "2",
               "--batch-size", "2", "--warmup-steps", "1", "--out", tmp_path / "pol", "--quiet")
     assert "rlds episodes" in out
-    proc = subprocess.run([sys.executable, "-m", "dynaguide_jax.cli", "train", "dynamics", "--data", "rlds",
-                           "--rlds", ds, "--out", tmp_path / "x"], capture_output=True, text=True, env=ENV)
-    assert proc.returncode == 2 and "--features" in proc.stderr
+    assert main(["train", "dynamics", "--data", "rlds", "--rlds", ds, "--out", str(tmp_path / "x")]) == 2
+    assert "--features" in capsys.readouterr().err
 
 
 def test_readers_decode_only_the_requested_images(built):

@@ -27,19 +27,29 @@ def dynaguide(*args, check=True):
     return proc
 
 
-def test_help_everywhere():
-    assert "demo" in dynaguide("--help").stdout
+def run_main(argv, capsys):
+    """``main(argv)`` in-process: (exit status, stdout, stderr); argparse's --help and usage errors exit."""
+    try:
+        code = main(list(map(str, argv)))
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_everywhere(capsys):
+    assert "demo" in dynaguide("--help").stdout  # the real command, once; the rest in-process (same parser)
     for sub in (["demo"], ["experiment"], ["sweep"], ["convert"], ["convert", "dinov2"], ["convert", "dynamics"],
                 ["bench"], ["train"], ["train", "policy"], ["train", "dynamics"], ["data"], ["data", "build"],
                 ["data", "cache"], ["data", "goals"], ["data", "play"], ["eval"], ["eval", "dynamics"]):
-        out = dynaguide(*sub, "--help").stdout
-        assert out.startswith(f"usage: dynaguide {sub[0]}"), sub
-    experiment_help = dynaguide("experiment", "--help").stdout
+        code, out, _ = run_main([*sub, "--help"], capsys)
+        assert code == 0 and out.startswith(f"usage: dynaguide {sub[0]}"), sub
+    code, experiment_help, _ = run_main(["experiment", "--help"], capsys)
     for choices in ("{articulated_parts,movable_objects,multi_objectives,underrepresented_behaviors,"
                     "underspecified_objectives}", "{tabletop,calvin}", "{tiny,small,paper}"):
         assert choices in experiment_help
-    missing = dynaguide("eval", check=False)  # no subcommand: name the choices, not an internal name
-    assert missing.returncode == 2 and "required: {dynamics}" in missing.stderr
+    code, _, err = run_main(["eval"], capsys)  # no subcommand: name the choices, not an internal name
+    assert code == 2 and "required: {dynamics}" in err
     # every option of every (sub)command and benchmark: its allowed values and its default in --help
     parsers = [(" ".join(("dynaguide", *path)), p) for path, p in walk(build_parser())]
     parsers += [(name, make()) for name, make in bench.PARSERS.items()]

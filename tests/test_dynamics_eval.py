@@ -124,9 +124,12 @@ def test_evaluate_dynamics_errors_and_retrieval_on_a_model():
 
 
 @pytest.mark.slow
-def test_cli_eval_dynamics_on_held_out_toy_episodes(tmp_path):
+def test_cli_eval_dynamics_on_held_out_toy_episodes(tmp_path, capsys):
+    from dynaguide_jax.cli import main
+
     run = tmp_path / "dyn"
-    dynaguide("train", "dynamics", "--out", run, "--steps", "150", "--episodes", "32", "--quiet")
+    # the training and the bad inputs in-process, through the command's entry point; the eval as the real command
+    assert main(["train", "dynamics", "--out", str(run), "--steps", "150", "--episodes", "32", "--quiet"]) == 0
     info = json.loads((run / "config.json").read_text())["data"]
     assert info["source"] == "toy" and info["action_transform"]["mode"] == "none"
     out = dynaguide("eval", "dynamics", "--run", run, "--episodes", "16", "--quiet").stdout
@@ -135,10 +138,11 @@ def test_cli_eval_dynamics_on_held_out_toy_episodes(tmp_path):
     assert rep["mse"] < rep["mse_current_frame"]  # even a short run beats "nothing moves"
     assert rep["retrieval"]["queries"] == 16 and rep["retrieval"]["accuracy_prediction"] > 0.5
     assert (run / "eval" / "eval_dynamics.png").stat().st_size > 10_000
-    bad = dynaguide("eval", "dynamics", "--run", tmp_path / "nothing", check=False)
-    assert bad.returncode == 2 and "nothing: no such dynamics run directory" in bad.stderr
-    bad = dynaguide("eval", "dynamics", "--run", run, "--data", "rlds", check=False)
-    assert bad.returncode == 2 and "--features" in bad.stderr
+    capsys.readouterr()
+    assert main(["eval", "dynamics", "--run", str(tmp_path / "nothing")]) == 2
+    assert "nothing: no such dynamics run directory" in capsys.readouterr().err
+    assert main(["eval", "dynamics", "--run", str(run), "--data", "rlds"]) == 2
+    assert "--features" in capsys.readouterr().err
 
 
 def test_bad_dynamics_run_directories_are_named(tmp_path):

@@ -22,7 +22,9 @@ RTOL, ATOL = 5e-5, 1e-5
 
 @pytest.fixture(scope="module")
 def scene():
-    cfg = ToySceneConfig(samples=64, train_steps=300)
+    # 150 steps: future-patch MSE ~0.17 (copying the frame: ~0.72); the goal rates below are the same as
+    # after 300 steps (base ~0.2-0.35, best of 5 ~0.75-0.8 for keys 0-2), at half the training time
+    cfg = ToySceneConfig(samples=64, train_steps=150)
     return cfg, prepare_scene(cfg, progress=False)
 
 

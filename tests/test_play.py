@@ -22,7 +22,7 @@ pytest.importorskip("tensorflow")
 from data_pipelines.calvin.builder import build_calvin  # noqa: E402
 from data_pipelines.calvin.raw import CalvinFormatError, episode_ranges, language_by_frame, read_frame  # noqa: E402
 from data_pipelines.calvin.segmentation import segment_play  # noqa: E402
-from dynaguide_jax.data.rlds import export_guidance_conditions  # noqa: E402
+from dynaguide_jax.data.rlds import export_goal_sets_with_fallback, export_guidance_conditions  # noqa: E402
 
 SEED, STREAMS = 3, 4
 LONG = pl.PlayConfig.small(num_streams=STREAMS, steps=2400, chunk_steps=300, images=False)
@@ -187,6 +187,19 @@ def test_builder_segmentation_and_goal_sets_on_the_play(written, long_play, tmp_
     assert len(written_goals & set(pl.ARTICULATED)) >= 6, counts
     g = np.load(tmp_path / "goals" / f"goals_{sorted(written_goals & set(pl.ARTICULATED))[0]}.npz")
     assert g["images"].shape[1:] == (64, 64, 3) and g["actions"].shape[1:] == (16, 7)
+    # the one-stream validation play lacks behaviours: those come from the training split, the rest stay
+    wanted = sorted(set(pl.ARTICULATED) | {"no_such_behaviour"})
+    written, source = export_goal_sets_with_fallback(path, str(tmp_path / "val"), wanted, keep_fraction=1.0)
+    val = export_guidance_conditions(path, str(tmp_path / "val_only"), "validation", keep_fraction=1.0)["behaviours"]
+    for b in wanted:
+        in_val = val.get(b, {}).get("written", 0)
+        expected = ("validation", in_val) if in_val else ("train", counts["behaviours"].get(b, {}).get("written", 0))
+        assert (source.get(b, "train"), written[b]) == expected, b
+        if written[b]:
+            with np.load(tmp_path / "val" / f"goals_{b}.npz") as z, \
+                    np.load(tmp_path / ("val_only" if in_val else "goals") / f"goals_{b}.npz") as ref:
+                np.testing.assert_array_equal(z["images"], ref["images"])
+    assert "train" in source.values() and "validation" in source.values() and written["no_such_behaviour"] == 0
 
 
 def test_writer_is_atomic_and_errors_are_clear(tmp_path, written):

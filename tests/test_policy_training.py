@@ -100,41 +100,36 @@ def test_default_optimizer_is_robomimics_adam():
         PolicyTrainConfig(optimizer="sgd").make_optimizer()
 
 
-def run_cli_training(out, steps, extra=(), **popen):
-    cmd = [sys.executable, "-m", "dynaguide_jax.cli", "train", "policy", "--out", str(out), "--steps", str(steps),
-           "--batch-size", "4", "--checkpoint-every", "2", "--log-every", "1", "--warmup-steps", "2",
-           "--episodes", "8", "--length", "20", "--quiet", *extra]
-    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+# The settings of the `dynaguide train policy` runs below (toy data: 8 episodes of 20 frames, data seed 0)
+CLI_STEPS, CLI_TRAIN = 12, dict(batch_size=4, warmup_steps=2, checkpoint_every=2, log_every=1)
 
 
-def losses(run):
-    return [(r["step"], r["loss"]) for r in map(json.loads, open(os.path.join(run, "metrics.jsonl")))]
-
-
-@pytest.mark.slow
-def test_killed_run_resumes_with_the_same_loss_curve(tmp_path):
-    full = run_cli_training(tmp_path / "full", 12)
-    assert full.wait(timeout=600) == 0, full.stderr.read()
-    victim = run_cli_training(tmp_path / "killed", 12)
-    ckpts = tmp_path / "killed" / "checkpoints"
-    kill_after_checkpoint(victim, ckpts, 4)
-    resumed = run_cli_training(tmp_path / "killed", 12)
-    out, err = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, err
-    assert "resumed from step" in out
-    assert losses(tmp_path / "killed") == losses(tmp_path / "full")
-
-
-def test_resume_in_process_and_bf16(tmp_path):
+def cli_batches():
     cfg = toy_policy_config()
-    data = toy_episodes(episodes=6, length=20)
-    batches = lambda s: policy_batch(data, cfg, 4, 0, s)  # noqa: E731
-    tc = PolicyTrainConfig(steps=6, batch_size=4, warmup_steps=2, checkpoint_every=2, log_every=1)
-    full = train_policy(DiffusionPolicy(cfg), batches, tc, tmp_path / "a", progress=False)
+    data = toy_episodes(0, episodes=8, length=20)
+    return cfg, lambda s: policy_batch(data, cfg, 4, 0, s)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """One uninterrupted run, in-process, with the settings of ``run_cli_training``: the reference of
+    the in-process resume, the bf16 run and the killed CLI run (one training instead of one per test;
+    its programs, compiled here, come from the compile cache in the CLI processes)."""
+    cfg, batches = cli_batches()
+    tc = PolicyTrainConfig(steps=CLI_STEPS, **{**CLI_TRAIN, "checkpoint_every": CLI_STEPS})  # losses only
+    return train_policy(DiffusionPolicy(cfg), batches, tc, tmp_path_factory.mktemp("reference") / "run",
+                        progress=False)
+
+
+def test_resume_in_process_and_bf16(tmp_path, reference_run):
+    cfg, batches = cli_batches()
+    tc = PolicyTrainConfig(steps=CLI_STEPS, **{**CLI_TRAIN, "checkpoint_every": 3})  # checkpoints 3, 6, 9, 12
+    full = reference_run
+    assert len(full.losses) == CLI_STEPS and full.resumed_from is None
     train_policy(DiffusionPolicy(cfg), batches, tc, tmp_path / "b", progress=False, stop_after=3)
     again = train_policy(DiffusionPolicy(cfg), batches, tc, tmp_path / "b", progress=False)
     assert again.resumed_from == 3 and again.losses == full.losses
-    bf16_cfg = PolicyTrainConfig(**{**tc.__dict__, "compute_dtype": "bfloat16"})
+    bf16_cfg = PolicyTrainConfig(**{**tc.__dict__, "compute_dtype": "bfloat16", "checkpoint_every": CLI_STEPS})
     bf16 = train_policy(DiffusionPolicy(cfg), batches, bf16_cfg, tmp_path / "c", progress=False)
     # same batches and keys: bf16 compute tracks the fp32 loss curve (bf16 has ~3 significant digits)
     np.testing.assert_allclose([x for _, x in bf16.losses], [x for _, x in full.losses], rtol=0.05)
@@ -188,6 +183,32 @@ def test_trained_policy_restored_steered_and_run_in_a_loop(tmp_path):
         assert action.shape == (7,) and np.isfinite(action).all()
         xy = np.clip(xy + action[:2] / 16, -1, 1)
     assert chunker.chunks_sampled == 2  # 12 steps, 8 executed per chunk
+
+
+def run_cli_training(out, steps, extra=(), **popen):
+    cmd = [sys.executable, "-m", "dynaguide_jax.cli", "train", "policy", "--out", str(out), "--steps", str(steps),
+           "--batch-size", "4", "--checkpoint-every", "2", "--log-every", "1", "--warmup-steps", "2",
+           "--episodes", "8", "--length", "20", "--quiet", *extra]
+    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def losses(run):
+    return [(r["step"], r["loss"]) for r in map(json.loads, open(os.path.join(run, "metrics.jsonl")))]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_with_the_same_loss_curve(tmp_path, reference_run):
+    """Killed (SIGKILL) once its step-4 checkpoint exists, then rerun: the CLI run ends with the loss
+    curve of the uninterrupted run with the same settings (``reference_run``)."""
+    victim = run_cli_training(tmp_path / "killed", CLI_STEPS)
+    ckpts = tmp_path / "killed" / "checkpoints"
+    kill_after_checkpoint(victim, ckpts, 4)
+    resumed = run_cli_training(tmp_path / "killed", CLI_STEPS)
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    assert "resumed from step" in out
+    assert len(reference_run.losses) == CLI_STEPS
+    assert losses(tmp_path / "killed") == reference_run.losses
 
 
 def test_bad_policy_run_directories_are_named(tmp_path):

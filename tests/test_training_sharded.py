@@ -24,7 +24,8 @@ def losses(run_dir):
 
 
 def test_eight_devices_data_parallel_and_fsdp_match_one_device(tmp_path):
-    env = dict(ENV, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    # the eight fake devices, compiled as every other test's programs (conftest: backend optimisation level 0)
+    env = dict(ENV, XLA_FLAGS=" ".join((ENV.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8")).strip())
     proc = run(["-m", "tests.sharded_worker", str(tmp_path)], env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -242,3 +242,23 @@ def export_guidance_conditions(directory: str, out_dir: str, split: str = "valid
     with open(os.path.join(out_dir, "counts.json"), "w") as f:
         json.dump(counts, f, indent=2)
     return counts
+
+
+def export_goal_sets_with_fallback(directory: str, out_dir: str, behaviours, split: str = "validation",
+                                   fallback_split: str = "train", **kw) -> tuple[dict, dict]:
+    """``export_guidance_conditions`` on ``split``; each of ``behaviours`` it writes no goal of is taken from
+    ``fallback_split`` instead (a short validation play may lack one). Returns ``(written, source)``:
+    per behaviour the number of goals written (0 where neither split has one) and the split they came from."""
+    counts = export_guidance_conditions(directory, out_dir, split, **kw)
+    written = {b: counts["behaviours"].get(b, {}).get("written", 0) for b in behaviours}
+    source = {b: split for b, n in written.items() if n}
+    missing = [b for b, n in written.items() if n == 0]
+    if missing:
+        spare = os.path.join(out_dir, f"from_{fallback_split}")
+        extra = export_guidance_conditions(directory, spare, fallback_split, **kw)
+        for b in missing:
+            n = extra["behaviours"].get(b, {}).get("written", 0)
+            if n:
+                os.replace(os.path.join(spare, f"goals_{b}.npz"), os.path.join(out_dir, f"goals_{b}.npz"))
+                written[b], source[b] = n, fallback_split
+    return written, source

@@ -111,9 +111,9 @@ class DemoConfig:
         return hashlib.sha256(json.dumps(values, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
-TINY = dict(play_streams=4, play_steps=1000, validation_streams=1, encoder_size=28, policy_steps=60, gc_steps=60,
-            policy_batch=16, dynamics_steps=40, dynamics_batch=16, rollouts=2, horizon=28, ddim_steps=2, repeats=2,
-            gpc_samples=2, max_goals=4, gifs=1)
+TINY = dict(image_size=32, play_streams=4, play_steps=1000, validation_streams=1, encoder_size=28, policy_steps=60,
+            gc_steps=60, policy_batch=16, dynamics_steps=40, dynamics_batch=16, rollouts=2, horizon=28, ddim_steps=2,
+            repeats=2, gpc_samples=2, max_goals=4, gifs=1)
 PAPER = dict(image_size=200, gc_goal_size=200, play_streams=32, play_steps=20000, validation_streams=4,
              encoder_size=224, policy_obs="cameras", policy_model="paper", policy_steps=100000, gc_steps=100000,
              policy_batch=64, policy_lr=1e-4, dynamics_model="paper", dynamics_steps=60000, dynamics_batch=64,

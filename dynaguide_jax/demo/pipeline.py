@@ -101,21 +101,16 @@ def prepare_models(cfg: DemoConfig, fresh: bool = False, progress: bool = True, 
 
 
 def _goals(cfg: DemoConfig, rlds: str, d: str, log) -> None:
-    from dynaguide_jax.data.rlds import export_guidance_conditions
+    from dynaguide_jax.data.rlds import export_goal_sets_with_fallback
 
-    kw = dict(seed=cfg.seed, keep_fraction=cfg.keep_fraction, max_per_behaviour=cfg.max_goals)
-    counts = export_guidance_conditions(rlds, d, "validation", "observation/rgb_static", **kw)
-    written = {t: counts["behaviours"].get(t, {}).get("written", 0) for t in TARGETS}
-    missing = [t for t, n in written.items() if n == 0]
-    if missing:  # a short validation play may lack a behaviour: take its goals from the training split
-        spare = os.path.join(d, "from_train")
-        extra = export_guidance_conditions(rlds, spare, "train", "observation/rgb_static", **kw)
-        for t in missing:
-            if extra["behaviours"].get(t, {}).get("written", 0):
-                os.replace(os.path.join(spare, f"goals_{t}.npz"), os.path.join(d, f"goals_{t}.npz"))
-                written[t] = f"{extra['behaviours'][t]['written']} (training split)"
-        log(f"  WARNING: the validation play has no segment of {', '.join(missing)}: goals from the training "
+    written, source = export_goal_sets_with_fallback(rlds, d, TARGETS, image_field="observation/rgb_static",
+                                                     seed=cfg.seed, keep_fraction=cfg.keep_fraction,
+                                                     max_per_behaviour=cfg.max_goals)
+    elsewhere = [t for t in TARGETS if source.get(t) != "validation"]
+    if elsewhere:  # a short validation play may lack a behaviour: its goals come from the training split
+        log(f"  WARNING: the validation play has no segment of {', '.join(elsewhere)}: goals from the training "
             "split instead (more play, --play-steps, avoids this)")
+    written = {t: f"{n} (training split)" if source.get(t) == "train" else n for t, n in written.items()}
     log("  goal sets: " + ", ".join(f"{t} {n}" for t, n in written.items()))
 
 

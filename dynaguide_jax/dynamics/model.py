@@ -91,7 +91,7 @@ def init_dynamics(config: DynamicsConfig, key: jax.Array):
     patches = jnp.zeros((1, c.num_cameras * c.patches_per_camera, c.feature_dim))
     proprio = None if c.proprio_dim is None else jnp.zeros((1, c.proprio_dim))
     actions = jnp.zeros((1, c.horizon, c.action_dim))
-    return LatentDynamics(c).init(key, patches, proprio, actions)["params"]
+    return jax.jit(lambda k: LatentDynamics(c).init(k, patches, proprio, actions)["params"])(key)  # no eager pass
 
 
 def predict_future_patches(config: DynamicsConfig, params, patches, proprio, actions):

@@ -367,18 +367,18 @@ def _render(states: tt.TabletopState, env: tt.TabletopConfig, batch: int) -> tup
     ``batch`` frames at a time (vmapped; the ray caster's intermediates are ``pixels x boxes`` per
     frame), ``batch * _RENDER_CALL`` per call of one compiled program, whatever the chunk."""
     n = states.t.shape[:2]
-    flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), states)
+    # sliced on the host: an eager device slice compiles one program per offset
+    flat = jax.tree.map(lambda x: np.asarray(x).reshape(-1, *x.shape[2:]), jax.device_get(states))
     total = int(np.prod(n))
     static, gripper, call = [], [], batch * _RENDER_CALL
     for i in range(0, total, call):
         piece = jax.tree.map(lambda x: x[i:i + call], flat)
         short = call - piece.t.shape[0]
         if short:  # pad the last piece (repeat its last frame) to the compiled size
-            piece = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], short, 0)]), piece)
-        images = _render_frames(piece, env, batch)
+            piece = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[-1:], short, 0)]), piece)
+        images = jax.device_get(_render_frames(piece, env, batch))
         static.append(images[0][:call - short])
         gripper.append(images[1][:call - short])
-    static, gripper = jax.device_get((static, gripper))
     return (np.concatenate(static).reshape(*n, *static[0].shape[1:]),
             np.concatenate(gripper).reshape(*n, *gripper[0].shape[1:]))
 
@@ -409,7 +409,8 @@ def generate_play(seed: int, config: PlayConfig = PlayConfig(), progress: bool =
             carry, rec, states = _play_chunk(carry, stream_keys, jnp.uint32(start), step_config, config.chunk_steps)
             rec = jax.tree.map(lambda x: x[:, :n], jax.device_get(rec))
             if config.images:
-                rec["rgb_static"], rec["rgb_gripper"] = _render(jax.tree.map(lambda x: x[:, :n], states), config.env,
+                rec["rgb_static"], rec["rgb_gripper"] = _render(jax.tree.map(lambda x: np.asarray(x)[:, :n], states),
+                                                                 config.env,
                                                                  config.render_batch)
             yield PlayChunk(robot_obs=rec["robot_obs"], scene_obs=rec["scene_obs"], rel_actions=rec["rel_actions"],
                             actions=rec["actions"], label=rec["label"], rgb_static=rec.get("rgb_static"),

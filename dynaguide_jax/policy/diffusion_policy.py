@@ -66,8 +66,9 @@ class DiffusionPolicy:
         return obs, goal, jnp.zeros((batch, c.prediction_horizon, c.action_dim))
 
     def init(self, key):
+        """Random params. Jitted: one compile instead of an eager forward pass (the same values, bit for bit)."""
         obs, goal, actions = self.dummy_inputs()
-        return self.nets.init(key, obs, goal, actions, method=PolicyNets.init_all)["params"]
+        return jax.jit(lambda k: self.nets.init(k, obs, goal, actions, method=PolicyNets.init_all)["params"])(key)
 
     def check_obs(self, obs, goal=None):
         c, rgb, low = self.config, dict(self.config.rgb_shapes), dict(self.config.low_dim)

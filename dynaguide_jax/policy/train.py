@@ -116,7 +116,7 @@ def train_policy(policy: DiffusionPolicy, batches: Callable[[int], dict], cfg: P
     params = init_params if init_params is not None else policy.init(jax.random.fold_in(base_key, 10**6))
     params = jax.tree.map(jnp.asarray, params)
     # the EMA starts as a copy (diffusers); separate buffers, since the train step donates the state
-    state = {"params": params, "opt_state": optimizer.init(params), "ema": jax.tree.map(jnp.copy, params),
+    state = {"params": params, "opt_state": jax.jit(optimizer.init)(params), "ema": jax.tree.map(jnp.copy, params),
              "step": jnp.zeros((), jnp.int32)}
     mgr = CheckpointManager(run_dir, keep=cfg.keep_checkpoints)  # a full disk: one DiskFullError
     mgr.write_json("config.json", {"policy": policy.config.to_dict(), "train": dataclasses.asdict(cfg),
@@ -179,8 +179,10 @@ def load_trained_policy(run_dir: str | os.PathLike, weights: str = "robomimic"):
         schedule = DDIMSchedule(**meta["schedule"])
     except (ValueError, TypeError, AttributeError) as e:
         raise ValueError(f"{os.path.join(os.fspath(run_dir), 'config.json')}: not a policy run config ({e})") from None
-    params = policy.init(jax.random.key(0))
     optimizer, _ = tcfg.make_optimizer()
-    like = {"params": params, "opt_state": optimizer.init(params), "ema": params, "step": jnp.zeros((), jnp.int32)}
-    state = restore_latest(run_dir, like, "policy", keep=tcfg.keep_checkpoints)
+
+    def template():  # shapes only (jax.eval_shape): nothing is initialised or compiled
+        params = policy.init(jax.random.key(0))
+        return {"params": params, "opt_state": optimizer.init(params), "ema": params, "step": jnp.zeros((), jnp.int32)}
+    state = restore_latest(run_dir, jax.eval_shape(template), "policy", keep=tcfg.keep_checkpoints)
     return policy, jax.tree.map(np.asarray, inference_params(state["params"], state["ema"], weights)), schedule

@@ -57,11 +57,15 @@ class CheckpointManager:
         self._guarded(write_json_atomic, os.path.join(self.directory, name), obj, indent=2)
 
     def restore(self, like, step: int | None = None):
-        """Restore into the structure (and dtypes) of ``like``; newest step by default."""
+        """Restore into the structure (and dtypes) of ``like`` (arrays, or ``jax.ShapeDtypeStruct``s as
+        ``jax.eval_shape`` gives them); newest step by default."""
         step = self.latest_step if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint under {self.directory}")
         def spec(x):  # keep each array's sharding, so a sharded state restores sharded
+            if isinstance(x, jax.ShapeDtypeStruct):  # an abstract template (jax.eval_shape): on one device
+                return x if x.sharding is not None else jax.ShapeDtypeStruct(
+                    x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
             if isinstance(x, jax.Array):
                 return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
             return jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)

@@ -185,7 +185,8 @@ def load_trained_dynamics(run_dir: str | os.PathLike) -> tuple[DynamicsConfig, d
         learning_rate = float(meta["train"]["learning_rate"])
     except (KeyError, ValueError, TypeError) as e:
         raise ValueError(f"{path}: not a dynamics run config ({type(e).__name__}: {e})") from None
-    params = init_dynamics(config, jax.random.key(0))
-    like = {"params": params, "opt_state": optax.adam(learning_rate).init(params), "step": jnp.zeros((), jnp.int32)}
-    state = restore_latest(run_dir, like, "dynamics")
+    def template():  # shapes only (jax.eval_shape): nothing is initialised or compiled
+        params = init_dynamics(config, jax.random.key(0))
+        return {"params": params, "opt_state": optax.adam(learning_rate).init(params), "step": jnp.zeros((), jnp.int32)}
+    state = restore_latest(run_dir, jax.eval_shape(template), "dynamics")
     return config, jax.tree.map(jax.device_get, state["params"])
