@@ -6,6 +6,7 @@ resume exactly (same batches, same keys, same loss curve)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from typing import Callable, NamedTuple
@@ -64,8 +65,11 @@ class PolicyTrainConfig:
 
     def make_optimizer(self):
         """``(optimizer, lr_schedule)`` for this run."""
-        return make_optimizer(self.optimizer, self.lr_schedule, self.learning_rate, self.steps, self.warmup_steps,
-                              self.weight_decay)
+        return make_optimizer(*_optimizer_settings(self))
+
+
+def _optimizer_settings(cfg: PolicyTrainConfig) -> tuple:
+    return cfg.optimizer, cfg.lr_schedule, cfg.learning_rate, cfg.steps, cfg.warmup_steps, cfg.weight_decay
 
 
 class TrainResult(NamedTuple):
@@ -100,6 +104,13 @@ def make_train_step(policy, schedule, optimizer, ema_cfg: EMAConfig):
     return jax.jit(step, donate_argnums=0)
 
 
+@functools.lru_cache(maxsize=4)
+def _cached_train_step(policy: DiffusionPolicy, schedule: DDIMSchedule, optimizer_settings: tuple, ema_cfg: EMAConfig):
+    """One jitted step per (policy, schedule, optimizer settings, EMA): a resumed or repeated run in the
+    same process reuses the compiled program instead of tracing and compiling it again."""
+    return make_train_step(policy, schedule, make_optimizer(*optimizer_settings)[0], ema_cfg)
+
+
 def train_policy(policy: DiffusionPolicy, batches: Callable[[int], dict], cfg: PolicyTrainConfig,
                  run_dir: str | os.PathLike, *, schedule: DDIMSchedule = DDIMSchedule(), init_params=None,
                  progress: bool = True, stop_after: int | None = None) -> TrainResult:
@@ -128,7 +139,7 @@ def train_policy(policy: DiffusionPolicy, batches: Callable[[int], dict], cfg: P
         state = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)), mgr.restore(state))
         mgr.truncate_metrics(resumed)
     start = int(state["step"])
-    step_fn = make_train_step(train_policy_obj, schedule, optimizer, cfg.ema)
+    step_fn = _cached_train_step(train_policy_obj, schedule, _optimizer_settings(cfg), cfg.ema)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc="train policy",
                disable=None if progress else True)
