@@ -376,9 +376,10 @@ def _render(states: tt.TabletopState, env: tt.TabletopConfig, batch: int) -> tup
         short = call - piece.t.shape[0]
         if short:  # pad the last piece (repeat its last frame) to the compiled size
             piece = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[-1:], short, 0)]), piece)
-        images = jax.device_get(_render_frames(piece, env, batch))
-        static.append(images[0][:call - short])
-        gripper.append(images[1][:call - short])
+        images = _render_frames(piece, env, batch)  # queued: fetched once, after the last piece
+        static.append((images[0], call - short))
+        gripper.append((images[1], call - short))
+    static, gripper = ([x[:keep] for x, keep in jax.device_get(parts)] for parts in (static, gripper))
     return (np.concatenate(static).reshape(*n, *static[0].shape[1:]),
             np.concatenate(gripper).reshape(*n, *gripper[0].shape[1:]))
 

@@ -139,7 +139,10 @@ def train_policy(policy: DiffusionPolicy, batches: Callable[[int], dict], cfg: P
         state = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)), mgr.restore(state))
         mgr.truncate_metrics(resumed)
     start = int(state["step"])
-    step_fn = _cached_train_step(train_policy_obj, schedule, _optimizer_settings(cfg), cfg.ema)
+    try:
+        step_fn = _cached_train_step(train_policy_obj, schedule, _optimizer_settings(cfg), cfg.ema)
+    except TypeError:  # an unhashable hand-built config: a step of its own
+        step_fn = make_train_step(train_policy_obj, schedule, optimizer, cfg.ema)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc="train policy",
                disable=None if progress else True)

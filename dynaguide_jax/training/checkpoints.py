@@ -65,7 +65,7 @@ class CheckpointManager:
         def spec(x):  # keep each array's sharding, so a sharded state restores sharded
             if isinstance(x, jax.ShapeDtypeStruct):  # an abstract template (jax.eval_shape): on one device
                 return x if x.sharding is not None else jax.ShapeDtypeStruct(
-                    x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+                    x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
             if isinstance(x, jax.Array):
                 return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
             return jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
