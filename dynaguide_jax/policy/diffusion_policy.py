@@ -3,6 +3,7 @@ guided sampler needs (``encode_obs`` once per chunk, ``eps_fn`` at every denoisi
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -67,8 +68,7 @@ class DiffusionPolicy:
 
     def init(self, key):
         """Random params. Jitted: one compile instead of an eager forward pass (the same values, bit for bit)."""
-        obs, goal, actions = self.dummy_inputs()
-        return jax.jit(lambda k: self.nets.init(k, obs, goal, actions, method=PolicyNets.init_all)["params"])(key)
+        return _init_params(self, key)
 
     def check_obs(self, obs, goal=None):
         c, rgb, low = self.config, dict(self.config.rgb_shapes), dict(self.config.low_dim)
@@ -138,3 +138,10 @@ def normalize_actions(stats, actions):
         return actions
     scale, offset = _action_stats(stats, actions)
     return (actions - offset) / scale
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_params(policy: DiffusionPolicy, key):
+    """One compiled init per policy config in a process (``DiffusionPolicy`` is hashable)."""
+    obs, goal, actions = policy.dummy_inputs()
+    return policy.nets.init(key, obs, goal, actions, method=PolicyNets.init_all)["params"]
