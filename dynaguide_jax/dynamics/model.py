@@ -85,13 +85,14 @@ class LatentDynamics(nn.Module):
         return x[:, : c.predicted_tokens].astype(jnp.float32)
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def init_dynamics(config: DynamicsConfig, key: jax.Array):
-    """Random params for ``LatentDynamics(config)``."""
+    """Random params for ``LatentDynamics(config)`` (jitted: no eager forward pass; one compile per config)."""
     c = config
     patches = jnp.zeros((1, c.num_cameras * c.patches_per_camera, c.feature_dim))
     proprio = None if c.proprio_dim is None else jnp.zeros((1, c.proprio_dim))
     actions = jnp.zeros((1, c.horizon, c.action_dim))
-    return jax.jit(lambda k: LatentDynamics(c).init(k, patches, proprio, actions)["params"])(key)  # no eager pass
+    return LatentDynamics(c).init(key, patches, proprio, actions)["params"]
 
 
 def predict_future_patches(config: DynamicsConfig, params, patches, proprio, actions):

@@ -410,9 +410,8 @@ def generate_play(seed: int, config: PlayConfig = PlayConfig(), progress: bool =
             carry, rec, states = _play_chunk(carry, stream_keys, jnp.uint32(start), step_config, config.chunk_steps)
             rec = jax.tree.map(lambda x: x[:, :n], jax.device_get(rec))
             if config.images:
-                rec["rgb_static"], rec["rgb_gripper"] = _render(jax.tree.map(lambda x: np.asarray(x)[:, :n], states),
-                                                                 config.env,
-                                                                 config.render_batch)
+                states = jax.tree.map(lambda x: x[:, :n], jax.device_get(states))
+                rec["rgb_static"], rec["rgb_gripper"] = _render(states, config.env, config.render_batch)
             yield PlayChunk(robot_obs=rec["robot_obs"], scene_obs=rec["scene_obs"], rel_actions=rec["rel_actions"],
                             actions=rec["actions"], label=rec["label"], rgb_static=rec.get("rgb_static"),
                             rgb_gripper=rec.get("rgb_gripper"), start=start)
