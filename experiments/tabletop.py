@@ -19,7 +19,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from dynaguide_jax.demo.config import DemoConfig
+from dynaguide_jax.demo.config import STAGE_FIELDS, DemoConfig
 from dynaguide_jax.demo.evaluate import ACTION_HORIZON, DemoModels, setup_start_states
 from dynaguide_jax.demo.pipeline import PreparedModels, load_demo_models, prepare_models, world_config
 from dynaguide_jax.demo.train import train_demo_policy
@@ -31,7 +31,7 @@ from experiments import goals as G
 from experiments.policies import Settings, method_policy_fn
 from experiments.runner import Cell, eval_fields, method_horizon, rollout_seed_key, stack_keys
 
-VARIANT_FIELDS = ("policy_obs", "policy_model", "policy_steps", "policy_batch", "policy_lr")
+VARIANT_FIELDS = STAGE_FIELDS["policy"]  # a reduced-data base policy is rebuilt when one of these changes
 
 
 def start_states(key: jax.Array, env_setup, first: int, count: int, env: tabletop.TabletopConfig):

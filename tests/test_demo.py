@@ -77,6 +77,7 @@ def test_stages_skip_finished_resume_interrupted_and_rebuild_changed(tmp_path):
 def test_demo_config_presets_and_bad_settings():
     assert DemoConfig.for_preset("paper").rollouts == 100 and DemoConfig.for_preset("paper").horizon == 400
     assert DemoConfig.for_preset("tiny", rollouts=5).rollouts == 5
+    assert DemoConfig().policy_obs_norm and not DemoConfig.for_preset("paper").policy_obs_norm  # paper: robomimic's
     for bad, match in [(dict(encoder_size=50), "multiple of 14"), (dict(rollouts=0), "rollouts=0"),
                        (dict(methods=("base", "magic")), "methods must be"), (dict(policy_obs="smell"), "policy_obs"),
                        (dict(validation_streams=8), "validation_streams"),
@@ -128,6 +129,9 @@ def test_tiny_demo_writes_every_artefact_and_reuses_its_stages(tiny_demo):
     assert len(gifs) == 5 and all(g.endswith(".gif") for g in gifs)
     for stage in ("play", "rlds", "features", "goals", "policy", "gc", "dynamics", "eval"):
         assert json.loads((out_dir / stage / "stage.json").read_text())["done"] is True
+    for stage in ("policy", "gc"):  # state policies standardise robot_obs and scene_obs with the play's statistics
+        norm = json.loads((out_dir / stage / "config.json").read_text())["policy"]["low_dim_norm"]
+        assert [(k, len(o), len(sc)) for k, o, sc in norm] == [("proprio", 15, 15), ("scene", 24, 24)]
     # a rerun reuses every stage and reports the same numbers
     again = dynaguide("demo", "--preset", "tiny", "--out-dir", out_dir, "--quiet").stdout
     assert again.count("done earlier") == 8

@@ -387,3 +387,35 @@ def test_optimizer_and_ema_settings_are_validated():
                          (dict(decay=None), TypeError, "EMAConfig.decay must be a number")):
         with pytest.raises(err, match=msg):
             EMAConfig(**kw)
+
+
+def test_low_dim_normalisation_standardises_before_the_condition():
+    """``low_dim_norm`` equals feeding ``(x - offset) / scale`` to a policy without it; bad entries are named."""
+    from dynaguide_jax.policy import PolicyConfig
+    pcfg = PolicyConfig.preset("small")
+    offset, scale = (0.1, -0.2, 0.3, 0.5), (0.05, 2.0, 0.01, 1.0)
+    normed = pcfg.replace(low_dim_norm=(("proprio", offset, scale),))
+    assert PolicyConfig.from_dict(normed.to_dict()) == normed  # survives the run's config.json
+    params = DiffusionPolicy(pcfg).init(jax.random.key(0))  # the same params fit both
+    obs, _, _ = DiffusionPolicy(pcfg).dummy_inputs(3)
+    obs = {**obs, "proprio": jax.random.normal(jax.random.key(1), obs["proprio"].shape)}
+    pre = {**obs, "proprio": (obs["proprio"] - jnp.asarray(offset)) / jnp.asarray(scale)}
+    a = DiffusionPolicy(normed).encode_obs(params, obs)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(DiffusionPolicy(pcfg).encode_obs(params, pre)), atol=1e-6)
+    assert float(jnp.abs(a - DiffusionPolicy(pcfg).encode_obs(params, obs)).max()) > 0.1  # it does change them
+    for norm, msg in (((("camera", offset, scale),), r"low_dim key.*\['proprio'\]"),
+                      ((("proprio", offset[:3], scale),), "needs 4 offsets and scales, got 3 and 4"),
+                      ((("proprio", offset, (1.0, 0.0, 1.0, 1.0)),), "scales finite and > 0"),
+                      ((("proprio", (0.0, float("nan"), 0.0, 0.0), scale),), "offsets must be finite")):
+        with pytest.raises(ValueError, match=msg):
+            pcfg.replace(low_dim_norm=norm)
+
+
+def test_demo_low_dim_statistics_floor_the_scale():
+    from dynaguide_jax.demo.train import NORM_FLOOR, low_dim_norm
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.normal(0.3, 0.2, 500), np.full(500, 1.5)], -1).astype(np.float32)  # one entry constant
+    ((key, offset, scale),) = low_dim_norm({"proprio": x}, ("proprio",))
+    assert key == "proprio"
+    np.testing.assert_allclose(offset, x.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(scale, [x[:, 0].std(), NORM_FLOOR], rtol=1e-5)

@@ -38,6 +38,10 @@ class DemoConfig:
     encoder_size: int = 56
     # policies: "state" = robot_obs + scene_obs (fast on CPU), "cameras" = both cameras + robot_obs (the original)
     policy_obs: str = dataclasses.field(default="state", metadata={"choices": POLICY_OBS})
+    # standardise robot_obs / scene_obs with the play's statistics; the original (robomimic,
+    # hdf5_normalize_obs false) feeds them raw, as the paper preset does. On the small preset it
+    # raised the base policy's behaviour rate from 29 % to 48 % of rollouts (success 3 % -> 6 %).
+    policy_obs_norm: bool = True
     policy_model: str = dataclasses.field(default="small", metadata={"choices": ("small", "paper")})
     policy_steps: int = 10000
     gc_steps: int = 3000
@@ -115,9 +119,9 @@ TINY = dict(image_size=32, play_streams=4, play_steps=1000, validation_streams=1
             gc_steps=60, policy_batch=16, dynamics_steps=40, dynamics_batch=16, rollouts=2, horizon=28, ddim_steps=2,
             repeats=2, gpc_samples=2, max_goals=4, gifs=1)
 PAPER = dict(image_size=200, gc_goal_size=200, play_streams=32, play_steps=20000, validation_streams=4,
-             encoder_size=224, policy_obs="cameras", policy_model="paper", policy_steps=100000, gc_steps=100000,
-             policy_batch=64, policy_lr=1e-4, dynamics_model="paper", dynamics_steps=60000, dynamics_batch=64,
-             dynamics_lr=1e-4, rollouts=100, horizon=400)
+             encoder_size=224, policy_obs="cameras", policy_obs_norm=False, policy_model="paper", policy_steps=100000,
+             gc_steps=100000, policy_batch=64, policy_lr=1e-4, dynamics_model="paper", dynamics_steps=60000,
+             dynamics_batch=64, dynamics_lr=1e-4, rollouts=100, horizon=400)
 
 # which settings each stage reads (a stage is rebuilt when one of these, or an earlier stage, changes)
 STAGE_FIELDS = {
@@ -125,8 +129,8 @@ STAGE_FIELDS = {
     "rlds": (),
     "features": ("encoder", "encoder_size"),
     "goals": ("keep_fraction", "max_goals"),
-    "policy": ("policy_obs", "policy_model", "policy_steps", "policy_batch", "policy_lr"),
-    "gc": ("policy_obs", "policy_model", "gc_steps", "gc_goal_size", "policy_batch", "policy_lr"),
+    "policy": ("policy_obs", "policy_obs_norm", "policy_model", "policy_steps", "policy_batch", "policy_lr"),
+    "gc": ("policy_obs", "policy_obs_norm", "policy_model", "gc_steps", "gc_goal_size", "policy_batch", "policy_lr"),
     "dynamics": ("dynamics_model", "dynamics_steps", "dynamics_batch", "dynamics_lr"),
     "eval": ("rollouts", "horizon", "ddim_steps", "scale", "repeats", "sigma", "gpc_samples", "itps_scale", "methods",
              "gifs"),

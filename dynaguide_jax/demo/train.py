@@ -28,6 +28,7 @@ from dynaguide_jax.training import DynamicsTrainConfig, train_dynamics
 GOAL_CAMERA = "rgb_static"
 GOAL_KEY = "goal_static"  # the GC policy's goal: the static camera's frame, box-filtered to ``gc_goal_size``
 CAMERAS = ("rgb_gripper", "rgb_static")
+NORM_FLOOR = 0.01  # smallest scale of a standardised low-dim entry (m, rad or unit)
 
 
 def downsample(images: np.ndarray, size: int) -> np.ndarray:
@@ -64,11 +65,24 @@ def read_policy_data(rlds: str, cfg: DemoConfig, goal_conditioned: bool, reduce:
     return data
 
 
+def low_dim_norm(obs: dict, keys, floor: float = NORM_FLOOR) -> tuple:
+    """``PolicyConfig.low_dim_norm`` from the training frames: per entry mean and standard deviation,
+    the deviation floored at ``floor`` (entries that barely vary in play, e.g. the tcp's roll, must
+    not blow up when a rollout moves them a little)."""
+    out = []
+    for k in keys:
+        x = np.asarray(obs[k], np.float64).reshape(-1, obs[k].shape[-1])
+        out.append((k, tuple(float(v) for v in x.mean(0)), tuple(float(v) for v in np.maximum(x.std(0), floor))))
+    return tuple(out)
+
+
 def policy_config(cfg: DemoConfig, data, goal_conditioned: bool) -> PolicyConfig:
     rgb = {k: tuple(v.shape[1:3]) for k, v in data.obs.items() if v.ndim == 4}
     obs_keys = ("proprio", *CAMERAS) if cfg.policy_obs == "cameras" else ("proprio", "scene")
+    low = tuple(k for k in obs_keys if k not in rgb)
     pcfg = PolicyConfig(action_dim=7, obs_keys=obs_keys, rgb_shapes=tuple(rgb.items()),
                         low_dim=(("proprio", 15), ("scene", 24)),
+                        low_dim_norm=low_dim_norm(data.obs, low) if cfg.policy_obs_norm else (),
                         obs_horizon=1 if goal_conditioned else 2, action_horizon=14,
                         goal_rgb_keys=(GOAL_KEY,) if goal_conditioned else ())
     if cfg.policy_model == "small":

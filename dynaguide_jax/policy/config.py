@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 from dynaguide_jax._checks import check_dtype_name, check_int
 
@@ -15,7 +16,10 @@ class PolicyConfig:
     dataset's shape metadata). ``rgb_shapes`` maps each camera to its input ``(H, W)``;
     ``low_dim`` maps each low-dimensional key to its size. ``goal_rgb_keys`` makes the policy
     goal-conditioned (the GC baseline): those cameras' goal images are encoded by a separate
-    encoder and appended to the condition.
+    encoder and appended to the condition. ``low_dim_norm`` holds ``(key, offset, scale)`` per
+    low-dimensional key to standardise, ``(x - offset) / scale`` per entry, before it enters the
+    condition; empty (robomimic's default, which feeds low-dim observations raw) for converted
+    policies, set from the training data for the state policies trained here.
     """
 
     action_dim: int = 7
@@ -24,6 +28,7 @@ class PolicyConfig:
                                                            ("third_person", (200, 200)))
     low_dim: tuple[tuple[str, int], ...] = (("proprio", 15),)
     goal_rgb_keys: tuple[str, ...] = ()
+    low_dim_norm: tuple[tuple[str, tuple[float, ...], tuple[float, ...]], ...] = ()
     obs_horizon: int = 2
     prediction_horizon: int = 16
     action_horizon: int = 8
@@ -64,6 +69,16 @@ class PolicyConfig:
             check_int(f"PolicyConfig.low_dim[{k!r}]", d)
         check_dtype_name("PolicyConfig.dtype", self.dtype)
         rgb, low = dict(self.rgb_shapes), dict(self.low_dim)
+        for entry in self.low_dim_norm:
+            if len(entry) != 3 or entry[0] not in low:
+                raise ValueError(f"PolicyConfig.low_dim_norm entries must be (low_dim key, offset, scale) with a key "
+                                 f"of {sorted(low)}, got {str(entry)[:80]}")
+            k, offset, scale = entry
+            if len(offset) != low[k] or len(scale) != low[k]:
+                raise ValueError(f"PolicyConfig.low_dim_norm[{k!r}] needs {low[k]} offsets and scales, got "
+                                 f"{len(offset)} and {len(scale)}")
+            if not all(math.isfinite(o) for o in offset) or not all(math.isfinite(v) and v > 0 for v in scale):
+                raise ValueError(f"PolicyConfig.low_dim_norm[{k!r}]: offsets must be finite and scales finite and > 0")
         unknown = [k for k in self.obs_keys if k not in rgb and k not in low]
         if unknown:
             raise ValueError(f"obs_keys {unknown} have neither an rgb shape nor a low_dim size")

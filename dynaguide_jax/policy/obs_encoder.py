@@ -120,10 +120,13 @@ class ObservationEncoder(nn.Module):
     @nn.compact
     def __call__(self, obs, crop_key=None):
         c = self.config
-        rgb = dict(c.rgb_shapes)
+        rgb, norm = dict(c.rgb_shapes), {k: (o, s) for k, o, s in c.low_dim_norm}
         feats = []
         for k in self.keys:
             x = obs[k]
+            if k in norm:
+                offset, scale = (jnp.asarray(v, jnp.float32) for v in norm[k])
+                x = (x.astype(jnp.float32) - offset) / scale
             if k in rgb:
                 x = to_unit_float(x)
                 if c.crop is not None:
