@@ -10,6 +10,7 @@ import pytest
 
 from dynaguide_jax.baselines.gpc import mean_goal_distance
 from dynaguide_jax.demo import DemoConfig
+from dynaguide_jax.demo.config import STAGE_FIELDS
 from dynaguide_jax.demo.stages import Stages
 from dynaguide_jax.guidance import GoalSet, guidance_metric
 from tests.test_calvin_env import ROBOT
@@ -82,11 +83,29 @@ def test_demo_config_presets_and_bad_settings():
                        (dict(methods=("base", "magic")), "methods must be"), (dict(policy_obs="smell"), "policy_obs"),
                        (dict(validation_streams=8), "validation_streams"),
                        (dict(block_play_weight=-0.5), "block_play_weight"),
-                       (dict(block_play_weight=float("nan")), "block_play_weight")]:
+                       (dict(block_play_weight=float("nan")), "block_play_weight"),
+                       (dict(policy_down_dims=(64, 100)), "policy_down_dims"),
+                       (dict(policy_down_dims=(8,) * 6), "policy_down_dims")]:
         with pytest.raises(ValueError, match=match):
             DemoConfig(**bad)
     with pytest.raises(ValueError, match="unknown preset"):
         DemoConfig.for_preset("huge")
+
+
+def test_policy_widths_follow_the_model_unless_given():
+    from types import SimpleNamespace
+
+    from dynaguide_jax.demo.train import policy_config
+
+    data = SimpleNamespace(obs={"proprio": np.zeros((4, 15), np.float32), "scene": np.zeros((4, 24), np.float32)})
+    assert policy_config(DemoConfig(), data, False).down_dims == (32, 64)
+    assert policy_config(DemoConfig(policy_down_dims=(64, 128)), data, False).down_dims == (64, 128)
+    paper = DemoConfig(policy_model="paper", policy_obs_norm=False)
+    assert policy_config(paper, data, False).down_dims == (256, 512, 1024)
+    # the widths are the policy stages' setting: another value rebuilds them, not the dynamics model
+    wide = DemoConfig(policy_down_dims=(64, 128))
+    for stage, changed in (("policy", True), ("gc", True), ("dynamics", False)):
+        assert (wide.fingerprint(*STAGE_FIELDS[stage]) != DemoConfig().fingerprint(*STAGE_FIELDS[stage])) == changed
 
 
 def test_demo_cli_rejects_bad_flags_with_exit_2(tmp_path):

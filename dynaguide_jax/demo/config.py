@@ -43,6 +43,8 @@ class DemoConfig:
     # raised the base policy's behaviour rate from 29 % to 48 % of rollouts (success 3 % -> 6 %).
     policy_obs_norm: bool = True
     policy_model: str = dataclasses.field(default="small", metadata={"choices": ("small", "paper")})
+    # the noise UNet's channel widths; empty: policy_model's (small: 32 64, paper: 256 512 1024)
+    policy_down_dims: tuple[int, ...] = ()
     policy_steps: int = 10000
     gc_steps: int = 3000
     gc_goal_size: int = 32  # the GC policy's goal image side (the static frame box-filtered; paper: 200)
@@ -84,6 +86,10 @@ class DemoConfig:
         bad = [f"{n}={getattr(self, n)}" for n in positive if getattr(self, n) < 1]
         if bad:
             raise ValueError(f"these settings must be >= 1: {', '.join(bad)}")
+        dims = self.policy_down_dims
+        if len(dims) > 5 or any(not isinstance(d, int) or d < 8 or d % 8 for d in dims):
+            raise ValueError(f"policy_down_dims must be at most 5 widths, each a positive multiple of 8 (group norm), "
+                             f"got {dims}")
         if not 1 <= self.validation_streams < self.play_streams:
             raise ValueError(f"validation_streams must be in [1, play_streams), got {self.validation_streams}")
         if not 0 <= self.block_play_weight < float("inf"):
@@ -129,8 +135,10 @@ STAGE_FIELDS = {
     "rlds": (),
     "features": ("encoder", "encoder_size"),
     "goals": ("keep_fraction", "max_goals"),
-    "policy": ("policy_obs", "policy_obs_norm", "policy_model", "policy_steps", "policy_batch", "policy_lr"),
-    "gc": ("policy_obs", "policy_obs_norm", "policy_model", "gc_steps", "gc_goal_size", "policy_batch", "policy_lr"),
+    "policy": ("policy_obs", "policy_obs_norm", "policy_model", "policy_down_dims", "policy_steps", "policy_batch",
+               "policy_lr"),
+    "gc": ("policy_obs", "policy_obs_norm", "policy_model", "policy_down_dims", "gc_steps", "gc_goal_size",
+           "policy_batch", "policy_lr"),
     "dynamics": ("dynamics_model", "dynamics_steps", "dynamics_batch", "dynamics_lr"),
     "eval": ("rollouts", "horizon", "ddim_steps", "scale", "repeats", "sigma", "gpc_samples", "itps_scale", "methods",
              "gifs"),

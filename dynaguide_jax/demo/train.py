@@ -88,6 +88,8 @@ def policy_config(cfg: DemoConfig, data, goal_conditioned: bool) -> PolicyConfig
     if cfg.policy_model == "small":
         pcfg = pcfg.replace(down_dims=(32, 64), n_groups=8, step_embed_dim=32, feature_dim=32,
                             num_keypoints=16, backbone_widths=(16, 16, 32, 32))
+    if cfg.policy_down_dims:
+        pcfg = pcfg.replace(down_dims=tuple(cfg.policy_down_dims))
     return pcfg
 
 
