@@ -17,7 +17,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from dynaguide_jax.demo.train import downsample
+from dynaguide_jax.demo.train import resize_frames
 from dynaguide_jax.envs import tabletop
 from dynaguide_jax.envs.reset_states import ADJUSTABLE_PARTS, BLOCK_XYZ
 from dynaguide_jax.guidance import encode_cameras, goals_from_trajectory_ends
@@ -139,7 +139,7 @@ def target_goals(target: Target, pool_dir: str, models, encoder_size: int, gc_go
             if side == "pos":
                 out["pos_features"] = np.asarray(patches)
         if side == "pos":
-            out["gc_images"] = downsample(g["images"], gc_goal_size or g["images"].shape[-2])
+            out["gc_images"] = resize_frames(g["images"], gc_goal_size or g["images"].shape[-2])
             out["xyz"] = np.asarray(g["proprio"], np.float32)[:, :3].mean(0)
             out["images"] = g["images"]
     return out

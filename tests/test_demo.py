@@ -85,11 +85,28 @@ def test_demo_config_presets_and_bad_settings():
                        (dict(block_play_weight=-0.5), "block_play_weight"),
                        (dict(block_play_weight=float("nan")), "block_play_weight"),
                        (dict(policy_down_dims=(64, 100)), "policy_down_dims"),
-                       (dict(policy_down_dims=(8,) * 6), "policy_down_dims")]:
+                       (dict(policy_down_dims=(8,) * 6), "policy_down_dims"),
+                       (dict(gc_goal_size=48), "divide image_size 64 or be a multiple"),
+                       (dict(gc_goal_size=32), "gc_goal_size 32 px to a 1 x 1 keypoint map"),
+                       (dict(policy_obs="cameras"), "the gripper camera 32 px to a 1 x 1")]:
         with pytest.raises(ValueError, match=match):
             DemoConfig(**bad)
     with pytest.raises(ValueError, match="unknown preset"):
         DemoConfig.for_preset("huge")
+
+
+def test_goal_frames_are_box_filtered_or_repeated():
+    from dynaguide_jax.demo.train import resize_frames
+
+    x = np.random.default_rng(0).integers(0, 256, (3, 4, 4, 3)).astype(np.uint8)
+    down = resize_frames(x, 2)
+    np.testing.assert_array_equal(down[:, 0, 1], np.round(x[:, :2, 2:].astype(float).mean(axis=(1, 2))))
+    up = resize_frames(x, 8)
+    assert up.shape == (3, 8, 8, 3) and (up[:, ::2, ::2] == x).all() and (up[:, 1::2, 1::2] == x).all()
+    assert resize_frames(x, 4) is x
+    with pytest.raises(ValueError, match="divide the image size 4 or be a multiple"):
+        resize_frames(x, 6)
+    assert DemoConfig(policy_obs="cameras", image_size=68, gc_goal_size=68).policy_obs == "cameras"  # a 34 px gripper
 
 
 def test_policy_widths_follow_the_model_unless_given():
@@ -102,6 +119,8 @@ def test_policy_widths_follow_the_model_unless_given():
     assert policy_config(DemoConfig(policy_down_dims=(64, 128)), data, False).down_dims == (64, 128)
     paper = DemoConfig(policy_model="paper", policy_obs_norm=False)
     assert policy_config(paper, data, False).down_dims == (256, 512, 1024)
+    # left to the model (empty), the setting is not part of the key: caches from before it existed stay valid
+    assert DemoConfig().fingerprint("policy_down_dims", "policy_lr") == DemoConfig().fingerprint("policy_lr")
     # the widths are the policy stages' setting: another value rebuilds them, not the dynamics model
     wide = DemoConfig(policy_down_dims=(64, 128))
     for stage, changed in (("policy", True), ("gc", True), ("dynamics", False)):
@@ -151,6 +170,8 @@ def test_tiny_demo_writes_every_artefact_and_reuses_its_stages(tiny_demo):
     for stage in ("policy", "gc"):  # state policies standardise robot_obs and scene_obs with the play's statistics
         norm = json.loads((out_dir / stage / "config.json").read_text())["policy"]["low_dim_norm"]
         assert [(k, len(o), len(sc)) for k, o, sc in norm] == [("proprio", 15, 15), ("scene", 24, 24)]
+    gc_config = json.loads((out_dir / "gc" / "config.json").read_text())["policy"]
+    assert gc_config["rgb_shapes"] == [["goal_static", [64, 64]]]  # the 32 px frame repeated: a 2 x 2 keypoint map
     # a rerun reuses every stage and reports the same numbers
     again = dynaguide("demo", "--preset", "tiny", "--out-dir", out_dir, "--quiet").stdout
     assert again.count("done earlier") == 8

@@ -297,6 +297,30 @@ def test_policy_config_and_obs_validation():
         policy.encode_obs(params, bad)
 
 
+def test_keypoint_map_size_and_blind_cameras():
+    """``feature_map_side`` is the ResNet's real output size; at 32 px the 1 x 1 map makes every image alike."""
+    from dynaguide_jax.policy.config import feature_map_side
+    from dynaguide_jax.policy.obs_encoder import ResNet18Conv, VisualCore
+
+    for widths in ((16, 16, 32, 32), (16, 16)):
+        for side in (20, 32, 33, 64, 84, 200):
+            x = jax.ShapeDtypeStruct((1, side, side + 8, 3), jnp.float32)
+            out = jax.eval_shape(lambda x: ResNet18Conv(widths).init_with_output(jax.random.key(0), x)[0], x)
+            assert out.shape[1:3] == (feature_map_side(side, len(widths)), feature_map_side(side + 8, len(widths)))
+    small = PolicyConfig.preset("small")  # one 32 px camera
+    assert small.keypoint_map("camera") == (1, 1) and small.blind_cameras() == ("camera",)
+    core = VisualCore(small)
+    params = core.init(jax.random.key(0), jnp.zeros((2, 32, 32, 3)))
+    images = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
+    feats = core.apply(params, images)
+    np.testing.assert_array_equal(feats[0], feats[1])  # what "blind" means
+    seen = small.replace(rgb_shapes=(("camera", (64, 64)),))
+    assert seen.keypoint_map("camera") == (2, 2) and seen.blind_cameras() == ()
+    feats = VisualCore(seen).apply(params, jax.random.uniform(jax.random.key(1), (2, 64, 64, 3)))
+    assert np.abs(np.asarray(feats[0] - feats[1])).max() > 1e-4
+    assert small.replace(rgb_shapes=(("camera", (64, 64)),), crop=(32, 32)).blind_cameras() == ("camera",)
+
+
 def test_crop_randomizer_checkpoint_center_crops_at_eval(tmp_path):
     """With robomimic's CropRandomizer the networks see crops: the converted policy center-crops."""
     crop = 56

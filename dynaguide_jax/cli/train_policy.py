@@ -1,6 +1,8 @@
 """``dynaguide train policy``: the image diffusion policy on toy-world or RLDS demonstrations."""
 from __future__ import annotations
 
+import sys
+
 from dynaguide_jax.cli.dataclass_args import add_dataclass_args, dataclass_from_args
 from dynaguide_jax.outputs import prepare_output_dir
 
@@ -58,6 +60,10 @@ def rlds_policy_data(args):
         pcfg = pcfg.replace(down_dims=small.down_dims, n_groups=small.n_groups, step_embed_dim=small.step_embed_dim,
                             feature_dim=small.feature_dim, num_keypoints=small.num_keypoints,
                             backbone_widths=small.backbone_widths)
+    blind = pcfg.blind_cameras()
+    if blind:
+        print(f"WARNING: ResNet18 reduces {', '.join(blind)} to a 1 x 1 keypoint map, the same for every image: the "
+              "policy cannot see them (images must be more than 32 px)", file=sys.stderr)
     return pcfg, data
 
 

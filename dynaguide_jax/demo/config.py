@@ -47,7 +47,9 @@ class DemoConfig:
     policy_down_dims: tuple[int, ...] = ()
     policy_steps: int = 10000
     gc_steps: int = 3000
-    gc_goal_size: int = 32  # the GC policy's goal image side (the static frame box-filtered; paper: 200)
+    # the GC policy's goal image side: the static frame box-filtered (a divisor of image_size) or pixels
+    # repeated (a multiple); more than 32 px, or ResNet18's keypoint map is 1 x 1 and hides the goal
+    gc_goal_size: int = 64
     policy_batch: int = 64
     policy_lr: float = 1e-3
     # dynamics model
@@ -79,8 +81,19 @@ class DemoConfig:
             raise ValueError(f"encoder_size must be a multiple of 14 (DinoV2 patches), got {self.encoder_size}")
         if self.image_size < 16 or self.image_size % 2:
             raise ValueError(f"image_size must be an even number >= 16, got {self.image_size}")
-        if self.gc_goal_size < 1 or self.image_size % self.gc_goal_size:
-            raise ValueError(f"gc_goal_size must divide image_size {self.image_size}, got {self.gc_goal_size}")
+        from dynaguide_jax.envs import tabletop_for_image_size
+        from dynaguide_jax.policy.config import feature_map_side
+
+        if self.gc_goal_size < 1 or (self.image_size % self.gc_goal_size and self.gc_goal_size % self.image_size):
+            raise ValueError(f"gc_goal_size must divide image_size {self.image_size} or be a multiple of it, got "
+                             f"{self.gc_goal_size}")
+        cams = {"gc_goal_size": self.gc_goal_size}
+        if self.policy_obs == "cameras":
+            cams["the gripper camera"] = tabletop_for_image_size(self.image_size).gripper_size
+        blind = [f"{name} {side}" for name, side in cams.items() if feature_map_side(side, 4) == 1]
+        if blind:
+            raise ValueError(f"the policies' ResNet18 reduces {', '.join(blind)} px to a 1 x 1 keypoint map, which "
+                             "is the same for every image: use more than 32 px")
         positive = ("play_streams", "play_steps", "policy_steps", "gc_steps", "policy_batch", "dynamics_steps",
                     "dynamics_batch", "max_goals", "rollouts", "horizon", "ddim_steps", "repeats", "gpc_samples")
         bad = [f"{n}={getattr(self, n)}" for n in positive if getattr(self, n) < 1]
@@ -116,14 +129,15 @@ class DemoConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def fingerprint(self, *names: str) -> str:
-        """A short hash of the named settings (a stage's inputs)."""
-        values = {n: getattr(self, n) for n in sorted(names)}
+        """A short hash of the named settings (a stage's inputs). Empty tuples (a setting left to the
+        model, e.g. ``policy_down_dims``) are left out, so adding such a setting keeps existing caches."""
+        values = {n: getattr(self, n) for n in sorted(names) if getattr(self, n) != ()}
         return hashlib.sha256(json.dumps(values, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
-TINY = dict(image_size=32, play_streams=4, play_steps=1000, validation_streams=1, encoder_size=28, policy_steps=60,
-            gc_steps=60, policy_batch=16, dynamics_steps=40, dynamics_batch=16, rollouts=2, horizon=28, ddim_steps=2,
-            repeats=2, gpc_samples=2, max_goals=4, gifs=1)
+TINY = dict(image_size=32, gc_goal_size=64, play_streams=4, play_steps=1000, validation_streams=1, encoder_size=28,
+            policy_steps=60, gc_steps=60, policy_batch=16, dynamics_steps=40, dynamics_batch=16, rollouts=2, horizon=28,
+            ddim_steps=2, repeats=2, gpc_samples=2, max_goals=4, gifs=1)
 PAPER = dict(image_size=200, gc_goal_size=200, play_streams=32, play_steps=20000, validation_streams=4,
              encoder_size=224, policy_obs="cameras", policy_obs_norm=False, policy_model="paper", policy_steps=100000,
              gc_steps=100000, policy_batch=64, policy_lr=1e-4, dynamics_model="paper", dynamics_steps=60000,

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from dynaguide_jax.demo.config import TARGET_SETUPS, DemoConfig
-from dynaguide_jax.demo.train import downsample
+from dynaguide_jax.demo.train import resize_frames
 from dynaguide_jax.diffusion import DDIMSchedule
 from dynaguide_jax.dynamics import DynamicsConfig
 from dynaguide_jax.encoders import DinoV2Config
@@ -82,7 +82,7 @@ def load_goals(goal_dir: str, targets, models: DemoModels, cfg: DemoConfig) -> T
         xyz.append(np.asarray(s["proprio"], np.float32)[:, :3].mean(0))
     images = np.stack(out.pop("images"))
     return TargetGoals(**{k: np.stack(v) for k, v in out.items()}, images=images,
-                       gc_images=downsample(images, cfg.gc_goal_size), xyz=np.stack(xyz),
+                       gc_images=resize_frames(images, cfg.gc_goal_size), xyz=np.stack(xyz),
                        counts={t: int(len(s["images"])) for t, s in zip(targets, sets)})
 
 

@@ -26,18 +26,21 @@ from dynaguide_jax.policy.windows import policy_batch
 from dynaguide_jax.training import DynamicsTrainConfig, train_dynamics
 
 GOAL_CAMERA = "rgb_static"
-GOAL_KEY = "goal_static"  # the GC policy's goal: the static camera's frame, box-filtered to ``gc_goal_size``
+GOAL_KEY = "goal_static"  # the GC policy's goal: the static camera's frame at ``gc_goal_size``
 CAMERAS = ("rgb_gripper", "rgb_static")
 NORM_FLOOR = 0.01  # smallest scale of a standardised low-dim entry (m, rad or unit)
 
 
-def downsample(images: np.ndarray, size: int) -> np.ndarray:
-    """``[..., H, H, 3]`` uint8 -> ``[..., size, size, 3]`` by averaging ``H / size`` pixel blocks."""
+def resize_frames(images: np.ndarray, size: int) -> np.ndarray:
+    """``[..., H, H, 3]`` uint8 -> ``[..., size, size, 3]``: the mean of each ``H / size`` pixel block when
+    ``size`` divides ``H``, each pixel repeated ``size / H`` times when ``H`` divides ``size``."""
     h = images.shape[-2]
     if h == size:
         return images
-    if h % size:
-        raise ValueError(f"gc_goal_size {size} must divide the image size {h}")
+    if size > h and size % h == 0:
+        return np.repeat(np.repeat(images, size // h, axis=-3), size // h, axis=-2)
+    if size > h or h % size:
+        raise ValueError(f"gc_goal_size {size} must divide the image size {h} or be a multiple of it")
     f = h // size
     x = images.reshape(*images.shape[:-3], size, f, size, f, 3).astype(np.float32).mean(axis=(-4, -2))
     return np.round(x).astype(np.uint8)
@@ -59,7 +62,7 @@ def read_policy_data(rlds: str, cfg: DemoConfig, goal_conditioned: bool, reduce:
         data, reduced = reduce_behaviour(data, labels, *reduce)
     data.reduced = reduced
     if goal_conditioned:
-        data.obs[GOAL_KEY] = downsample(data.obs[GOAL_CAMERA], cfg.gc_goal_size)
+        data.obs[GOAL_KEY] = resize_frames(data.obs[GOAL_CAMERA], cfg.gc_goal_size)
         if cfg.policy_obs != "cameras":
             del data.obs[GOAL_CAMERA]
     return data

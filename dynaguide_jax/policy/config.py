@@ -97,6 +97,17 @@ class PolicyConfig:
         rgb = dict(self.rgb_shapes)
         return tuple(k for k in self.obs_keys if k in rgb)
 
+    def keypoint_map(self, key: str) -> tuple[int, int]:
+        """The (H, W) of the ResNet feature map SpatialSoftmax pools for rgb input ``key`` (after the crop).
+        At (1, 1) every keypoint sits at the map's one position: the features do not depend on the image."""
+        hw = self.crop if self.crop is not None else dict(self.rgb_shapes)[key]
+        return tuple(feature_map_side(d, len(self.backbone_widths)) for d in hw)
+
+    def blind_cameras(self) -> tuple[str, ...]:
+        """The rgb inputs (observations and goals) whose keypoint map is 1 x 1, so the policy cannot see them."""
+        keys = dict.fromkeys((*self.rgb_keys, *self.goal_rgb_keys))
+        return tuple(k for k in keys if self.keypoint_map(k) == (1, 1))
+
     @property
     def obs_feature_dim(self) -> int:
         """Per-frame feature size of the observation encoder (goal features excluded)."""
@@ -133,3 +144,11 @@ class PolicyConfig:
                        low_dim=(("proprio", 4),), down_dims=(32, 64), n_groups=4, step_embed_dim=32,
                        feature_dim=16, num_keypoints=8, backbone_widths=(16, 16, 32, 32))
         raise ValueError(f"unknown policy preset {name!r}; choose 'paper' or 'small'")
+
+
+def feature_map_side(side: int, num_stages: int) -> int:
+    """Side of ``ResNet18Conv``'s output for an input ``side``: a stride-2 stem, a stride-2 max-pool and
+    ``num_stages - 1`` stride-2 stages, each rounding up (total stride ``2 ** (num_stages + 1)``)."""
+    for _ in range(num_stages + 1):
+        side = -(-side // 2)
+    return side
