@@ -10,7 +10,7 @@ import pytest
 
 from dynaguide_jax.baselines.gpc import mean_goal_distance
 from dynaguide_jax.demo import DemoConfig
-from dynaguide_jax.demo.config import STAGE_FIELDS
+from dynaguide_jax.demo.config import RESNET_STAGES, STAGE_FIELDS
 from dynaguide_jax.demo.stages import Stages
 from dynaguide_jax.guidance import GoalSet, guidance_metric
 from tests.test_calvin_env import ROBOT
@@ -119,6 +119,8 @@ def test_policy_widths_follow_the_model_unless_given():
     assert policy_config(DemoConfig(policy_down_dims=(64, 128)), data, False).down_dims == (64, 128)
     paper = DemoConfig(policy_model="paper", policy_obs_norm=False)
     assert policy_config(paper, data, False).down_dims == (256, 512, 1024)
+    for cfg in (DemoConfig(), paper):  # DemoConfig's blind-camera check counts the models' ResNet stages right
+        assert len(policy_config(cfg, data, False).backbone_widths) == RESNET_STAGES
     # left to the model (empty), the setting is not part of the key: caches from before it existed stay valid
     assert DemoConfig().fingerprint("policy_down_dims", "policy_lr") == DemoConfig().fingerprint("policy_lr")
     # the widths are the policy stages' setting: another value rebuilds them, not the dynamics model

@@ -13,6 +13,7 @@ import hashlib
 import json
 
 PRESETS = ("tiny", "small", "paper")
+RESNET_STAGES = 4  # residual stages of both policy models' ResNet18 (len(PolicyConfig.backbone_widths))
 POLICY_OBS = ("state", "cameras")
 # The 8 targets and the part each one's reset fixes (calvin_exp_configs_examples/<target>.json env_setup)
 TARGET_SETUPS = {"button_on": {"green_light": 0}, "button_off": {"green_light": 1}, "switch_on": {"switch": 0},
@@ -90,7 +91,7 @@ class DemoConfig:
         cams = {"gc_goal_size": self.gc_goal_size}
         if self.policy_obs == "cameras":
             cams["the gripper camera"] = tabletop_for_image_size(self.image_size).gripper_size
-        blind = [f"{name} {side}" for name, side in cams.items() if feature_map_side(side, 4) == 1]
+        blind = [f"{name} {side}" for name, side in cams.items() if feature_map_side(side, RESNET_STAGES) == 1]
         if blind:
             raise ValueError(f"the policies' ResNet18 reduces {', '.join(blind)} px to a 1 x 1 keypoint map, which "
                              "is the same for every image: use more than 32 px")
