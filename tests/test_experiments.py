@@ -2,6 +2,7 @@
 rejected before work starts, goal sets (padding, negatives, underspecified frames), reduced-data
 policies' episode cut, and the resumable cell runner (a killed run redoes nothing that finished)."""
 import dataclasses
+import json
 import os
 
 import jax
@@ -198,6 +199,18 @@ def test_reduced_behaviour_keeps_the_fraction_of_its_segments_and_all_others():
         select_episodes(data, np.zeros(n_eps, bool))
     with pytest.raises(ValueError, match="bool \\[200\\] mask"):
         select_episodes(data, np.ones(3, bool))
+
+
+def test_reduced_data_policy_keys_read_back_equal_from_json():
+    """A trained reduced-data policy is reused only if its saved key equals the new one after JSON."""
+    from dynaguide_jax.demo import DemoConfig
+    from experiments.tabletop import variant_policy_settings
+
+    for cfg in (DemoConfig(), DemoConfig(policy_down_dims=(64, 128))):
+        key = variant_policy_settings(cfg)
+        assert json.loads(json.dumps(key)) == key
+    assert "policy_down_dims" not in variant_policy_settings(DemoConfig())  # keys saved before the setting hold
+    assert variant_policy_settings(DemoConfig(policy_down_dims=(64, 128)))["policy_down_dims"] == [64, 128]
 
 
 def test_goal_sets_pad_with_masks_and_underspecified_goals_keep_only_the_target_part():
