@@ -34,14 +34,6 @@ from experiments.runner import Cell, eval_fields, method_horizon, rollout_seed_k
 VARIANT_FIELDS = STAGE_FIELDS["policy"]  # a reduced-data base policy is rebuilt when one of these changes
 
 
-def variant_policy_settings(cfg) -> dict:
-    """``VARIANT_FIELDS`` of ``cfg`` as they read back from JSON (tuples as lists), settings left to the model
-    (empty tuples) left out as ``DemoConfig.fingerprint`` leaves them out: the reduced-data policies'
-    ``variant.json`` key."""
-    values = {k: getattr(cfg, k) for k in VARIANT_FIELDS}
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if v != ()}
-
-
 def start_states(key: jax.Array, env_setup, first: int, count: int, env: tabletop.TabletopConfig):
     """Rollouts ``first .. first + count - 1``' start states (``demo.evaluate.setup_start_states``)."""
     return setup_start_states(stack_keys(key, first, count), env_setup, env)
@@ -116,7 +108,7 @@ class TabletopBackend:
         from dynaguide_jax.policy.train import load_trained_policy
 
         d = os.path.join(models_dir, f"policy_{target.policy_variant}")
-        key = {"policy": variant_policy_settings(self.cfg), "rlds": _stage_key(self.prep, "rlds"),
+        key = {"policy": self.cfg.settings(*VARIANT_FIELDS), "rlds": _stage_key(self.prep, "rlds"),
                "reduce": [target.reduced, target.policy_fraction], "seed": self.cfg.seed}
         marker = os.path.join(d, "variant.json")
         try:

@@ -204,13 +204,13 @@ def test_reduced_behaviour_keeps_the_fraction_of_its_segments_and_all_others():
 def test_reduced_data_policy_keys_read_back_equal_from_json():
     """A trained reduced-data policy is reused only if its saved key equals the new one after JSON."""
     from dynaguide_jax.demo import DemoConfig
-    from experiments.tabletop import variant_policy_settings
+    from experiments.tabletop import VARIANT_FIELDS
 
     for cfg in (DemoConfig(), DemoConfig(policy_down_dims=(64, 128))):
-        key = variant_policy_settings(cfg)
+        key = cfg.settings(*VARIANT_FIELDS)
         assert json.loads(json.dumps(key)) == key
-    assert "policy_down_dims" not in variant_policy_settings(DemoConfig())  # keys saved before the setting hold
-    assert variant_policy_settings(DemoConfig(policy_down_dims=(64, 128)))["policy_down_dims"] == [64, 128]
+    assert "policy_down_dims" not in DemoConfig().settings(*VARIANT_FIELDS)  # keys saved before the setting hold
+    assert DemoConfig(policy_down_dims=(64, 128)).settings(*VARIANT_FIELDS)["policy_down_dims"] == [64, 128]
 
 
 def test_goal_sets_pad_with_masks_and_underspecified_goals_keep_only_the_target_part():

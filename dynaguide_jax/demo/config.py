@@ -129,11 +129,15 @@ class DemoConfig:
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
+    def settings(self, *names: str) -> dict:
+        """The named settings as they read back from JSON (tuples as lists). Empty tuples (a setting left
+        to the model, e.g. ``policy_down_dims``) are left out, so adding such a setting keeps existing caches."""
+        values = {n: getattr(self, n) for n in names}
+        return {n: list(v) if isinstance(v, tuple) else v for n, v in values.items() if v != ()}
+
     def fingerprint(self, *names: str) -> str:
-        """A short hash of the named settings (a stage's inputs). Empty tuples (a setting left to the
-        model, e.g. ``policy_down_dims``) are left out, so adding such a setting keeps existing caches."""
-        values = {n: getattr(self, n) for n in sorted(names) if getattr(self, n) != ()}
-        return hashlib.sha256(json.dumps(values, sort_keys=True, default=list).encode()).hexdigest()[:16]
+        """A short hash of the named settings (a stage's inputs, ``settings``)."""
+        return hashlib.sha256(json.dumps(self.settings(*names), sort_keys=True).encode()).hexdigest()[:16]
 
 
 TINY = dict(image_size=32, gc_goal_size=64, play_streams=4, play_steps=1000, validation_streams=1, encoder_size=28,

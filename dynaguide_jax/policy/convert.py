@@ -421,18 +421,11 @@ def state_to_params(state: dict, config: PolicyConfig, source: str, checked: boo
         for cam in cams:
             p = f"policy.obs_encoder.nets.{group}.obs_nets.{cam}.pool."
             if p + "pos_x" in state:
-                h, w = _feature_hw(dict(config.rgb_shapes)[cam], config.crop)
+                h, w = config.keypoint_map(cam)
                 gx, gy = keypoint_grid(h, w)
                 if state[p + "pos_x"].size != gx.size or not np.allclose(state[p + "pos_x"].reshape(-1), gx):
                     raise ValueError(f"{source}: {p}pos_x does not match a {h}x{w} feature map for camera {cam!r}")
     return as_float32(params)
-
-
-def _feature_hw(hw, crop):
-    h, w = crop if crop is not None else hw
-    for _ in range(5):  # conv1 stride 2, maxpool stride 2, three stride-2 stages
-        h, w = (h + 1) // 2, (w + 1) // 2
-    return h, w
 
 
 def load_robomimic_policy(path, weights: str = "robomimic", n_groups: int = 8) -> RobomimicPolicy:
