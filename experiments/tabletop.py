@@ -64,11 +64,11 @@ class TabletopBackend:
     """Everything the runner needs on the built-in world; ``run_chunk`` is its rollout function."""
 
     def __init__(self, experiment, cfg: DemoConfig, models_dir: str, out_dir: str, fresh: bool = False,
-                 progress: bool = True, log=print):
+                 progress: bool = True, log=print, jobs: int = 1):
         self.experiment, self.cfg, self.log = experiment, cfg, log
         self.env = world_config(cfg)
         self.prep = prepare_models(dataclasses.replace(cfg, out_dir=models_dir), fresh=fresh, progress=progress,
-                                   log=log)
+                                   log=log, jobs=jobs)
         models = load_demo_models(self.prep.stages, self.prep.encoder, self.prep.encoder_params)
         if models.schedule.num_inference_steps != cfg.ddim_steps:
             models = models._replace(schedule=dataclasses.replace(models.schedule, num_inference_steps=cfg.ddim_steps))

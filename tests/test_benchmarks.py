@@ -61,3 +61,33 @@ def test_input_benchmark_rejects_too_few_frames():
     proc = subprocess.run([sys.executable, "benchmarks/input_pipeline.py", "--episode-length", "8"],
                           capture_output=True, text=True, env=ENV, timeout=120)
     assert proc.returncode != 0 and "longer than the horizon 16" in proc.stderr
+
+
+@pytest.mark.slow
+def test_attention_dropout_study_trains_both_variants_and_resumes(tmp_path):
+    """benchmarks/attention_dropout.py: both variants per seed (the attention dropout is what differs),
+    a summary table, JSON and plot; a rerun trains nothing; bad input is one line, exit status 2."""
+    out = tmp_path / "study"
+    cmd = [sys.executable, "benchmarks/attention_dropout.py", "--datasets", "toy", "--seeds", "0", "1",
+           "--toy-steps", "2", "--toy-episodes", "8", "--jobs", "1", "--out", str(out)]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count(": done") == 4
+    rows = {r["metric"]: r for r in json.loads((out / "summary.json").read_text())["rows"]}
+    assert set(rows) == {"mse", "retrieval"}
+    assert len(rows["mse"]["torch_values"]) == len(rows["mse"]["fused_values"]) == 2
+    assert rows["mse"]["difference"] == pytest.approx(
+        sum(rows["mse"]["fused_values"]) / 2 - sum(rows["mse"]["torch_values"]) / 2)
+    for variant, rate in (("torch", 0.1), ("fused", 0.0)):
+        model = json.loads((out / "toy" / f"{variant}-seed1" / "config.json").read_text())["dynamics"]
+        assert DynamicsConfig.from_dict(model).attention_dropout_rate == rate and model["dropout"] == 0.1
+    assert "| toy | held-out future-patch MSE | 2 |" in p.stdout
+    assert (out / "summary.png").stat().st_size > 5_000
+    again = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+    assert again.returncode == 0 and ": done" not in again.stdout and "| toy |" in again.stdout
+    bad = subprocess.run([sys.executable, "benchmarks/attention_dropout.py", "--seeds", "0"], capture_output=True,
+                         text=True, env=ENV)
+    assert bad.returncode == 2 and "at least two seeds" in bad.stderr
+    bad = subprocess.run([sys.executable, "benchmarks/attention_dropout.py", "--datasets", "tabletop", "--demo-dir",
+                          str(tmp_path / "none"), "--out", str(out)], capture_output=True, text=True, env=ENV)
+    assert bad.returncode == 2 and "run `dynaguide demo --out-dir" in bad.stderr

@@ -279,9 +279,12 @@ def test_cli_build_cache_goals_and_train_from_rlds(tmp_path, capsys):
     goals = np.load(tmp_path / "goals" / "goals_drawer_open.npz")
     assert goals["images"].shape == (1, 24, 24, 3) and goals["actions"].shape == (1, 16, 7)
     cli("train", "dynamics", "--data", "rlds", "--rlds", ds, "--features", tmp_path / "feats", "--model", "small",
-        "--steps", "3", "--global-batch", "4", "--out", tmp_path / "dyn", "--quiet")
+        "--steps", "3", "--global-batch", "4", "--dropout", "0.2", "--attention-dropout", "0", "--out",
+        tmp_path / "dyn", "--quiet")
     assert (tmp_path / "dyn" / "checkpoints" / "3").exists()
-    info = json.loads((tmp_path / "dyn" / "config.json").read_text())["data"]
+    run_cfg = json.loads((tmp_path / "dyn" / "config.json").read_text())
+    assert (run_cfg["dynamics"]["dropout"], run_cfg["dynamics"]["attention_dropout"]) == (0.2, 0.0)
+    info = run_cfg["data"]
     assert info["action_transform"]["mode"] == "clip" and info["action_field"] == "rel_action"
     assert info["target"] == "segment_end"
     out = cli("eval", "dynamics", "--run", tmp_path / "dyn", "--data", "rlds", "--rlds", ds, "--features",
@@ -295,6 +298,9 @@ def test_cli_build_cache_goals_and_train_from_rlds(tmp_path, capsys):
     assert "rlds episodes" in out
     assert main(["train", "dynamics", "--data", "rlds", "--rlds", ds, "--out", str(tmp_path / "x")]) == 2
     assert "--features" in capsys.readouterr().err
+    assert main(["train", "dynamics", "--attention-dropout", "1.5", "--out", str(tmp_path / "y")]) == 2
+    assert "--attention-dropout must be in [0, 1), got 1.5" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
 
 
 def test_readers_decode_only_the_requested_images(built):

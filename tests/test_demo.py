@@ -134,15 +134,19 @@ def test_demo_cli_rejects_bad_flags_with_exit_2(tmp_path):
     assert proc.returncode == 2 and "multiple of 14" in proc.stderr and "Traceback" not in proc.stderr
     proc = dynaguide("demo", "--preset", "huge", check=False)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
+    proc = dynaguide("demo", "--jobs", "0", "--out-dir", tmp_path, check=False)
+    assert proc.returncode == 2 and "--jobs must be >= 1, got 0" in proc.stderr and "Traceback" not in proc.stderr
     help_text = dynaguide("demo", "--help").stdout
     assert "--preset {tiny,small,paper}" in help_text and "--fresh" in help_text and "--rollouts" in help_text
+    assert "--jobs N" in help_text and "one per CPU core" in help_text
 
 
 @pytest.fixture(scope="module")
 def tiny_demo(tmp_path_factory):
-    """The tiny demo, run once: its trained models serve the experiment and sweep tests too."""
+    """The tiny demo, run once, in one process (``--jobs 1``): its trained models serve the experiment and
+    sweep tests too."""
     out_dir = tmp_path_factory.mktemp("tiny") / "demo"
-    return out_dir, dynaguide("demo", "--preset", "tiny", "--out-dir", out_dir, "--quiet").stdout
+    return out_dir, dynaguide("demo", "--preset", "tiny", "--out-dir", out_dir, "--quiet", "--jobs", "1").stdout
 
 
 @pytest.mark.slow
@@ -176,8 +180,67 @@ def test_tiny_demo_writes_every_artefact_and_reuses_its_stages(tiny_demo):
     assert gc_config["rgb_shapes"] == [["goal_static", [64, 64]]]  # the 32 px frame repeated: a 2 x 2 keypoint map
     # a rerun reuses every stage and reports the same numbers
     again = dynaguide("demo", "--preset", "tiny", "--out-dir", out_dir, "--quiet").stdout
-    assert again.count("done earlier") == 8
+    assert again.count("done earlier") == 8 and "worker" not in again
     assert json.loads((out_dir / "results.json").read_text())["methods"] == results["methods"]
+
+
+def _final_params(run_dir, stage):
+    from dynaguide_jax.policy.train import load_trained_policy
+    from dynaguide_jax.training.loop import load_trained_dynamics
+
+    return jax.tree.leaves((load_trained_policy if stage == "gc" else load_trained_dynamics)(run_dir / stage)[1])
+
+
+def _rerun_gc_dynamics_eval(reference, out_dir, jobs: int, one_core: bool = False) -> str:
+    """The tiny demo again with its GC policy, dynamics model and evaluation removed (DynaGuide and base)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.test_cli import ENV
+
+    shutil.copytree(reference, out_dir)
+    for stage in ("gc", "dynamics", "eval"):
+        shutil.rmtree(out_dir / stage)
+    pin = (lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})) if one_core else None
+    proc = subprocess.run([sys.executable, "-m", "dynaguide_jax.cli", "demo", "--preset", "tiny", "--out-dir",
+                           str(out_dir), "--quiet", "--jobs", str(jobs), "--methods", "dynaguide", "base"],
+                          capture_output=True, text=True, env=ENV, timeout=600, preexec_fn=pin)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs two cores this process may pin workers to (Linux)")
+def test_worker_processes_train_and_evaluate_as_one_process_does(tiny_demo, tmp_path):
+    """``--jobs 2``: the GC policy and the dynamics model train side by side in worker processes pinned to
+    a core each, the methods roll out in two workers, and the models (bit for bit) and the tables equal
+    those of one process on one core (XLA's CPU kernels round differently with another thread count)."""
+    reference, _ = tiny_demo
+    out = _rerun_gc_dynamics_eval(reference, tmp_path / "workers", 2)
+    assert "stages gc, dynamics in 2 worker processes" in out
+    assert "methods in 2 worker processes: dynaguide; base" in out
+    assert "[gc] started in a worker on core" in out and "[gc] done in" in out and "[dynamics] done in" in out
+    assert out.count("done earlier") == 5  # play, rlds, features, goals, policy
+    alone = _rerun_gc_dynamics_eval(reference, tmp_path / "alone", 1, one_core=True)
+    assert "in a worker" not in alone and "worker processes" not in alone
+    for stage in ("gc", "dynamics"):
+        for a, b in zip(_final_params(tmp_path / "alone", stage), _final_params(tmp_path / "workers", stage),
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
+    ours = json.loads((tmp_path / "workers" / "results.json").read_text())
+    assert ours["methods"] == json.loads((tmp_path / "alone" / "results.json").read_text())["methods"]
+    assert sorted(os.listdir(tmp_path / "workers" / "eval" / "methods")) == ["base.npy", "dynaguide.npy"]
+    # an interrupted evaluation keeps its finished methods: only the missing one reruns
+    out_dir = tmp_path / "workers"
+    os.remove(out_dir / "eval" / "methods" / "base.npy")
+    record = json.loads((out_dir / "eval" / "stage.json").read_text())
+    (out_dir / "eval" / "stage.json").write_text(json.dumps({**record, "done": False}))
+    again = dynaguide("demo", "--preset", "tiny", "--out-dir", out_dir, "--quiet", "--jobs", "2", "--methods",
+                      "dynaguide", "base").stdout
+    assert "reusing the finished rollouts of dynaguide" in again and "base: mean success" in again
+    assert json.loads((out_dir / "results.json").read_text())["methods"] == ours["methods"]
 
 
 @pytest.mark.slow

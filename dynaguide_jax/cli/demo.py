@@ -8,6 +8,7 @@ change them, and any flag given overrides its preset."""  # `dynaguide demo --he
 from __future__ import annotations
 
 from dynaguide_jax.cli.dataclass_args import add_dataclass_args, given_fields
+from dynaguide_jax.cli.jobs import add_jobs_arg, resolve_jobs
 from dynaguide_jax.outputs import prepare_output_dir
 
 
@@ -20,6 +21,7 @@ def add_parser(sub) -> None:
     add_dataclass_args(demo, DemoConfig, skip=("preset",), only_given=True)  # unset: the preset decides
     demo.add_argument("--fresh", action="store_true", help="rebuild every stage from scratch")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_jobs_arg(demo)
     demo.set_defaults(func=run)
 
 
@@ -28,6 +30,7 @@ def run(args) -> int:
 
     explicit = given_fields(DemoConfig, args, ("preset",))
     cfg = DemoConfig.for_preset(args.preset, **explicit)
+    jobs = resolve_jobs(args.jobs)
     prepare_output_dir(cfg.out_dir, "--out-dir")
-    run_demo(cfg, fresh=args.fresh, progress=not args.quiet)
+    run_demo(cfg, fresh=args.fresh, progress=not args.quiet, jobs=jobs)
     return 0

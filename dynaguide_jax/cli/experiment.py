@@ -9,6 +9,7 @@ experiment's figure (PNG). World, model and evaluation sizes come from --preset;
 from __future__ import annotations
 
 from dynaguide_jax.cli.dataclass_args import add_dataclass_args, given_fields
+from dynaguide_jax.cli.jobs import add_jobs_arg, resolve_jobs
 from dynaguide_jax.outputs import prepare_output_dir
 
 # per-target settings come from the experiment's config, not from flags
@@ -43,6 +44,7 @@ def add_parser(sub) -> None:
     add_dataclass_args(p, DemoConfig, skip=SKIP, only_given=True)
     p.add_argument("--fresh", action="store_true", help="retrain the models and rerun every rollout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_jobs_arg(p)
     p.set_defaults(func=run)
 
 
@@ -56,6 +58,7 @@ def run(args) -> int:
     explicit = given_fields(DemoConfig, args, SKIP)
     cfg = DemoConfig.for_preset(args.preset or ("paper" if args.env == "calvin" else "small"), **explicit)
     experiment, methods = select(get_experiment(args.name), args.targets, args.methods)
+    jobs = resolve_jobs(args.jobs)
     if args.chunk < 1:
         raise ValueError(f"--chunk must be >= 1, got {args.chunk}")
     out = args.out_dir or os.path.join("runs", "experiments", f"{experiment.name}-{cfg.preset}")
@@ -70,5 +73,5 @@ def run(args) -> int:
     elif args.models_dir:
         prepare_output_dir(args.models_dir, "--models-dir")
     run_experiment(experiment, cfg, out, env=args.env, models_dir=args.models_dir, methods=methods, chunk=args.chunk,
-                   fresh=args.fresh, progress=not args.quiet, calvin=calvin)
+                   fresh=args.fresh, progress=not args.quiet, calvin=calvin, jobs=jobs)
     return 0

@@ -33,6 +33,11 @@ def add_parser(tsub) -> None:
                          "(CALVIN: the segmentation's segments, spanning play ranges; toy world and UMI: "
                          "episodes); horizon = the frame t+H inside the episode")
     td.add_argument("--model", choices=["paper", "small"], default="paper", help="dynamics size preset")
+    td.add_argument("--dropout", type=float, default=None,
+                    help="dropout after attention and in the feed-forward block (default: the model's: paper 0.1)")
+    td.add_argument("--attention-dropout", type=float, default=None,
+                    help="dropout on the attention probabilities (default: --dropout, as torch's layer and the "
+                         "original; 0 lets the attention run as one fused kernel)")
     td.add_argument("--episodes", type=int, default=64)
     td.add_argument("--length", type=int, default=40)
     td.add_argument("--data-seed", type=int, default=0)
@@ -69,12 +74,24 @@ def rlds_dynamics_data(args):
     return cfg, windows, info
 
 
+def with_dropout(cfg, dropout: float | None, attention_dropout: float | None):
+    """``cfg`` with the given dropout rates (``None`` keeps the model's); bad rates fail in the config."""
+    if dropout is not None:
+        cfg = cfg.replace(dropout=dropout)
+    if attention_dropout is not None:
+        cfg = cfg.replace(attention_dropout=attention_dropout)
+    return cfg
+
+
 def run(args) -> int:
     from dynaguide_jax.training import DynamicsTrainConfig, init_distributed, train_dynamics
 
     if args.coordinator:
         init_distributed(args.coordinator, args.num_processes, args.process_id)
     cfg = dataclass_from_args(DynamicsTrainConfig, args)
+    for flag, rate in (("--dropout", args.dropout), ("--attention-dropout", args.attention_dropout)):
+        if rate is not None and not 0.0 <= rate < 1.0:
+            raise ValueError(f"{flag} must be in [0, 1), got {rate}")
     prepare_output_dir(args.out)
     if args.data == "toy":
         from dynaguide_jax.data.toy import toy_dynamics_data
@@ -87,6 +104,7 @@ def run(args) -> int:
                 "action_transform": windows.action_transform.to_dict(), "target": windows.target}
     else:
         model_cfg, windows, info = rlds_dynamics_data(args)
+    model_cfg = with_dropout(model_cfg, args.dropout, args.attention_dropout)
     result = train_dynamics(model_cfg, lambda step, rows: windows.batch(step, cfg.global_batch, cfg.seed, rows),
                             cfg, args.out, progress=not args.quiet, stop_after=args.stop_after, data_info=info)
     import jax

@@ -56,7 +56,7 @@ class TargetGoals(NamedTuple):
     counts: dict  # {target: K_t}
 
 
-def load_goals(goal_dir: str, targets, models: DemoModels, cfg: DemoConfig) -> TargetGoals:
+def _read_goal_sets(goal_dir: str, targets) -> list[dict]:
     sets = []
     for t in targets:
         path = os.path.join(goal_dir, f"goals_{t}.npz")
@@ -65,9 +65,23 @@ def load_goals(goal_dir: str, targets, models: DemoModels, cfg: DemoConfig) -> T
                                     "generate more play (--play-steps / --play-streams)")
         with np.load(path) as g:
             sets.append({k: g[k] for k in ("images", "proprio", "actions")})
+    return sets
+
+
+def _itps_target(goal_set: dict) -> np.ndarray:
+    return np.asarray(goal_set["proprio"], np.float32)[:, :3].mean(0)
+
+
+def goal_summary(goal_dir: str, targets) -> tuple[dict, np.ndarray]:
+    """``({target: goal count}, ITPS targets [T, 3])`` without encoding the goals."""
+    sets = _read_goal_sets(goal_dir, targets)
+    return {t: int(len(s["images"])) for t, s in zip(targets, sets)}, np.stack([_itps_target(s) for s in sets])
+
+
+def load_goals(goal_dir: str, targets, models: DemoModels, cfg: DemoConfig) -> TargetGoals:
+    sets = _read_goal_sets(goal_dir, targets)
     size = max(len(s["images"]) for s in sets)
     out = {k: [] for k in ("mask", "dynamics_goals", "features", "images")}
-    xyz = []
     for s in sets:
         k = len(s["images"])
         patches = encode_cameras(models.encoder, models.encoder_params, jnp.asarray(s["images"])[:, None],
@@ -79,10 +93,9 @@ def load_goals(goal_dir: str, targets, models: DemoModels, cfg: DemoConfig) -> T
         out["dynamics_goals"].append(pad(z))
         out["features"].append(pad(patches))
         out["images"].append(pad(s["images"]))
-        xyz.append(np.asarray(s["proprio"], np.float32)[:, :3].mean(0))
     images = np.stack(out.pop("images"))
     return TargetGoals(**{k: np.stack(v) for k, v in out.items()}, images=images,
-                       gc_images=resize_frames(images, cfg.gc_goal_size), xyz=np.stack(xyz),
+                       gc_images=resize_frames(images, cfg.gc_goal_size), xyz=np.stack([_itps_target(s) for s in sets]),
                        counts={t: int(len(s["images"])) for t, s in zip(targets, sets)})
 
 

@@ -17,8 +17,10 @@ import numpy as np
 
 import jax
 
-from dynaguide_jax.demo.config import TARGET_SETUPS, DemoConfig
-from dynaguide_jax.demo.evaluate import DemoModels, eval_starts, load_goals, render_rollout, run_method
+from dynaguide_jax.demo.config import STAGE_DEPENDS, TARGET_SETUPS, DemoConfig
+from dynaguide_jax.demo.evaluate import (DemoModels, EvalStarts, TargetGoals, eval_starts, goal_summary, load_goals,
+                                         render_rollout, run_method)
+from dynaguide_jax.demo.parallel import Task, run_parallel, usable_jobs
 from dynaguide_jax.demo.stages import Stages
 from dynaguide_jax.demo.train import train_demo_dynamics, train_demo_policy
 from dynaguide_jax.encoders import DinoV2Config, init_dinov2, load_dinov2
@@ -61,10 +63,61 @@ class PreparedModels(NamedTuple):
     rlds: str
 
 
-def prepare_models(cfg: DemoConfig, fresh: bool = False, progress: bool = True, log=print) -> PreparedModels:
+# the stages between the RLDS dataset and the evaluation: independent but for features -> dynamics
+MODEL_STAGES = {"features": "DinoV2 patch features of the training split's static camera",
+                "goals": "goal sets from the validation split's segments",
+                "policy": "base diffusion policy", "gc": "goal-conditioned policy (GC baseline)",
+                "dynamics": "latent dynamics model"}
+
+
+def _model_stage(name: str, cfg: DemoConfig, st: Stages, rlds: str, progress: bool, log):
+    """``fn(stage_dir)`` of one of ``MODEL_STAGES``."""
+    if name == "features":
+        def cache(d):
+            from dynaguide_jax.data.features import build_feature_cache
+            from dynaguide_jax.data.rlds import FrameStream
+
+            enc, enc_params, _ = demo_encoder(cfg)
+            build_feature_cache(d, FrameStream(rlds, "train", "observation/rgb_static"), enc, enc_params,
+                                cfg.encoder_size, progress=progress)
+        return cache
+    if name == "goals":
+        return lambda d: _goals(cfg, rlds, d, log)
+    if name in ("policy", "gc"):
+        return lambda d: train_demo_policy(rlds, cfg, d, name == "gc", progress)
+
+    def dynamics(d):
+        from dynaguide_jax.data import load_feature_cache
+
+        return train_demo_dynamics(rlds, load_feature_cache(st.dir("features")), cfg, d, progress)
+    return dynamics
+
+
+def _stage_in_worker(cfg: DemoConfig, name: str, rlds: str, progress: bool, *, log) -> float:
+    """One of ``MODEL_STAGES`` in a worker process (``parallel.run_parallel``); returns its seconds."""
+    st = Stages(cfg, cfg.out_dir, log=log)
+    st.run(name, MODEL_STAGES[name], _model_stage(name, cfg, st, rlds, progress, log))
+    return st.seconds[name]
+
+
+def stage_costs(cfg: DemoConfig) -> dict[str, float]:
+    """Estimated seconds of ``MODEL_STAGES`` on one CPU core (the small preset's, measured on this
+    project's 2-core machine, scaled by frames and steps): they order the parallel stages."""
+    frames = (cfg.play_streams - cfg.validation_streams) * cfg.play_steps
+    batch = cfg.policy_batch / 64
+    return {"features": 167 * frames / 15000 * (cfg.encoder_size / 56) ** 2, "goals": 2.0,
+            "policy": 30 + 0.04 * batch * cfg.policy_steps,
+            "gc": 30 + 0.18 * batch * cfg.gc_steps * (cfg.gc_goal_size / 64) ** 2,
+            "dynamics": 30 + 0.19 * cfg.dynamics_batch / 64 * cfg.dynamics_steps}
+
+
+def prepare_models(cfg: DemoConfig, fresh: bool = False, progress: bool = True, log=print,
+                   jobs: int = 1) -> PreparedModels:
     """Run (or resume, or reuse) every stage before the evaluation into ``cfg.out_dir``: play, RLDS,
-    features, goal sets, base policy, GC policy, dynamics model. The experiments share these."""
-    st = Stages(cfg, cfg.out_dir, fresh=fresh, log=log)
+    features, goal sets, base policy, GC policy, dynamics model. The experiments share these.
+    ``jobs > 1``: the stages after the RLDS dataset run side by side in that many worker processes (at
+    most one per core)."""
+    st, jobs = Stages(cfg, cfg.out_dir, fresh=fresh, log=log), usable_jobs(jobs)
     enc, enc_params, enc_text = demo_encoder(cfg)
     log(f"encoder: {enc_text}")
     raw = os.path.join(st.dir("play"), "raw")
@@ -80,23 +133,16 @@ def prepare_models(cfg: DemoConfig, fresh: bool = False, progress: bool = True, 
     st.run("rlds", "RLDS dataset (TFDS CALVIN builder, behaviour segmentation)", build)
     with open(os.path.join(st.dir("rlds"), "path.txt")) as f:
         rlds = os.path.join(st.dir("rlds"), f.read().strip())
+    todo = [n for n in MODEL_STAGES if not st.done(n)]
+    if jobs > 1 and len(todo) > 1:
+        costs = stage_costs(cfg)
+        tasks = {n: Task(_stage_in_worker, (cfg, n, rlds, progress), tuple(d for d in STAGE_DEPENDS[n] if d in todo),
+                         costs[n]) for n in todo}
+        log(f"stages {', '.join(todo)} in {min(jobs, len(todo))} worker processes")
 
-    def cache(d):
-        from dynaguide_jax.data.features import build_feature_cache
-        from dynaguide_jax.data.rlds import FrameStream
-
-        build_feature_cache(d, FrameStream(rlds, "train", "observation/rgb_static"), enc, enc_params,
-                            cfg.encoder_size, progress=progress)
-    st.run("features", "DinoV2 patch features of the training split's static camera", cache)
-    st.run("goals", "goal sets from the validation split's segments", lambda d: _goals(cfg, rlds, d, log))
-    st.run("policy", "base diffusion policy", lambda d: train_demo_policy(rlds, cfg, d, False, progress))
-    st.run("gc", "goal-conditioned policy (GC baseline)", lambda d: train_demo_policy(rlds, cfg, d, True, progress))
-
-    def dynamics(d):
-        from dynaguide_jax.data import load_feature_cache
-
-        return train_demo_dynamics(rlds, load_feature_cache(st.dir("features")), cfg, d, progress)
-    st.run("dynamics", "latent dynamics model", dynamics)
+        st.seconds.update(run_parallel(tasks, jobs, log=log))
+    for name in (n for n in MODEL_STAGES if n not in st.seconds):
+        st.run(name, MODEL_STAGES[name], _model_stage(name, cfg, st, rlds, progress, log))
     return PreparedModels(st, enc, enc_params, enc_text, rlds)
 
 
@@ -114,14 +160,15 @@ def _goals(cfg: DemoConfig, rlds: str, d: str, log) -> None:
     log("  goal sets: " + ", ".join(f"{t} {n}" for t, n in written.items()))
 
 
-def run_demo(cfg: DemoConfig, fresh: bool = False, progress: bool = True, log=print) -> dict:
-    """Run (or resume) every stage into ``cfg.out_dir``; returns the results dict (``results.json``)."""
-    t_start = time.perf_counter()
-    prep = prepare_models(cfg, fresh, progress, log)
+def run_demo(cfg: DemoConfig, fresh: bool = False, progress: bool = True, log=print, jobs: int = 1) -> dict:
+    """Run (or resume) every stage into ``cfg.out_dir``; returns the results dict (``results.json``).
+    ``jobs > 1``: independent stages, and the evaluation's methods, run in that many worker processes (at
+    most one per core)."""
+    t_start, jobs = time.perf_counter(), usable_jobs(jobs)
+    prep = prepare_models(cfg, fresh, progress, log, jobs)
     st = prep.stages
     results = st.run("eval", f"closed loop: {len(cfg.methods)} methods x {len(TARGETS)} targets x {cfg.rollouts} "
-                     f"rollouts of {cfg.horizon} steps",
-                     lambda d: _evaluate(cfg, st, prep.encoder, prep.encoder_params, prep.encoder_text, log))
+                     f"rollouts of {cfg.horizon} steps", lambda d: _evaluate(cfg, prep, jobs, log))
     if results is None:
         with open(os.path.join(st.dir("eval"), "results.json")) as f:
             results = json.load(f)
@@ -140,28 +187,88 @@ def load_demo_models(st: Stages, enc, enc_params) -> DemoModels:
     return DemoModels(policy, params, gc_policy, gc_params, schedule, enc, enc_params, dyn, dyn_params)
 
 
-def _evaluate(cfg: DemoConfig, st: Stages, enc, enc_params, enc_text: str, log) -> dict:
-    d = st.dir("eval")
+# seconds of each method's rollouts on one CPU core (small preset, measured): they order parallel methods
+METHOD_COSTS = {"base": 20.0, "dynaguide": 205.0, "gc": 24.0, "gpc": 86.0, "itps": 32.0}
+
+
+class EvalContext(NamedTuple):
+    models: DemoModels
+    goals: TargetGoals
+    starts: EvalStarts
+    env: TabletopConfig
+
+
+def eval_context(cfg: DemoConfig, st: Stages, enc, enc_params) -> EvalContext:
+    """The trained models, every target's goal sets and the start states that every method shares."""
     models = load_demo_models(st, enc, enc_params)
     if models.schedule.num_inference_steps != cfg.ddim_steps:
         models = models._replace(schedule=dataclasses.replace(models.schedule, num_inference_steps=cfg.ddim_steps))
-    goals = load_goals(st.dir("goals"), TARGETS, models, cfg)
     env = world_config(cfg)
-    starts = eval_starts(cfg.seed, TARGETS, cfg.rollouts, env)
-    detected, gifs = {}, []
-    os.makedirs(os.path.join(d, "gifs"), exist_ok=True)
-    for method in cfg.methods:
-        t0 = time.perf_counter()
-        out = run_method(method, models, goals, starts, cfg, env)
-        detected[method] = {t: out.detected[i] for i, t in enumerate(TARGETS)}
-        hits = [float(np.mean(out.detected[i] == BEHAVIOURS.index(t))) for i, t in enumerate(TARGETS)]
-        log(f"  {method:>9}: mean success {np.mean(hits):.0%} ({time.perf_counter() - t0:.0f} s)")
-        for j in range(min(cfg.gifs, cfg.rollouts)):
-            name = behaviour_labels(out.detected[0, j:j + 1])[0]
-            frames = render_rollout(out.robot_obs[0, j], out.scene_obs[0, j], env)
-            gifs.append(save_gif(frames, os.path.join(d, "gifs", f"{method}_{TARGETS[0]}_{j}_{name}.gif")))
-    config = {**cfg.to_dict(), "encoder_description": enc_text, "goal_counts": goals.counts,
-              "itps_targets": {t: goals.xyz[i].tolist() for i, t in enumerate(TARGETS)},
+    return EvalContext(models, load_goals(st.dir("goals"), TARGETS, models, cfg), eval_starts(cfg.seed, TARGETS,
+                       cfg.rollouts, env), env)
+
+
+def _method_file(eval_dir: str, method: str) -> str:
+    return os.path.join(eval_dir, "methods", f"{method}.npy")
+
+
+def evaluate_method(ctx: EvalContext, cfg: DemoConfig, method: str, eval_dir: str, log) -> None:
+    """Roll ``method`` out for every target; saves the detected behaviours ``[T, N]`` (an interrupted
+    evaluation keeps its finished methods) and the method's GIFs."""
+    t0 = time.perf_counter()
+    out = run_method(method, ctx.models, ctx.goals, ctx.starts, cfg, ctx.env)
+    os.makedirs(os.path.join(eval_dir, "gifs"), exist_ok=True)
+    for j in range(min(cfg.gifs, cfg.rollouts)):
+        name = behaviour_labels(out.detected[0, j:j + 1])[0]
+        frames = render_rollout(out.robot_obs[0, j], out.scene_obs[0, j], ctx.env)
+        save_gif(frames, os.path.join(eval_dir, "gifs", f"{method}_{TARGETS[0]}_{j}_{name}.gif"))
+    path = _method_file(eval_dir, method)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "wb") as f:
+        np.save(f, np.asarray(out.detected))
+    os.replace(path + ".tmp", path)
+    hits = [float(np.mean(out.detected[i] == BEHAVIOURS.index(t))) for i, t in enumerate(TARGETS)]
+    log(f"  {method:>9}: mean success {np.mean(hits):.0%} ({time.perf_counter() - t0:.0f} s)")
+
+
+def _methods_in_worker(cfg: DemoConfig, methods: tuple[str, ...], *, log) -> None:
+    st = Stages(cfg, cfg.out_dir, log=log)
+    enc, enc_params, _ = demo_encoder(cfg)
+    ctx = eval_context(cfg, st, enc, enc_params)  # loaded once per worker: models, goal sets, start states
+    for method in methods:
+        evaluate_method(ctx, cfg, method, st.dir("eval"), log)
+
+
+def method_groups(methods, jobs: int) -> list[tuple[str, ...]]:
+    """``methods`` split into at most ``jobs`` groups of about equal estimated seconds (``METHOD_COSTS``;
+    longest first, each to the lightest group), one worker each."""
+    groups: list[list[str]] = [[] for _ in range(min(jobs, len(methods)))]
+    load = [0.0] * len(groups)
+    for m in sorted(methods, key=lambda m: -METHOD_COSTS.get(m, 1.0)):
+        i = load.index(min(load))
+        groups[i].append(m)
+        load[i] += METHOD_COSTS.get(m, 1.0)
+    return [tuple(g) for g in groups if g]
+
+
+def _evaluate(cfg: DemoConfig, prep: PreparedModels, jobs: int, log) -> dict:
+    st, d = prep.stages, prep.stages.dir("eval")
+    todo = [m for m in cfg.methods if not os.path.exists(_method_file(d, m))]
+    if len(todo) < len(cfg.methods):
+        log(f"  reusing the finished rollouts of {', '.join(m for m in cfg.methods if m not in todo)}")
+    if jobs > 1 and len(todo) > 1:
+        groups = method_groups(todo, jobs)
+        log(f"  methods in {len(groups)} worker processes: {'; '.join(', '.join(g) for g in groups)}")
+        run_parallel({"+".join(g): Task(_methods_in_worker, (cfg, g), cost=sum(METHOD_COSTS.get(m, 1.0) for m in g))
+                      for g in groups}, jobs, log)
+    elif todo:
+        ctx = eval_context(cfg, st, prep.encoder, prep.encoder_params)
+        for method in todo:
+            evaluate_method(ctx, cfg, method, d, log)
+    detected = {m: dict(zip(TARGETS, np.load(_method_file(d, m)))) for m in cfg.methods}
+    counts, xyz = goal_summary(st.dir("goals"), TARGETS)
+    config = {**cfg.to_dict(), "encoder_description": prep.encoder_text, "goal_counts": counts,
+              "itps_targets": {t: xyz[i].tolist() for i, t in enumerate(TARGETS)},
               "devices": [str(x) for x in jax.devices()]}
     results = summarize(detected, TARGETS, BEHAVIOURS, experiment=EXPERIMENT, preset=cfg.preset, config=config)
     write_results(results, d)

@@ -1,0 +1,202 @@
+"""Does dropout on the attention probabilities matter to the dynamics model?
+
+torch's ``TransformerEncoderLayer`` (the original's dynamics model) drops attention probabilities
+too; without that dropout the attention is one fused kernel (``jax.nn.dot_product_attention``:
+cuDNN's flash attention on NVIDIA GPUs, 1.64x in training on an H100). This trains the dynamics
+model both ways, the other dropout equal, for several seeds, on
+
+- ``toy``: the toy world's demonstrations (``dynaguide train dynamics --data toy``), evaluated on
+  unseen episodes (another data seed);
+- ``tabletop``: the built-in world's CALVIN-format play as ``dynaguide demo`` prepares it (its RLDS
+  dataset and feature cache, the demo's dynamics settings), evaluated on the validation split,
+
+and prints held-out future-patch MSE and behaviour-retrieval accuracy (``dynaguide eval
+dynamics``) per variant: mean, seed spread, and the variants' difference in units of that spread
+and of its standard error (t).
+Finished runs are kept (a rerun resumes); runs go to worker processes, one per core.
+
+    python benchmarks/attention_dropout.py --demo-dir runs/demo --out runs/attention_dropout
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+VARIANTS = {"torch": None, "fused": 0.0}  # attention-probability dropout: None = the layer's dropout
+METRICS = {"mse": "held-out future-patch MSE", "retrieval": "behaviour retrieval from the prediction"}
+
+
+def _cli(argv: list[str]) -> None:
+    from dynaguide_jax.cli import main
+
+    if main([str(a) for a in argv]) != 0:
+        raise RuntimeError(f"dynaguide {' '.join(map(str, argv))} failed")
+
+
+def _demo_config(demo_dir: str):
+    """The settings of the demo in ``demo_dir`` (its ``results.json``), else the small preset's."""
+    from dynaguide_jax.demo.config import DemoConfig
+
+    try:
+        with open(os.path.join(demo_dir, "results.json")) as f:
+            given = json.load(f)["config"]
+    except FileNotFoundError:
+        return DemoConfig.for_preset("small")
+    return DemoConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()
+                         if k in DemoConfig.__dataclass_fields__})
+
+
+def _tabletop_sources(demo_dir: str, log) -> tuple:
+    """``(rlds, train features, validation features, DemoConfig)`` of a demo's RLDS and features
+    stages; the validation split is encoded here once, with the demo's encoder."""
+    from dynaguide_jax.data.features import build_feature_cache
+    from dynaguide_jax.data.rlds import FrameStream
+    from dynaguide_jax.demo.pipeline import demo_encoder
+
+    rlds = os.path.join(demo_dir, "rlds", "calvin_rlds", "1.1.0")
+    train = os.path.join(demo_dir, "features")
+    for path in (rlds, os.path.join(train, "features.npy")):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} is missing: run `dynaguide demo --out-dir {demo_dir}` first "
+                                    "(its rlds and features stages)")
+    cfg = _demo_config(demo_dir)
+    val = os.path.join(demo_dir, "features_validation")
+    if not os.path.exists(os.path.join(val, "features.npy")):
+        log(f"encoding the validation split into {val}")
+        enc, params, _ = demo_encoder(cfg)
+        build_feature_cache(val, FrameStream(rlds, "validation", "observation/rgb_static"), enc, params,
+                            cfg.encoder_size, progress=False)
+    return rlds, train, val, cfg
+
+
+def train_and_evaluate(dataset: str, variant: str, seed: int, run: str, args: dict, *, log) -> dict:
+    """One run: train (resumes) and evaluate on held-out data; returns its ``eval_dynamics.json``."""
+    report = os.path.join(run, "eval", "eval_dynamics.json")
+    if not os.path.exists(report):
+        common = ["--out", run, "--seed", seed, "--steps", args["steps"], "--dropout", args["dropout"], "--quiet"]
+        if VARIANTS[variant] is not None:
+            common += ["--attention-dropout", VARIANTS[variant]]
+        if dataset == "toy":
+            _cli(["train", "dynamics", "--data", "toy", "--episodes", args["episodes"], *common])
+            _cli(["eval", "dynamics", "--run", run, "--data", "toy", "--episodes", max(4, args["episodes"] // 2),
+                  "--quiet"])
+        else:
+            _cli(["train", "dynamics", "--data", "rlds", "--rlds", args["rlds"], "--features", args["train"],
+                  "--model", "small", "--global-batch", args["batch"], "--learning-rate", args["lr"], *common])
+            _cli(["eval", "dynamics", "--run", run, "--data", "rlds", "--rlds", args["rlds"], "--features",
+                  args["val"], "--split", "validation", "--quiet"])
+        log(f"{dataset} {variant} seed {seed}: done")
+    with open(report) as f:
+        return json.load(f)
+
+
+def summarise(reports: dict) -> list[dict]:
+    """Per dataset and metric: each variant's mean and sd over seeds, ``(fused - torch) / sd`` with sd
+    the pooled seed spread, and ``t``: the difference over its standard error (|t| < 2: seed noise)."""
+    rows = []
+    for dataset, by_variant in reports.items():
+        for metric in METRICS:
+            vals = {v: np.array([_metric(r, metric) for r in runs]) for v, runs in by_variant.items()}
+            pooled = float(np.sqrt(np.mean([x.var(ddof=1) for x in vals.values()]))) if all(
+                len(x) > 1 for x in vals.values()) else float("nan")
+            diff = float(vals["fused"].mean() - vals["torch"].mean())
+            rows.append({"dataset": dataset, "metric": metric, "seeds": len(vals["torch"]),
+                         **{f"{v}_mean": float(x.mean()) for v, x in vals.items()},
+                         **{f"{v}_values": x.tolist() for v, x in vals.items()},
+                         "seed_sd": pooled, "difference": diff,
+                         "difference_in_sd": diff / pooled if pooled > 0 else float("nan"),
+                         "t": diff / (pooled * np.sqrt(sum(1 / len(x) for x in vals.values())))
+                         if pooled > 0 else float("nan")})
+    return rows
+
+
+def _metric(report: dict, metric: str) -> float:
+    return report["mse"] if metric == "mse" else report["retrieval"].get("accuracy_prediction", float("nan"))
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = ["| data | metric | seeds | torch (attention dropout) | fused (none) | seed sd | fused - torch | t |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        fmt = "{:.4f}" if r["metric"] == "mse" else "{:.1%}"
+        lines.append(f"| {r['dataset']} | {METRICS[r['metric']]} | {r['seeds']} | {fmt.format(r['torch_mean'])} | "
+                     f"{fmt.format(r['fused_mean'])} | {fmt.format(r['seed_sd'])} | "
+                     f"{fmt.format(r['difference'])} ({r['difference_in_sd']:+.1f} sd) | {r['t']:+.1f} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(rows), figsize=(3 * len(rows), 3.2), squeeze=False)
+    for ax, r in zip(axes[0], rows):
+        for i, v in enumerate(VARIANTS):
+            ys = r[f"{v}_values"]
+            ax.scatter(np.full(len(ys), i), ys, label=v)
+            ax.hlines(np.mean(ys), i - 0.25, i + 0.25, color="k")
+        ax.set(xticks=range(len(VARIANTS)), xticklabels=list(VARIANTS), xlim=(-0.6, len(VARIANTS) - 0.4),
+               title=f"{r['dataset']}: {r['metric']}")
+    fig.suptitle("attention-probability dropout (torch) vs none (fused), one point per seed")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="runs/attention_dropout")
+    p.add_argument("--datasets", nargs="+", choices=["toy", "tabletop"], default=["toy", "tabletop"])
+    p.add_argument("--demo-dir", default="runs/demo", help="a finished `dynaguide demo` output (tabletop data)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--dropout", type=float, default=0.1, help="the layers' dropout (the paper model's 0.1)")
+    p.add_argument("--toy-steps", type=int, default=1000)
+    p.add_argument("--toy-episodes", type=int, default=64, help="training episodes (held out: half as many)")
+    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: one per core)")
+    a = p.parse_args(argv)
+    if len(a.seeds) < 2:
+        p.error("--seeds needs at least two seeds (the seed spread is the yardstick)")
+    from dynaguide_jax.demo.parallel import Task, default_jobs, run_parallel, usable_jobs
+
+    tasks, keys = {}, []
+    for dataset in a.datasets:
+        args = {"steps": a.toy_steps, "dropout": a.dropout, "episodes": a.toy_episodes}
+        if dataset == "tabletop":
+            try:
+                rlds, train, val, cfg = _tabletop_sources(a.demo_dir, print)
+            except FileNotFoundError as e:
+                p.error(str(e))
+            args = {"steps": cfg.dynamics_steps, "dropout": a.dropout, "rlds": rlds, "train": train, "val": val,
+                    "batch": cfg.dynamics_batch, "lr": cfg.dynamics_lr}
+        for variant in VARIANTS:
+            for seed in a.seeds:
+                name = f"{dataset}/{variant}-seed{seed}"
+                tasks[name] = Task(train_and_evaluate, (dataset, variant, seed, os.path.join(a.out, name), args),
+                                   cost=3.0 if dataset == "tabletop" else 1.0)
+                keys.append((dataset, variant, name))
+    jobs = usable_jobs(a.jobs or default_jobs())
+    if jobs > 1:
+        results = run_parallel(tasks, jobs, log=print)
+    else:  # one process: the runs share its compiled programs
+        results = {name: t.fn(*t.args, log=print) for name, t in tasks.items()}
+    reports = {}
+    for dataset, variant, name in keys:
+        reports.setdefault(dataset, {}).setdefault(variant, []).append(results[name])
+    rows = summarise(reports)
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "summary.json"), "w") as f:
+        json.dump({"dropout": a.dropout, "seeds": a.seeds, "rows": rows}, f, indent=2)
+    print(format_table(rows))
+    print(f"wrote {os.path.join(a.out, 'summary.json')}, {plot(rows, os.path.join(a.out, 'summary.png'))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
