@@ -45,26 +45,28 @@ def _demo_config(demo_dir: str):
         with open(os.path.join(demo_dir, "results.json")) as f:
             given = json.load(f)["config"]
     except FileNotFoundError:
+        print(f"{demo_dir} has no results.json: assuming the small preset's settings (encoder, dynamics)")
         return DemoConfig.for_preset("small")
     return DemoConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()
                          if k in DemoConfig.__dataclass_fields__})
 
 
-def _tabletop_sources(demo_dir: str, log) -> tuple:
+def _tabletop_sources(demo_dir: str, out_dir: str, log) -> tuple:
     """``(rlds, train features, validation features, DemoConfig)`` of a demo's RLDS and features
-    stages; the validation split is encoded here once, with the demo's encoder."""
+    stages; the validation split is encoded once into ``out_dir``, with the demo's encoder."""
     from dynaguide_jax.data.features import build_feature_cache
     from dynaguide_jax.data.rlds import FrameStream
     from dynaguide_jax.demo.pipeline import demo_encoder
 
-    rlds = os.path.join(demo_dir, "rlds", "calvin_rlds", "1.1.0")
-    train = os.path.join(demo_dir, "features")
-    for path in (rlds, os.path.join(train, "features.npy")):
+    train, where = os.path.join(demo_dir, "features"), os.path.join(demo_dir, "rlds", "path.txt")
+    for path in (where, os.path.join(train, "features.npy")):
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} is missing: run `dynaguide demo --out-dir {demo_dir}` first "
                                     "(its rlds and features stages)")
+    with open(where) as f:
+        rlds = os.path.join(demo_dir, "rlds", f.read().strip())
     cfg = _demo_config(demo_dir)
-    val = os.path.join(demo_dir, "features_validation")
+    val = os.path.join(out_dir, "tabletop", "features_validation")
     if not os.path.exists(os.path.join(val, "features.npy")):
         log(f"encoding the validation split into {val}")
         enc, params, _ = demo_encoder(cfg)
@@ -86,7 +88,7 @@ def train_and_evaluate(dataset: str, variant: str, seed: int, run: str, args: di
                   "--quiet"])
         else:
             _cli(["train", "dynamics", "--data", "rlds", "--rlds", args["rlds"], "--features", args["train"],
-                  "--model", "small", "--global-batch", args["batch"], "--learning-rate", args["lr"], *common])
+                  "--model", args["model"], "--global-batch", args["batch"], "--learning-rate", args["lr"], *common])
             _cli(["eval", "dynamics", "--run", run, "--data", "rlds", "--rlds", args["rlds"], "--features",
                   args["val"], "--split", "validation", "--quiet"])
         log(f"{dataset} {variant} seed {seed}: done")
@@ -172,8 +174,21 @@ def main(argv=None) -> int:
     p.add_argument("--toy-episodes", type=int, default=64, help="training episodes (held out: half as many)")
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: one per core)")
     a = p.parse_args(argv)
-    if len(a.seeds) < 2:
-        p.error("--seeds needs at least two seeds (the seed spread is the yardstick)")
+    if len(set(a.seeds)) < 2 or len(set(a.seeds)) < len(a.seeds):
+        p.error(f"--seeds needs at least two seeds, each once (the seed spread is the yardstick), got {a.seeds}")
+    if a.jobs is not None and a.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {a.jobs}")
+    settings = {"dropout": a.dropout, "toy_steps": a.toy_steps, "toy_episodes": a.toy_episodes,
+                "demo_dir": os.path.abspath(a.demo_dir)}
+    recorded = os.path.join(a.out, "settings.json")
+    if os.path.exists(recorded):
+        with open(recorded) as f:
+            before = json.load(f)
+        changed = {k: (before.get(k), v) for k, v in settings.items()
+                   if before.get(k) != v and (k != "demo_dir" or "tabletop" in a.datasets)}
+        if changed:
+            p.error(f"{a.out} holds runs made with other settings {changed} (before, now): use another --out")
+
     from dynaguide_jax.demo.parallel import Task, default_jobs, run_parallel, usable_jobs
 
     tasks, keys = {}, []
@@ -181,17 +196,20 @@ def main(argv=None) -> int:
         args = {"steps": a.toy_steps, "dropout": a.dropout, "episodes": a.toy_episodes}
         if dataset == "tabletop":
             try:
-                rlds, train, val, cfg = _tabletop_sources(a.demo_dir, print)
+                rlds, train, val, cfg = _tabletop_sources(a.demo_dir, a.out, print)
             except FileNotFoundError as e:
                 p.error(str(e))
             args = {"steps": cfg.dynamics_steps, "dropout": a.dropout, "rlds": rlds, "train": train, "val": val,
-                    "batch": cfg.dynamics_batch, "lr": cfg.dynamics_lr}
+                    "batch": cfg.dynamics_batch, "lr": cfg.dynamics_lr, "model": cfg.dynamics_model}
         for variant in VARIANTS:
             for seed in a.seeds:
                 name = f"{dataset}/{variant}-seed{seed}"
                 tasks[name] = Task(train_and_evaluate, (dataset, variant, seed, os.path.join(a.out, name), args),
                                    cost=3.0 if dataset == "tabletop" else 1.0)
                 keys.append((dataset, variant, name))
+    os.makedirs(a.out, exist_ok=True)
+    with open(recorded, "w") as f:
+        json.dump(settings, f, indent=2)
     jobs = usable_jobs(a.jobs or default_jobs())
     if jobs > 1:
         results = run_parallel(tasks, jobs, log=print)

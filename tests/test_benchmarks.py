@@ -1,6 +1,7 @@
 """The training and input-pipeline benchmarks run end to end and print consistent rows (their
 figures are never asserted: speed is measured by running the scripts, not by tests)."""
 import json
+import os
 import subprocess
 import sys
 
@@ -64,6 +65,29 @@ def test_input_benchmark_rejects_too_few_frames():
 
 
 @pytest.mark.slow
+def test_attention_dropout_statistics():
+    study = _study_module()
+    runs = lambda values: [{"mse": v, "retrieval": {}} for v in values]  # noqa: E731
+    row = study.summarise({"toy": {"torch": runs([1.0, 2.0, 3.0]), "fused": runs([2.0, 3.0, 5.0])}})[0]
+    # pooled sd sqrt((1 + 7/3) / 2); t = (10/3 - 2) / (sd * sqrt(2/3)); per-seed differences 1, 1, 2
+    sd = ((1 + 7 / 3) / 2) ** 0.5
+    assert row["seed_sd"] == pytest.approx(sd) and row["difference"] == pytest.approx(4 / 3)
+    assert row["t"] == pytest.approx((4 / 3) / (sd * (2 / 3) ** 0.5))
+    assert row["paired_t"] == pytest.approx((4 / 3) / ((1 / 3) ** 0.5 / 3 ** 0.5))  # mean / (sd / sqrt(n)) = 4.0
+
+
+def _study_module():
+    import importlib.util
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(root, "benchmarks", "attention_dropout.py")
+    spec = importlib.util.spec_from_file_location("attention_dropout", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
 def test_attention_dropout_study_trains_both_variants_and_resumes(tmp_path):
     """benchmarks/attention_dropout.py: both variants per seed (the attention dropout is what differs),
     a summary table, JSON and plot; a rerun trains nothing; bad input is one line, exit status 2."""
@@ -85,9 +109,12 @@ def test_attention_dropout_study_trains_both_variants_and_resumes(tmp_path):
     assert (out / "summary.png").stat().st_size > 5_000
     again = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
     assert again.returncode == 0 and ": done" not in again.stdout and "| toy |" in again.stdout
-    bad = subprocess.run([sys.executable, "benchmarks/attention_dropout.py", "--seeds", "0"], capture_output=True,
-                         text=True, env=ENV)
-    assert bad.returncode == 2 and "at least two seeds" in bad.stderr
-    bad = subprocess.run([sys.executable, "benchmarks/attention_dropout.py", "--datasets", "tabletop", "--demo-dir",
-                          str(tmp_path / "none"), "--out", str(out)], capture_output=True, text=True, env=ENV)
-    assert bad.returncode == 2 and "run `dynaguide demo --out-dir" in bad.stderr
+    for flags, message in ((["--seeds", "0"], "at least two seeds"), (["--seeds", "0", "0"], "each once"),
+                           (["--jobs", "0"], "--jobs must be >= 1"),
+                           (["--datasets", "tabletop", "--demo-dir", str(tmp_path / "none"), "--out",
+                             str(tmp_path / "other")], "run `dynaguide demo --out-dir"),
+                           ([*cmd[2:], "--toy-steps", "3"], "holds runs made with other settings")):
+        bad = subprocess.run([sys.executable, "benchmarks/attention_dropout.py", *flags], capture_output=True,
+                             text=True, env=ENV)
+        assert bad.returncode == 2 and message in bad.stderr, (flags, bad.stderr[-500:])
+    assert not (tmp_path / "other").exists()

@@ -138,7 +138,7 @@ def test_demo_cli_rejects_bad_flags_with_exit_2(tmp_path):
     assert proc.returncode == 2 and "--jobs must be >= 1, got 0" in proc.stderr and "Traceback" not in proc.stderr
     help_text = dynaguide("demo", "--help").stdout
     assert "--preset {tiny,small,paper}" in help_text and "--fresh" in help_text and "--rollouts" in help_text
-    assert "--jobs N" in help_text and "one per CPU core" in help_text
+    assert "--jobs N" in help_text and "one per CPU core" in " ".join(help_text.split())
 
 
 @pytest.fixture(scope="module")
@@ -202,10 +202,13 @@ def _rerun_gc_dynamics_eval(reference, out_dir, jobs: int, one_core: bool = Fals
     shutil.copytree(reference, out_dir)
     for stage in ("gc", "dynamics", "eval"):
         shutil.rmtree(out_dir / stage)
-    pin = (lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})) if one_core else None
-    proc = subprocess.run([sys.executable, "-m", "dynaguide_jax.cli", "demo", "--preset", "tiny", "--out-dir",
-                           str(out_dir), "--quiet", "--jobs", str(jobs), "--methods", "dynaguide", "base"],
-                          capture_output=True, text=True, env=ENV, timeout=600, preexec_fn=pin)
+    # pinned to one core before JAX starts (in the child itself: a preexec_fn would fork this JAX process)
+    start = ("import os, runpy, sys; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}) if sys.argv[1] == '1' "
+             "else None; sys.argv = ['dynaguide'] + sys.argv[2:]; runpy.run_module('dynaguide_jax.cli', "
+             "run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", start, "1" if one_core else "0", "demo", "--preset", "tiny",
+                           "--out-dir", str(out_dir), "--quiet", "--jobs", str(jobs), "--methods", "dynaguide",
+                           "base"], capture_output=True, text=True, env=ENV, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 

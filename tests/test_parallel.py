@@ -1,12 +1,17 @@
 """The demo's worker processes (dynaguide_jax/demo/parallel.py): core groups, the start order with the
 smallest makespan, results and logs coming back, dependencies respected, failures raised with the
 worker's traceback."""
+import multiprocessing as mp
 import os
+import re
+import subprocess
+import sys
 import time
 
 import pytest
 
-from dynaguide_jax.demo.parallel import Task, WorkerFailed, core_groups, plan, run_parallel, simulate
+from dynaguide_jax.demo.parallel import (Task, WorkerFailed, available_cores, core_groups, plan, run_parallel,
+                                         simulate)
 
 
 def _write(path, text, delay=0.0, *, log):
@@ -27,6 +32,16 @@ def _concat(out, parts, *, log):
 
 def _fail(*, log):
     raise ZeroDivisionError("no luck in the worker")
+
+
+class _Unpicklable(Exception):
+    def __init__(self, message, handle):
+        super().__init__(message)
+        self.handle = handle
+
+
+def _fail_unpicklable(*, log):
+    raise _Unpicklable("cannot travel", lambda: None)
 
 
 def test_core_groups_split_evenly_and_never_exceed_the_cores():
@@ -70,8 +85,71 @@ def test_a_failing_task_raises_its_traceback_and_stops_the_others(tmp_path):
     # "bad" goes first on one core too (the longer estimate); on two both start
     tasks = {"bad": Task(_fail, (), cost=2), "slow": Task(_write, (str(slow), "x", 30.0), cost=1)}
     t0 = time.perf_counter()
-    with pytest.raises(WorkerFailed, match="(?s)'bad' failed in its worker.*ZeroDivisionError: no luck"):
+    with pytest.raises(ZeroDivisionError, match="no luck in the worker") as raised:  # its own type, as in one process
         run_parallel(tasks, 2, log=lambda *_: None)
+    assert isinstance(raised.value.__cause__, WorkerFailed)  # ... from the worker's traceback
+    assert re.search("(?s)'bad' failed in its worker.*Traceback.*_fail", str(raised.value.__cause__))
     assert time.perf_counter() - t0 < 25 and not slow.exists()  # the slow worker was stopped, not waited for
+    assert not mp.active_children()  # every worker process has ended
+    with pytest.raises(WorkerFailed, match="(?s)'u' failed in its worker.*cannot travel"):
+        run_parallel({"u": Task(_fail_unpicklable, ())}, 1)
     with pytest.raises(ValueError, match="unknown tasks"):
         run_parallel({"a": Task(_fail, (), ("missing",))}, 2)
+    with pytest.raises(ValueError, match="cycle: a -> b -> a"):
+        run_parallel({"a": Task(_fail, (), ("b",)), "b": Task(_fail, (), ("a",))}, 2)
+
+
+def test_one_task_gets_every_core_and_workers_end_with_their_parent(tmp_path):
+    single = run_parallel({"a": Task(_write, (str(tmp_path / "a.txt"), "A"))}, 8, log=lambda *_: None)["a"]
+    if single[1] is not None:
+        assert single[1] == sorted(os.sched_getaffinity(0))  # no idle worker holds cores back
+    pid_file = tmp_path / "worker.pid"
+    script = (f"from dynaguide_jax.demo.parallel import Task, run_parallel\n"
+              f"from tests.test_parallel import _record_pid_and_sleep\n"
+              f"if __name__ == '__main__':\n"
+              f"    run_parallel({{'w': Task(_record_pid_and_sleep, ({str(pid_file)!r},))}}, 1)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        deadline = time.time() + 60
+        while not pid_file.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+        parent.kill()  # SIGKILL: the parent cleans nothing up
+        parent.wait()
+        deadline = time.time() + 10
+        while _alive(worker) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker)
+    finally:
+        parent.kill()
+
+
+def _record_pid_and_sleep(path, *, log):
+    with open(path + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(path + ".tmp", path)
+    time.sleep(120)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie (exited, not yet reaped by init) counts as ended
+        return f.read().split(") ")[1][0] != "Z"
+
+
+def test_jobs_flag_defaults_and_refusals(monkeypatch):
+    import jax
+
+    from dynaguide_jax.cli.jobs import resolve_jobs
+
+    assert resolve_jobs(None) == len(available_cores())  # one per core on a CPU backend
+    assert resolve_jobs(3) == 3  # more than the cores is allowed: run_parallel caps it
+    with pytest.raises(ValueError, match="--jobs must be >= 1, got 0"):
+        resolve_jobs(0)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert resolve_jobs(None) == 1 and resolve_jobs(1) == 1
+    with pytest.raises(ValueError, match="--jobs 2 runs CPU worker processes; on the gpu backend use --jobs 1"):
+        resolve_jobs(2)

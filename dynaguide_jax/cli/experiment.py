@@ -44,7 +44,7 @@ def add_parser(sub) -> None:
     add_dataclass_args(p, DemoConfig, skip=SKIP, only_given=True)
     p.add_argument("--fresh", action="store_true", help="retrain the models and rerun every rollout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_jobs_arg(p)
+    add_jobs_arg(p, "the model stages (features + dynamics, base policy, GC policy)")
     p.set_defaults(func=run)
 
 

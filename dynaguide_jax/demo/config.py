@@ -1,7 +1,7 @@
 """Settings of ``dynaguide demo``, the paper's ArticulatedParts experiment on the built-in world.
 
 One frozen dataclass with three presets: ``tiny`` (CI: every stage and artefact, minutes),
-``small`` (the default: CPU sizes, ~20 minutes on a 2-core CPU) and ``paper`` (CALVIN's image sizes, the
+``small`` (the default: CPU sizes, ~16 minutes on a 2-core CPU) and ``paper`` (CALVIN's image sizes, the
 paper's model sizes, 100 rollouts per target and method: a GPU job). The evaluation settings follow
 the original's articulated-parts script (paper_experiments/calvin_articulated_object.sh): guidance
 scale 1.5 with 4 repeats, GPC best of 5, one experiment JSON per target fixing the part's start.

@@ -14,6 +14,8 @@ import contextlib
 import itertools
 import multiprocessing as mp
 import os
+import pickle
+import threading
 import time
 import traceback
 from multiprocessing.connection import wait
@@ -117,7 +119,23 @@ def _environ(**values):
                 os.environ[k] = v
 
 
+def _exit_with_parent() -> None:
+    """A daemon thread that ends this worker when its parent process is gone (killed, not cleaned up)."""
+    parent = mp.parent_process()
+    if parent is not None:
+        threading.Thread(target=lambda: (wait([parent.sentinel]), os._exit(1)), daemon=True).start()
+
+
+def _picklable(e: BaseException) -> BaseException | None:
+    try:
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:  # noqa: BLE001 -- any exception that cannot travel comes back as text only
+        return None
+
+
 def _worker(cores, fn, args, conn) -> None:
+    _exit_with_parent()
     if cores and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cores)  # before JAX starts: XLA sizes its thread pool from the affinity
 
@@ -125,20 +143,38 @@ def _worker(cores, fn, args, conn) -> None:
         conn.send(("log", msg))
     try:
         conn.send(("ok", fn(*args, log=log)))
-    except BaseException:  # noqa: BLE001 -- everything goes back to the parent, which raises it
-        conn.send(("error", traceback.format_exc()))
+    except BaseException as e:  # noqa: BLE001 -- everything goes back to the parent, which raises it
+        conn.send(("error", (traceback.format_exc(), _picklable(e) if isinstance(e, Exception) else None)))
     finally:
         conn.close()
+
+
+def _check_acyclic(tasks: dict[str, Task]) -> None:
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+
+    def visit(n, path):
+        if state.get(n) == 1:
+            raise ValueError(f"tasks depend on each other in a cycle: {' -> '.join([*path, n])}")
+        if state.get(n) != 2:
+            state[n] = 1
+            for d in tasks[n].deps:
+                visit(d, [*path, n])
+            state[n] = 2
+    for n in tasks:
+        visit(n, [])
 
 
 def run_parallel(tasks: dict[str, Task], jobs: int, log=print, on_done=None) -> dict[str, Any]:
     """Run ``tasks`` (name -> Task; deps name other tasks) in up to ``jobs`` worker processes; returns
     each task's value. ``on_done(name, value, seconds)`` is called in the parent as each finishes. The
-    first failure stops every worker and raises ``WorkerFailed`` with the task's traceback."""
+    first failure stops every worker and raises the task's exception (its type, so callers handle it as
+    they would in one process) from a ``WorkerFailed`` holding the worker's traceback; an exception
+    that cannot be pickled raises the ``WorkerFailed``. Workers end with their parent process."""
     missing = {d for t in tasks.values() for d in t.deps if d not in tasks}
     if missing:
         raise ValueError(f"tasks depend on unknown tasks {sorted(missing)}")
-    groups = core_groups(jobs)
+    _check_acyclic(tasks)
+    groups = core_groups(min(jobs, len(tasks)))  # no more workers than tasks: spare cores go to them
     order, ctx = plan(tasks, len(groups)), mp.get_context("spawn")
     results: dict[str, Any] = {}
     running: dict[Any, tuple] = {}  # connection -> (name, process, worker index, start time)
@@ -168,7 +204,10 @@ def run_parallel(tasks: dict[str, Task], jobs: int, log=print, on_done=None) -> 
                     log(value)
                     continue
                 if kind == "error":
-                    raise WorkerFailed(f"{name!r} failed in its worker:\n{value}")
+                    failed = WorkerFailed(f"{name!r} failed in its worker:\n{value[0]}")
+                    if value[1] is None:
+                        raise failed
+                    raise value[1] from failed
                 del running[conn]
                 conn.close()
                 p.join()
