@@ -72,10 +72,13 @@ def _itps_target(goal_set: dict) -> np.ndarray:
     return np.asarray(goal_set["proprio"], np.float32)[:, :3].mean(0)
 
 
+def _summary(targets, sets: list[dict]) -> tuple[dict, np.ndarray]:
+    return {t: int(len(s["images"])) for t, s in zip(targets, sets)}, np.stack([_itps_target(s) for s in sets])
+
+
 def goal_summary(goal_dir: str, targets) -> tuple[dict, np.ndarray]:
     """``({target: goal count}, ITPS targets [T, 3])`` without encoding the goals."""
-    sets = _read_goal_sets(goal_dir, targets)
-    return {t: int(len(s["images"])) for t, s in zip(targets, sets)}, np.stack([_itps_target(s) for s in sets])
+    return _summary(targets, _read_goal_sets(goal_dir, targets))
 
 
 def load_goals(goal_dir: str, targets, models: DemoModels, cfg: DemoConfig) -> TargetGoals:
@@ -94,9 +97,9 @@ def load_goals(goal_dir: str, targets, models: DemoModels, cfg: DemoConfig) -> T
         out["features"].append(pad(patches))
         out["images"].append(pad(s["images"]))
     images = np.stack(out.pop("images"))
+    counts, xyz = _summary(targets, sets)
     return TargetGoals(**{k: np.stack(v) for k, v in out.items()}, images=images,
-                       gc_images=resize_frames(images, cfg.gc_goal_size), xyz=np.stack([_itps_target(s) for s in sets]),
-                       counts={t: int(len(s["images"])) for t, s in zip(targets, sets)})
+                       gc_images=resize_frames(images, cfg.gc_goal_size), xyz=xyz, counts=counts)
 
 
 def setup_start_states(keys: jax.Array, env_setup, env: tabletop.TabletopConfig):

@@ -70,14 +70,15 @@ MODEL_STAGES = {"features": "DinoV2 patch features of the training split's stati
                 "dynamics": "latent dynamics model"}
 
 
-def _model_stage(name: str, cfg: DemoConfig, st: Stages, rlds: str, progress: bool, log):
-    """``fn(stage_dir)`` of one of ``MODEL_STAGES``."""
+def _model_stage(name: str, cfg: DemoConfig, st: Stages, rlds: str, progress: bool, log, encoder=None):
+    """``fn(stage_dir)`` of one of ``MODEL_STAGES``; ``encoder``: the ``(config, params)`` the caller
+    already holds (a worker builds its own)."""
     if name == "features":
         def cache(d):
             from dynaguide_jax.data.features import build_feature_cache
             from dynaguide_jax.data.rlds import FrameStream
 
-            enc, enc_params, _ = demo_encoder(cfg)
+            enc, enc_params = encoder or demo_encoder(cfg)[:2]
             build_feature_cache(d, FrameStream(rlds, "train", "observation/rgb_static"), enc, enc_params,
                                 cfg.encoder_size, progress=progress)
         return cache
@@ -142,7 +143,7 @@ def prepare_models(cfg: DemoConfig, fresh: bool = False, progress: bool = True, 
 
         st.seconds.update(run_parallel(tasks, jobs, log=log))
     for name in (n for n in MODEL_STAGES if n not in st.seconds):
-        st.run(name, MODEL_STAGES[name], _model_stage(name, cfg, st, rlds, progress, log))
+        st.run(name, MODEL_STAGES[name], _model_stage(name, cfg, st, rlds, progress, log, (enc, enc_params)))
     return PreparedModels(st, enc, enc_params, enc_text, rlds)
 
 
