@@ -1,19 +1,24 @@
-"""Does dropout on the attention probabilities matter to the dynamics model?
+"""Does dropout on the attention probabilities matter to the dynamics model, and does the Pallas
+kernel that keeps it train like the explicit attention?
 
 torch's ``TransformerEncoderLayer`` (the original's dynamics model) drops attention probabilities
-too; without that dropout the attention is one fused kernel (``jax.nn.dot_product_attention``:
-cuDNN's flash attention on NVIDIA GPUs, 1.64x in training on an H100). This trains the dynamics
-model both ways, the other dropout equal, for several seeds, on
+too. Variants: ``torch`` (that dropout, explicit attention), ``fused`` (no attention dropout, so the
+attention is one fused kernel: ``jax.nn.dot_product_attention``, cuDNN's flash attention on NVIDIA
+GPUs, 1.64x in training on an H100) and ``pallas`` (that dropout inside this project's Pallas flash
+kernel, ``kernels/flash_attention.py``; its masks come from a hash instead of ``jax.random``, the
+layers' other dropout masks are the same as ``torch``'s; on CPUs the kernel runs interpreted).
+Each is trained for several seeds, the other dropout equal, on
 
 - ``toy``: the toy world's demonstrations (``dynaguide train dynamics --data toy``), evaluated on
   unseen episodes (another data seed);
 - ``tabletop``: the built-in world's CALVIN-format play as ``dynaguide demo`` prepares it (its RLDS
   dataset and feature cache, the demo's dynamics settings), evaluated on the validation split,
 
-and prints held-out future-patch MSE and behaviour-retrieval accuracy (``dynaguide eval
-dynamics``) per variant: mean, seed spread, and the variants' difference in units of that spread
-and of its standard error (t; paired t over the per-seed differences).
-Finished runs are kept (a rerun resumes); runs go to worker processes, one per core.
+and the script prints held-out future-patch MSE and behaviour-retrieval accuracy (``dynaguide eval
+dynamics``) of each variant against ``torch``: means, seed spread, and the difference in units of that
+spread and of its standard error (t; paired t over the per-seed differences).
+Finished runs are kept (a rerun resumes, and adds variants or seeds); runs go to worker processes,
+one per core.
 
     python benchmarks/attention_dropout.py --demo-dir runs/demo --out runs/attention_dropout
 """
@@ -26,7 +31,8 @@ import sys
 
 import numpy as np
 
-VARIANTS = {"torch": None, "fused": 0.0}  # attention-probability dropout: None = the layer's dropout
+# variant -> (attention-probability dropout: None = the layer's dropout, attention kernel in training)
+VARIANTS = {"torch": (None, "xla"), "fused": (0.0, "xla"), "pallas": (None, "pallas")}
 METRICS = {"mse": "held-out future-patch MSE", "retrieval": "behaviour retrieval from the prediction"}
 
 
@@ -80,8 +86,11 @@ def train_and_evaluate(dataset: str, variant: str, seed: int, run: str, args: di
     report = os.path.join(run, "eval", "eval_dynamics.json")
     if not os.path.exists(report):
         common = ["--out", run, "--seed", seed, "--steps", args["steps"], "--dropout", args["dropout"], "--quiet"]
-        if VARIANTS[variant] is not None:
-            common += ["--attention-dropout", VARIANTS[variant]]
+        rate, kernel = VARIANTS[variant]
+        if rate is not None:
+            common += ["--attention-dropout", rate]
+        if kernel != "xla":
+            common += ["--attention", kernel]
         if dataset == "toy":
             _cli(["train", "dynamics", "--data", "toy", "--episodes", args["episodes"], *common])
             _cli(["eval", "dynamics", "--run", run, "--data", "toy", "--episodes", max(4, args["episodes"] // 2),
@@ -97,30 +106,34 @@ def train_and_evaluate(dataset: str, variant: str, seed: int, run: str, args: di
 
 
 def summarise(reports: dict) -> list[dict]:
-    """Per dataset and metric: each variant's mean and sd over seeds, ``(fused - torch) / sd`` with sd
-    the pooled seed spread, ``t``: the difference over its standard error, and ``paired_t`` over the
-    per-seed differences'. Beyond seed noise (p < 0.05, two-sided) is |t| > 2.78 at 3 seeds per variant
-    (2.31 at 5), |paired t| > 4.30 at 3 seeds (2.78 at 5)."""
+    """Per dataset, metric and variant other than ``torch``: both variants' means and values, sd (the
+    pooled seed spread), ``difference`` (variant - torch), ``t``: the difference over its standard error,
+    and ``paired_t`` over the per-seed differences. Beyond seed noise (p < 0.05, two-sided) is |t| > 2.78
+    at 3 seeds per variant (2.31 at 5), |paired t| > 4.30 at 3 seeds (2.78 at 5)."""
     rows = []
     for dataset, by_variant in reports.items():
         for metric in METRICS:
-            vals = {v: np.array([_metric(r, metric) for r in runs]) for v, runs in by_variant.items()}
-            pooled = float(np.sqrt(np.mean([x.var(ddof=1) for x in vals.values()]))) if all(
-                len(x) > 1 for x in vals.values()) else float("nan")
-            diff = float(vals["fused"].mean() - vals["torch"].mean())
-            rows.append({"dataset": dataset, "metric": metric, "seeds": len(vals["torch"]),
-                         **{f"{v}_mean": float(x.mean()) for v, x in vals.items()},
-                         **{f"{v}_values": x.tolist() for v, x in vals.items()},
-                         "seed_sd": pooled, "difference": diff,
-                         "difference_in_sd": diff / pooled if pooled > 0 else float("nan"),
-                         "t": diff / (pooled * np.sqrt(sum(1 / len(x) for x in vals.values())))
-                         if pooled > 0 else float("nan"), "paired_t": _paired_t(vals["fused"] - vals["torch"])})
+            base = np.array([_metric(r, metric) for r in by_variant["torch"]])
+            for variant, runs in by_variant.items():
+                if variant == "torch":
+                    continue
+                vals = np.array([_metric(r, metric) for r in runs])
+                pooled = float(np.sqrt((base.var(ddof=1) + vals.var(ddof=1)) / 2)) if min(
+                    len(base), len(vals)) > 1 else float("nan")
+                diff = float(vals.mean() - base.mean())
+                rows.append({"dataset": dataset, "metric": metric, "variant": variant, "seeds": len(base),
+                             "torch_mean": float(base.mean()), "torch_values": base.tolist(),
+                             "variant_mean": float(vals.mean()), "variant_values": vals.tolist(),
+                             "seed_sd": pooled, "difference": diff,
+                             "difference_in_sd": diff / pooled if pooled > 0 else float("nan"),
+                             "t": diff / (pooled * np.sqrt(1 / len(base) + 1 / len(vals)))
+                             if pooled > 0 else float("nan"), "paired_t": _paired_t(vals - base)})
     return rows
 
 
 def _paired_t(d: np.ndarray) -> float:
     """Mean over standard error of per-seed differences (a seed fixes the initial weights and the batches
-    of both variants: only the dropout masks differ)."""
+    of both variants: only the attention dropout masks differ)."""
     sd = d.std(ddof=1)
     return float(d.mean() / (sd / np.sqrt(len(d)))) if sd > 0 else float("nan")
 
@@ -130,33 +143,37 @@ def _metric(report: dict, metric: str) -> float:
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| data | metric | seeds | torch (attention dropout) | fused (none) | seed sd | fused - torch "
-             "| t, paired t |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| data | metric | seeds | variant | torch (explicit, attention dropout) | variant mean | seed sd "
+             "| variant - torch | t, paired t |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         fmt = "{:.4f}" if r["metric"] == "mse" else "{:.1%}"
-        lines.append(f"| {r['dataset']} | {METRICS[r['metric']]} | {r['seeds']} | {fmt.format(r['torch_mean'])} | "
-                     f"{fmt.format(r['fused_mean'])} | {fmt.format(r['seed_sd'])} | "
+        lines.append(f"| {r['dataset']} | {METRICS[r['metric']]} | {r['seeds']} | {r['variant']} | "
+                     f"{fmt.format(r['torch_mean'])} | {fmt.format(r['variant_mean'])} | {fmt.format(r['seed_sd'])} | "
                      f"{fmt.format(r['difference'])} ({r['difference_in_sd']:+.1f} sd) | "
                      f"{r['t']:+.1f}, {r['paired_t']:+.1f} |")
     return "\n".join(lines)
 
 
 def plot(rows: list[dict], path: str) -> str:
+    """One panel per dataset and metric: every variant's per-seed values and mean."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(rows), figsize=(3 * len(rows), 3.2), squeeze=False)
-    for ax, r in zip(axes[0], rows):
-        for i, v in enumerate(VARIANTS):
-            ys = r[f"{v}_values"]
-            ax.scatter(np.full(len(ys), i), ys, label=v)
+    panels: dict = {}
+    for r in rows:
+        panel = panels.setdefault((r["dataset"], r["metric"]), {"torch": r["torch_values"]})
+        panel[r["variant"]] = r["variant_values"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), squeeze=False)
+    for ax, ((dataset, metric), values) in zip(axes[0], panels.items()):
+        for i, (variant, ys) in enumerate(values.items()):
+            ax.scatter(np.full(len(ys), i), ys, label=variant)
             ax.hlines(np.mean(ys), i - 0.25, i + 0.25, color="k")
-        ax.set(xticks=range(len(VARIANTS)), xticklabels=list(VARIANTS), xlim=(-0.6, len(VARIANTS) - 0.4),
-               title=f"{r['dataset']}: {r['metric']}")
-    fig.suptitle("attention-probability dropout (torch) vs none (fused), one point per seed")
+        ax.set(xticks=range(len(values)), xticklabels=list(values), xlim=(-0.6, len(values) - 0.4),
+               title=f"{dataset}: {metric}")
+    fig.suptitle("attention dropout: explicit (torch), none (fused), in the Pallas kernel; one point per seed")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -169,6 +186,8 @@ def main(argv=None) -> int:
     p.add_argument("--datasets", nargs="+", choices=["toy", "tabletop"], default=["toy", "tabletop"])
     p.add_argument("--demo-dir", default="runs/demo", help="a finished `dynaguide demo` output (tabletop data)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                   help="torch (the baseline, always trained) and the variants compared with it")
     p.add_argument("--dropout", type=float, default=0.1, help="the layers' dropout (the paper model's 0.1)")
     p.add_argument("--toy-steps", type=int, default=1000)
     p.add_argument("--toy-episodes", type=int, default=64, help="training episodes (held out: half as many)")
@@ -178,6 +197,9 @@ def main(argv=None) -> int:
         p.error(f"--seeds needs at least two seeds, each once (the seed spread is the yardstick), got {a.seeds}")
     if a.jobs is not None and a.jobs < 1:
         p.error(f"--jobs must be >= 1, got {a.jobs}")
+    variants = ["torch", *dict.fromkeys(v for v in a.variants if v != "torch")]
+    if len(variants) < 2:
+        p.error("--variants needs a variant to compare with torch (fused, pallas)")
     settings = {"dropout": a.dropout, "toy_steps": a.toy_steps, "toy_episodes": a.toy_episodes,
                 "demo_dir": os.path.abspath(a.demo_dir)}
     recorded = os.path.join(a.out, "settings.json")
@@ -201,11 +223,12 @@ def main(argv=None) -> int:
                 p.error(str(e))
             args = {"steps": cfg.dynamics_steps, "dropout": a.dropout, "rlds": rlds, "train": train, "val": val,
                     "batch": cfg.dynamics_batch, "lr": cfg.dynamics_lr, "model": cfg.dynamics_model}
-        for variant in VARIANTS:
+        for variant in variants:
             for seed in a.seeds:
                 name = f"{dataset}/{variant}-seed{seed}"
+                cost = (3.0 if dataset == "tabletop" else 1.0) * (2.0 if variant == "pallas" else 1.0)
                 tasks[name] = Task(train_and_evaluate, (dataset, variant, seed, os.path.join(a.out, name), args),
-                                   cost=3.0 if dataset == "tabletop" else 1.0)
+                                   cost=cost)
                 keys.append((dataset, variant, name))
     os.makedirs(a.out, exist_ok=True)
     with open(recorded, "w") as f:
@@ -221,7 +244,7 @@ def main(argv=None) -> int:
     rows = summarise(reports)
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "summary.json"), "w") as f:
-        json.dump({"dropout": a.dropout, "seeds": a.seeds, "rows": rows}, f, indent=2)
+        json.dump({"dropout": a.dropout, "seeds": a.seeds, "variants": variants, "rows": rows}, f, indent=2)
     print(format_table(rows))
     print(f"wrote {os.path.join(a.out, 'summary.json')}, {plot(rows, os.path.join(a.out, 'summary.png'))}")
     return 0

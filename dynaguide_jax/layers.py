@@ -5,8 +5,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dynaguide_jax.kernels.flash_attention import flash_attention
 
-ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn")
+ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn", "pallas")
 
 
 def check_attention(implementation: str) -> str:
@@ -18,13 +19,20 @@ def check_attention(implementation: str) -> str:
 def attend(q, k, v, *, dropout_rate: float = 0.0, dropout_rng=None, implementation: str = "xla") -> jax.Array:
     """Softmax attention over ``[B, T, heads, head_dim]`` q/k/v with scale ``1/sqrt(head_dim)``.
 
-    Without dropout this is ``jax.nn.dot_product_attention``: ``implementation="xla"`` runs
-    everywhere; ``"cudnn"`` asks for cuDNN's fused (flash) kernel, forward and backward, on NVIDIA
-    GPUs in bf16/fp16. Attention-probability dropout (torch's MultiheadAttention in training)
-    needs the explicit form.
+    ``implementation="xla"`` runs everywhere: ``jax.nn.dot_product_attention`` without dropout, the
+    explicit softmax with attention-probability dropout (torch's MultiheadAttention in training).
+    ``"cudnn"`` asks for cuDNN's fused (flash) kernel, forward and backward, on NVIDIA GPUs in
+    bf16/fp16, without dropout only. ``"pallas"`` is this project's flash kernel
+    (``kernels.flash_attention``), which keeps the dropout (a fresh mask per ``dropout_rng``), in any
+    dtype: compiled on NVIDIA GPUs (Triton), run by Pallas's interpreter on CPUs (no Pallas compiler
+    there: slow, for tests); not on TPUs.
     """
+    if check_attention(implementation) == "pallas":
+        rate = 0.0 if dropout_rng is None else dropout_rate
+        seed = jnp.zeros((1,), jnp.uint32) if rate == 0.0 else jax.random.bits(dropout_rng, (1,), jnp.uint32)
+        return _pallas_attention(q, k, v, rate, seed)
     if dropout_rng is None or dropout_rate == 0.0:
-        if check_attention(implementation) == "cudnn" and q.dtype not in (jnp.bfloat16, jnp.float16):
+        if implementation == "cudnn" and q.dtype not in (jnp.bfloat16, jnp.float16):
             raise ValueError(f"attention='cudnn' needs bfloat16 or float16 compute, got {q.dtype}; use 'xla'")
         try:
             return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
@@ -39,6 +47,31 @@ def attend(q, k, v, *, dropout_rate: float = 0.0, dropout_rng=None, implementati
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
     probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0).astype(v.dtype)
     return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+def _pallas_attention(q, k, v, rate: float, seed):
+    """The Pallas kernel; under a mesh (``jax.set_mesh``, as the dynamics trainer sets it) the batch is split
+    over all its axes with ``shard_map`` (XLA cannot partition a Pallas call itself), each shard drawing the
+    unsplit batch's dropout masks."""
+    backend = jax.default_backend()
+    if backend not in ("cpu", "gpu"):
+        raise ValueError(f"attention='pallas' runs on NVIDIA GPUs (Triton) and, interpreted, on CPUs; this backend "
+                         f"is {backend!r}: use attention='xla'")
+    interpret = backend == "cpu"
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return flash_attention(q, k, v, dropout_rate=rate, seed=seed, interpret=interpret)
+    if q.shape[0] % mesh.size:
+        raise ValueError(f"attention='pallas' splits the batch over the mesh's {mesh.size} devices: batch "
+                         f"{q.shape[0]} is not divisible by it")
+    axes = tuple(mesh.axis_names)
+
+    def local(q, k, v, seed):
+        offset = jax.lax.axis_index(axes) * q.shape[0]
+        return flash_attention(q, k, v, dropout_rate=rate, seed=seed, batch_offset=offset, interpret=interpret)
+
+    rows, whole = jax.sharding.PartitionSpec(axes), jax.sharding.PartitionSpec()
+    return jax.shard_map(local, in_specs=(rows, rows, rows, whole), out_specs=rows, check_vma=False)(q, k, v, seed)
 
 
 class SelfAttention(nn.Module):

@@ -1,5 +1,7 @@
 """Run in a subprocess with 8 fake CPU devices: train the same steps on several meshes and print
-the losses as JSON (``python -m tests.sharded_worker OUT_DIR``)."""
+the losses as JSON (``python -m tests.sharded_worker OUT_DIR``); the ``*_pallas`` runs train with the
+Pallas flash-attention kernel (attention dropout inside it, interpreted on CPU)."""
+import dataclasses
 import json
 import sys
 
@@ -27,8 +29,13 @@ def main(out):
                              async_checkpoints=False)
     devs = jax.devices()
     result = {"devices": len(devs)}
-    for name, mesh in (("one", make_mesh(1, devs[:1])), ("dp8", make_mesh(1, devs)), ("fsdp4x2", make_mesh(2, devs))):
-        r = train_dynamics(cfg, lambda s, rows: w.batch(s, 8, 0, rows), tc, f"{out}/{name}", mesh=mesh, progress=False)
+    pallas = dataclasses.replace(tc, attention="pallas")
+    for name, mesh, train_cfg in (("one", make_mesh(1, devs[:1]), tc), ("dp8", make_mesh(1, devs), tc),
+                                  ("fsdp4x2", make_mesh(2, devs), tc), ("one_pallas", make_mesh(1, devs[:1]), pallas),
+                                  ("dp8_pallas", make_mesh(1, devs), pallas),
+                                  ("fsdp4x2_pallas", make_mesh(2, devs), pallas)):
+        r = train_dynamics(cfg, lambda s, rows: w.batch(s, 8, 0, rows), train_cfg, f"{out}/{name}", mesh=mesh,
+                           progress=False)
         result[name] = [loss for _, loss in r.losses]
         leaf = r.params["layers_0"]["linear1"]["kernel"]
         result[name + "_sharding"] = str(leaf.sharding.spec)

@@ -16,7 +16,7 @@ from dynaguide_jax.dynamics.model import flops_per_sample
 from tests.test_cli import ENV
 
 
-def test_training_benchmark_rows_cover_every_setting():
+def test_training_benchmark_rows_cover_every_setting(capsys):
     printed = []
     rows = run_training(TrainBenchConfig(global_batch=4, steps=1, dtypes=("float32",), preset="small"),
                         emit=printed.append)
@@ -28,7 +28,8 @@ def test_training_benchmark_rows_cover_every_setting():
         assert r["bench"] == "dynamics_train_step" and r["attention"] == "xla"  # no cuDNN on a CPU
         assert r["samples_per_s"] == pytest.approx(4 / (r["step_ms"] / 1e3), rel=0.02)
         assert "mfu" not in r  # a CPU has no known peak
-    with pytest.raises(ValueError, match="attention variants are 'torch' and 'fused'"):
+    assert capsys.readouterr().err.count("pallas rows skipped") == 1  # the default's third variant: GPU/TPU only
+    with pytest.raises(ValueError, match="attention variants are 'torch', 'fused' and 'pallas'"):
         run_training(TrainBenchConfig(global_batch=4, steps=1, attention=("flash",), preset="small"))
 
 
@@ -68,7 +69,12 @@ def test_input_benchmark_rejects_too_few_frames():
 def test_attention_dropout_statistics():
     study = _study_module()
     runs = lambda values: [{"mse": v, "retrieval": {}} for v in values]  # noqa: E731
-    row = study.summarise({"toy": {"torch": runs([1.0, 2.0, 3.0]), "fused": runs([2.0, 3.0, 5.0])}})[0]
+    rows = study.summarise({"toy": {"torch": runs([1.0, 2.0, 3.0]), "fused": runs([2.0, 3.0, 5.0]),
+                                    "pallas": runs([1.0, 2.0, 3.0])}})
+    assert [(r["metric"], r["variant"]) for r in rows] == [
+        ("mse", "fused"), ("mse", "pallas"), ("retrieval", "fused"), ("retrieval", "pallas")]
+    assert rows[1]["difference"] == 0.0 and rows[1]["seed_sd"] == pytest.approx(1.0)
+    row = rows[0]
     # pooled sd sqrt((1 + 7/3) / 2); t = (10/3 - 2) / (sd * sqrt(2/3)); per-seed differences 1, 1, 2
     sd = ((1 + 7 / 3) / 2) ** 0.5
     assert row["seed_sd"] == pytest.approx(sd) and row["difference"] == pytest.approx(4 / 3)
@@ -88,28 +94,36 @@ def _study_module():
 
 
 @pytest.mark.slow
-def test_attention_dropout_study_trains_both_variants_and_resumes(tmp_path):
-    """benchmarks/attention_dropout.py: both variants per seed (the attention dropout is what differs),
-    a summary table, JSON and plot; a rerun trains nothing; bad input is one line, exit status 2."""
+def test_attention_dropout_study_trains_every_variant_and_resumes(tmp_path):
+    """benchmarks/attention_dropout.py: every variant per seed (the attention dropout and its kernel are
+    what differ), a summary table, JSON and plot; a rerun trains nothing, a rerun with another variant
+    trains only that; bad input is one line, exit status 2."""
     out = tmp_path / "study"
     cmd = [sys.executable, "benchmarks/attention_dropout.py", "--datasets", "toy", "--seeds", "0", "1",
            "--toy-steps", "2", "--toy-episodes", "8", "--jobs", "1", "--out", str(out)]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+    p = subprocess.run([*cmd, "--variants", "fused"], capture_output=True, text=True, env=ENV)
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.count(": done") == 4
     rows = {r["metric"]: r for r in json.loads((out / "summary.json").read_text())["rows"]}
-    assert set(rows) == {"mse", "retrieval"}
-    assert len(rows["mse"]["torch_values"]) == len(rows["mse"]["fused_values"]) == 2
+    assert set(rows) == {"mse", "retrieval"} and rows["mse"]["variant"] == "fused"
+    assert len(rows["mse"]["torch_values"]) == len(rows["mse"]["variant_values"]) == 2
     assert rows["mse"]["difference"] == pytest.approx(
-        sum(rows["mse"]["fused_values"]) / 2 - sum(rows["mse"]["torch_values"]) / 2)
-    for variant, rate in (("torch", 0.1), ("fused", 0.0)):
-        model = json.loads((out / "toy" / f"{variant}-seed1" / "config.json").read_text())["dynamics"]
+        sum(rows["mse"]["variant_values"]) / 2 - sum(rows["mse"]["torch_values"]) / 2)
+    assert "| toy | held-out future-patch MSE | 2 | fused |" in p.stdout
+    more = subprocess.run(cmd, capture_output=True, text=True, env=ENV)  # default: every variant
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert more.stdout.count(": done") == 2 and "pallas seed 0: done" in more.stdout
+    for variant, rate, kernel in (("torch", 0.1, "xla"), ("fused", 0.0, "xla"), ("pallas", 0.1, "pallas")):
+        run_cfg = json.loads((out / "toy" / f"{variant}-seed1" / "config.json").read_text())
+        model = run_cfg["dynamics"]
         assert DynamicsConfig.from_dict(model).attention_dropout_rate == rate and model["dropout"] == 0.1
-    assert "| toy | held-out future-patch MSE | 2 |" in p.stdout
+        assert run_cfg["train"]["attention"] == kernel and model["attention"] == "xla"  # the saved model: portable
+    assert "| toy | held-out future-patch MSE | 2 | pallas |" in more.stdout
     assert (out / "summary.png").stat().st_size > 5_000
     again = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
     assert again.returncode == 0 and ": done" not in again.stdout and "| toy |" in again.stdout
     for flags, message in ((["--seeds", "0"], "at least two seeds"), (["--seeds", "0", "0"], "each once"),
+                           (["--variants", "torch"], "needs a variant to compare"),
                            (["--jobs", "0"], "--jobs must be >= 1"),
                            (["--datasets", "tabletop", "--demo-dir", str(tmp_path / "none"), "--out",
                              str(tmp_path / "other")], "run `dynaguide demo --out-dir"),

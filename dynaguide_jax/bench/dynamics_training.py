@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -34,8 +35,10 @@ class TrainBenchConfig:
     dtypes: tuple[str, ...] = ("float32", "bfloat16")
     steps: int = 10
     # "torch": dropout on attention probabilities too, as torch's layer (explicit attention);
-    # "fused": no attention-probability dropout, so attention is one fused kernel (cuDNN on NVIDIA GPUs in bf16)
-    attention: tuple[str, ...] = ("torch", "fused")
+    # "fused": no attention-probability dropout, so attention is one fused kernel (cuDNN on NVIDIA GPUs in bf16);
+    # "pallas": the dropout kept, inside this project's flash kernel (kernels/flash_attention.py; NVIDIA GPU rows
+    # only: on CPUs Pallas only interprets)
+    attention: tuple[str, ...] = ("torch", "fused", "pallas")
     preset: str = "paper"
     peak_tflops: float = 0.0  # per device; 0 = look up the device kind
 
@@ -67,9 +70,15 @@ def run(cfg: TrainBenchConfig, emit=print) -> list[dict]:
               "future_image": jax.random.randint(key, (b, 200, 200, 3), 0, 256).astype(jnp.uint8)}
     common = {"proprio": jnp.zeros((b, dyn.proprio_dim)), "actions": jnp.zeros((b, dyn.horizon, dyn.action_dim))}
     for dtype, variant, mode in itertools.product(cfg.dtypes, cfg.attention, cfg.modes):
-        if variant not in ("torch", "fused"):
-            raise ValueError(f"attention variants are 'torch' and 'fused', got {variant!r}")
+        if variant not in ("torch", "fused", "pallas"):
+            raise ValueError(f"attention variants are 'torch', 'fused' and 'pallas', got {variant!r}")
+        if variant == "pallas" and env["platform"] != "gpu":
+            if mode == cfg.modes[0] and dtype == cfg.dtypes[0]:
+                print(f"pallas rows skipped: the kernel compiles for NVIDIA GPUs only (platform {env['platform']}; "
+                      "on CPUs it runs interpreted, a correctness mode, not a speed)", file=sys.stderr)
+            continue
         kernel = "cudnn" if variant == "fused" and dtype != "float32" and env["platform"] == "gpu" else "xla"
+        kernel = "pallas" if variant == "pallas" else kernel
         model = dyn.replace(dtype=dtype, attention=kernel, attention_dropout=0.0 if variant == "fused" else None)
         encoder = DinoV2(enc.replace(dtype=dtype, attention=kernel))
         batch = jax.device_put({**common, **(feats if mode == "features" else pixels)}, shard)
@@ -86,7 +95,8 @@ def run(cfg: TrainBenchConfig, emit=print) -> list[dict]:
         state = [jax.tree.map(jnp.copy, params), opt.init(params)]
 
         def one_step(i):
-            state[0], state[1], loss = step(*state, batch, jax.random.fold_in(key, i))
+            with jax.set_mesh(mesh):  # as the trainer: a Pallas attention kernel splits the batch over the mesh
+                state[0], state[1], loss = step(*state, batch, jax.random.fold_in(key, i))
             return loss
 
         compile_s, sec = time_steps(step, one_step, cfg.steps)

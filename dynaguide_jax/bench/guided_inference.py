@@ -43,7 +43,8 @@ class BenchConfig:
     num_goals: int = 20
     reps: int = 10
     unroll: tuple[int, ...] = (1,)  # loop unrolling of the step/repeat loops; >= 10 unrolls everything
-    attention: tuple[str, ...] = ("xla", "cudnn")  # "cudnn" rows: NVIDIA GPUs, bf16/fp16 only
+    # "cudnn" rows: NVIDIA GPUs, bf16/fp16 only; "pallas" (kernels/flash_attention.py): NVIDIA GPUs
+    attention: tuple[str, ...] = ("xla", "cudnn", "pallas")
     quick: bool = False
     preset: str = "paper"  # "small": tiny models, to check the pipeline in seconds
     policy: bool = True  # also time the image diffusion policy (unguided chunk, training step)
@@ -71,9 +72,11 @@ def guidance_models(cfg: BenchConfig):
 
 
 def attention_variants(cfg: BenchConfig, dtype: str) -> list[str]:
-    """The attention implementations that can run here for ``dtype`` (cuDNN: NVIDIA GPU, half precision)."""
-    cudnn_ok = jax.devices()[0].platform == "gpu" and dtype in ("bfloat16", "float16")
-    return [a for a in cfg.attention if a == "xla" or cudnn_ok]
+    """The attention implementations that can run here for ``dtype`` (cuDNN: NVIDIA GPU, half precision;
+    Pallas: compiled on NVIDIA GPUs, only interpreted on CPUs)."""
+    platform = jax.devices()[0].platform
+    ok = {"xla": True, "cudnn": platform == "gpu" and dtype in ("bfloat16", "float16"), "pallas": platform == "gpu"}
+    return [a for a in cfg.attention if ok.get(a, True)]
 
 
 def run_benchmark(cfg: BenchConfig, emit=print) -> list[dict]:

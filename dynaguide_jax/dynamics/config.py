@@ -32,7 +32,7 @@ class DynamicsConfig:
     ffn_dim: int = 2048
     dropout: float = 0.1
     attention_dropout: float | None = None  # None: ``dropout``, as torch's layer; 0 allows fused attention
-    attention: str = "xla"  # "cudnn": fused flash attention on NVIDIA GPUs (bf16), see layers.attend
+    attention: str = "xla"  # "cudnn" (NVIDIA, bf16) / "pallas" (keeps dropout): fused flash attention, layers.attend
     pallas: str = "off"  # "on" / "interpret" (CPU): fused Pallas layer epilogues (eval only), see kernels/
     layer_norm_eps: float = 1e-5
     num_predicted_tokens: int | None = None

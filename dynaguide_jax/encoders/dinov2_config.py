@@ -30,7 +30,7 @@ class DinoV2Config:
     interpolate_offset: float = 0.1
     interpolate_antialias: bool = False
     dtype: str = "float32"
-    attention: str = "xla"  # "cudnn": fused flash attention on NVIDIA GPUs (bf16), see layers.attend
+    attention: str = "xla"  # "cudnn" (NVIDIA, bf16) / "pallas" (keeps dropout): fused flash attention, layers.attend
 
     def __post_init__(self):
         check_attention(self.attention)

@@ -25,6 +25,7 @@ from dynaguide_jax.diffusion.schedule import DDIMSchedule
 from dynaguide_jax.dynamics.config import DynamicsConfig
 from dynaguide_jax.dynamics.fit import dynamics_update
 from dynaguide_jax.dynamics.model import flops_per_sample, init_dynamics
+from dynaguide_jax.layers import ATTENTION_IMPLEMENTATIONS, check_attention
 from dynaguide_jax.training.checkpoints import CheckpointManager, read_run_json, restore_latest
 from dynaguide_jax.training.mesh import global_batch, make_mesh, param_sharding, process_rows, replicated
 from dynaguide_jax.training.prefetch import Prefetcher
@@ -48,6 +49,11 @@ class DynamicsTrainConfig:
     seed: int = 0
     peak_tflops: float = 0.0  # per device; > 0 adds model FLOP utilisation to the metrics
     prefetch: int = 2  # batches read and sent to the devices ahead, on background threads (0: in the loop)
+    attention: str = dataclasses.field(default="xla", metadata={
+        "choices": ATTENTION_IMPLEMENTATIONS,
+        "help": "attention kernel of the training step: pallas = a fused flash kernel that keeps the attention "
+                "dropout (NVIDIA GPUs; interpreted on CPUs, slow), cudnn = fused only where --attention-dropout is 0 "
+                "(NVIDIA, bf16), xla = explicit (everywhere)"})
 
     def __post_init__(self):  # checked before a run directory is touched
         for name in ("steps", "global_batch", "fsdp", "checkpoint_every", "keep_checkpoints", "log_every"):
@@ -57,6 +63,7 @@ class DynamicsTrainConfig:
         check_positive("DynamicsTrainConfig.learning_rate", self.learning_rate)
         check_positive("DynamicsTrainConfig.peak_tflops", self.peak_tflops, allow_zero=True)
         check_dtype_name("DynamicsTrainConfig.compute_dtype", self.compute_dtype)
+        check_attention(self.attention)
 
 
 class DynamicsTrainResult(NamedTuple):
@@ -81,7 +88,13 @@ def make_train_step(config: DynamicsConfig, optimizer, schedule: DDIMSchedule | 
                                                   batch, key, progress)
         return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, loss
 
-    return jax.jit(step, donate_argnums=0, out_shardings=(state_sharding, replicated(mesh)))
+    jitted = jax.jit(step, donate_argnums=0, out_shardings=(state_sharding, replicated(mesh)))
+
+    def run(state, batch, key):
+        with jax.set_mesh(mesh):  # traced under the mesh: a Pallas attention kernel splits the batch over it
+            return jitted(state, batch, key)
+
+    return run
 
 
 def train_dynamics(config: DynamicsConfig, batches: Callable[[int, slice], dict], cfg: DynamicsTrainConfig,
@@ -95,7 +108,7 @@ def train_dynamics(config: DynamicsConfig, batches: Callable[[int, slice], dict]
     mesh = mesh or make_mesh(cfg.fsdp)
     if cfg.global_batch % mesh.devices.size:
         raise ValueError(f"global_batch {cfg.global_batch} must be divisible by {mesh.devices.size} devices")
-    model_cfg = config.replace(dtype=cfg.compute_dtype)
+    model_cfg = config.replace(dtype=cfg.compute_dtype, attention=cfg.attention)
     optimizer = optax.adam(cfg.learning_rate)
     base_key = jax.random.key(cfg.seed)
     params = init_params if init_params is not None else init_dynamics(config, jax.random.fold_in(base_key, 10**6))
