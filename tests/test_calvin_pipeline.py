@@ -278,12 +278,14 @@ def test_cli_build_cache_goals_and_train_from_rlds(tmp_path, capsys):
     assert counts["dropped"] == {"red_displace": 1} and counts["keep_fraction"] == 1.0
     goals = np.load(tmp_path / "goals" / "goals_drawer_open.npz")
     assert goals["images"].shape == (1, 24, 24, 3) and goals["actions"].shape == (1, 16, 7)
-    cli("train", "dynamics", "--data", "rlds", "--rlds", ds, "--features", tmp_path / "feats", "--model", "small",
-        "--steps", "3", "--global-batch", "4", "--dropout", "0.2", "--attention-dropout", "0", "--out",
-        tmp_path / "dyn", "--quiet")
+    out = cli("train", "dynamics", "--data", "rlds", "--rlds", ds, "--features", tmp_path / "feats", "--model",
+              "small", "--steps", "3", "--global-batch", "4", "--dropout", "0.2", "--attention-dropout", "0",
+              "--attention", "pallas", "--out", tmp_path / "dyn", "--quiet")
+    assert "runs interpreted on this CPU backend" in out
     assert (tmp_path / "dyn" / "checkpoints" / "3").exists()
     run_cfg = json.loads((tmp_path / "dyn" / "config.json").read_text())
     assert (run_cfg["dynamics"]["dropout"], run_cfg["dynamics"]["attention_dropout"]) == (0.2, 0.0)
+    assert run_cfg["train"]["attention"] == "pallas" and run_cfg["dynamics"]["attention"] == "xla"
     info = run_cfg["data"]
     assert info["action_transform"]["mode"] == "clip" and info["action_field"] == "rel_action"
     assert info["target"] == "segment_end"

@@ -92,7 +92,15 @@ def run(args) -> int:
     for flag, rate in (("--dropout", args.dropout), ("--attention-dropout", args.attention_dropout)):
         if rate is not None and not 0.0 <= rate < 1.0:
             raise ValueError(f"{flag} must be in [0, 1), got {rate}")
+    import jax
+
+    if cfg.attention == "pallas" and jax.default_backend() not in ("cpu", "gpu"):
+        raise ValueError(f"--attention pallas runs on NVIDIA GPUs (and interpreted on CPUs), not on "
+                         f"{jax.default_backend()!r}: use --attention xla")
     prepare_output_dir(args.out)
+    if cfg.attention == "pallas" and jax.default_backend() == "cpu" and jax.process_index() == 0:
+        print("attention: the Pallas kernel runs interpreted on this CPU backend (a correctness mode, slower than "
+              "--attention xla; it compiles on NVIDIA GPUs)")
     if args.data == "toy":
         from dynaguide_jax.data.toy import toy_dynamics_data
 
@@ -107,8 +115,6 @@ def run(args) -> int:
     model_cfg = with_dropout(model_cfg, args.dropout, args.attention_dropout)
     result = train_dynamics(model_cfg, lambda step, rows: windows.batch(step, cfg.global_batch, cfg.seed, rows),
                             cfg, args.out, progress=not args.quiet, stop_after=args.stop_after, data_info=info)
-    import jax
-
     if jax.process_index() == 0:
         if result.resumed_from is not None:
             print(f"resumed from step {result.resumed_from}")
