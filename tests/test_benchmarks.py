@@ -18,19 +18,24 @@ from tests.test_cli import ENV
 
 def test_training_benchmark_rows_cover_every_setting(capsys):
     printed = []
-    rows = run_training(TrainBenchConfig(global_batch=4, steps=1, dtypes=("float32",), preset="small"),
+    rows = run_training(TrainBenchConfig(global_batch=(4,), steps=1, dtypes=("float32",), preset="small"),
                         emit=printed.append)
     assert [json.loads(p) for p in printed] == rows
     assert sorted((r["input"], r["variant"]) for r in rows) == [
         ("features", "fused"), ("features", "torch"), ("pixels", "fused"), ("pixels", "torch")]
+    assert all(r["remat"] is False for r in rows)
     assert all(r["attention_dropout"] == 0.0 for r in rows if r["variant"] == "fused")
     for r in rows:
         assert r["bench"] == "dynamics_train_step" and r["attention"] == "xla"  # no cuDNN on a CPU
-        assert r["samples_per_s"] == pytest.approx(4 / (r["step_ms"] / 1e3), rel=0.02)
+        assert r["samples_per_s"] == pytest.approx(r["global_batch"] / (r["step_ms"] / 1e3), rel=0.02)
         assert "mfu" not in r  # a CPU has no known peak
     assert capsys.readouterr().err.count("pallas rows skipped") == 1  # the default's third variant: GPU/TPU only
     with pytest.raises(ValueError, match="attention variants are 'torch', 'fused' and 'pallas'"):
-        run_training(TrainBenchConfig(global_batch=4, steps=1, attention=("flash",), preset="small"))
+        run_training(TrainBenchConfig(global_batch=(4,), steps=1, attention=("flash",), preset="small"))
+    # a batch-size sweep with and without remat: one row per setting
+    sweep = run_training(TrainBenchConfig(global_batch=(2, 4), steps=1, dtypes=("float32",), attention=("torch",),
+                                          modes=("features",), remat=(False, True), preset="small"), emit=print)
+    assert [(r["global_batch"], r["remat"]) for r in sweep] == [(2, False), (2, True), (4, False), (4, True)]
 
 
 def test_peak_lookup():
@@ -132,3 +137,14 @@ def test_attention_dropout_study_trains_every_variant_and_resumes(tmp_path):
                              text=True, env=ENV)
         assert bad.returncode == 2 and message in bad.stderr, (flags, bad.stderr[-500:])
     assert not (tmp_path / "other").exists()
+
+
+def test_training_benchmark_flags_parse_sweeps():
+    from dynaguide_jax.cli.bench import dynamics_training_parser
+    from dynaguide_jax.cli.dataclass_args import dataclass_from_args
+
+    args = dynamics_training_parser().parse_args(["--global-batch", "128", "256", "--remat", "false", "true"])
+    cfg = dataclass_from_args(TrainBenchConfig, args)
+    assert cfg.global_batch == (128, 256) and cfg.remat == (False, True)
+    with pytest.raises(SystemExit):
+        dynamics_training_parser().parse_args(["--remat", "maybe"])

@@ -269,3 +269,22 @@ def test_fit_and_loss_bad_inputs_name_the_input():
     with pytest.raises(FloatingPointError, match="loss is nan at step 0"):
         fit_dynamics(cfg, params, lambda i: dict(batch, future_patches=batch["future_patches"] * jnp.nan), steps=1,
                      key=key, progress=False)
+
+
+def test_remat_changes_memory_not_results():
+    from dynaguide_jax.dynamics.loss import dynamics_loss
+
+    cfg = DynamicsConfig.preset("small").replace(dropout=0.1)
+    params = init_dynamics(cfg, jax.random.key(0))
+    remat_params = init_dynamics(cfg.replace(remat=True), jax.random.key(0))
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), params, remat_params))
+    ks = jax.random.split(jax.random.key(1), 4)
+    batch = {"patches": jax.random.normal(ks[0], (3, 16, 64)), "proprio": jax.random.normal(ks[1], (3, 15)),
+             "actions": jax.random.normal(ks[2], (3, 16, 7)), "future_patches": jax.random.normal(ks[3], (3, 16, 64))}
+    grad = lambda c: jax.value_and_grad(lambda p: dynamics_loss(c, p, batch, jax.random.key(2)))(params)  # noqa
+    (l0, g0), (l1, g1) = grad(cfg), grad(cfg.replace(remat=True))  # same dropout masks: same loss and gradients
+    np.testing.assert_allclose(l1, l0, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    with pytest.raises(ValueError, match="remat must be true or false"):
+        cfg.replace(remat="yes")

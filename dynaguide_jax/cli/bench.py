@@ -57,8 +57,8 @@ def run_dynamics_training(argv=None) -> int:
 
     args = dynamics_training_parser().parse_args(argv)
     cfg = dataclass_from_args(TrainBenchConfig, args)
-    if jax.devices()[0].platform == "cpu" and args.global_batch == TrainBenchConfig.global_batch:
-        cfg = dataclasses.replace(cfg, global_batch=8, steps=3)  # a CPU cannot do 256 in useful time
+    if jax.devices()[0].platform == "cpu" and cfg.global_batch == TrainBenchConfig.global_batch:
+        cfg = dataclasses.replace(cfg, global_batch=(8,), steps=3)  # a CPU cannot do 256 in useful time
     run(cfg)
     return 0
 

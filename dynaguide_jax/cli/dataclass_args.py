@@ -31,7 +31,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip=(), only_given
         hint = str(hints[f.name])
         kw: dict = {"default": argparse.SUPPRESS if only_given else f.default, "dest": f.name}
         if "tuple" in hint:
-            elem = float if "float" in hint else int if "int" in hint else str
+            elem = float if "float" in hint else int if "int" in hint else _parse_bool if "bool" in hint else str
             kw.update(nargs="+", type=elem, help=f"default: {' '.join(map(str, f.default))}")
         elif hints[f.name] is bool:
             kw.update(type=_parse_bool, help=f"true/false (default: {f.default})")

@@ -36,6 +36,7 @@ class DynamicsConfig:
     pallas: str = "off"  # "on" / "interpret" (CPU): fused Pallas layer epilogues (eval only), see kernels/
     layer_norm_eps: float = 1e-5
     num_predicted_tokens: int | None = None
+    remat: bool = False  # recompute each layer's activations in the backward (less memory, ~1/3 more FLOPs)
     dtype: str = "float32"
 
     def __post_init__(self):
@@ -61,6 +62,8 @@ class DynamicsConfig:
         if self.predicted_tokens > self.num_cameras * self.patches_per_camera:
             raise ValueError("num_predicted_tokens exceeds the number of image tokens")
         check_attention(self.attention)
+        if not isinstance(self.remat, bool):
+            raise ValueError(f"DynamicsConfig.remat must be true or false, got {self.remat!r}")
         if self.pallas not in PALLAS_MODES:
             raise ValueError(f"DynamicsConfig.pallas must be one of {PALLAS_MODES}, got {self.pallas!r}")
 

@@ -80,8 +80,9 @@ class LatentDynamics(nn.Module):
         x = jnp.concatenate(tokens, axis=1)
         pos = self.param("pos_embedding", nn.initializers.normal(1.0), (1, c.num_tokens, c.feature_dim))
         x = x + pos.astype(x.dtype)
+        layer = nn.remat(PostNormEncoderLayer, static_argnums=(2,)) if c.remat else PostNormEncoderLayer
         for i in range(c.num_layers):
-            x = PostNormEncoderLayer(c, name=f"layers_{i}")(x, deterministic)
+            x = layer(c, name=f"layers_{i}")(x, deterministic)
         return x[:, : c.predicted_tokens].astype(jnp.float32)
 
 
