@@ -49,15 +49,21 @@ def attend(q, k, v, *, dropout_rate: float = 0.0, dropout_rng=None, implementati
     return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
 
 
-def _pallas_attention(q, k, v, rate: float, seed):
-    """The Pallas kernel; under a mesh (``jax.set_mesh``, as the dynamics trainer sets it) the batch is split
-    over all its axes with ``shard_map`` (XLA cannot partition a Pallas call itself), each shard drawing the
-    unsplit batch's dropout masks."""
+def pallas_interpreted() -> bool:
+    """Whether ``attention="pallas"`` runs interpreted here (a CPU backend) rather than compiled (an NVIDIA GPU);
+    other backends raise."""
     backend = jax.default_backend()
     if backend not in ("cpu", "gpu"):
         raise ValueError(f"attention='pallas' runs on NVIDIA GPUs (Triton) and, interpreted, on CPUs; this backend "
                          f"is {backend!r}: use attention='xla'")
-    interpret = backend == "cpu"
+    return backend == "cpu"
+
+
+def _pallas_attention(q, k, v, rate: float, seed):
+    """The Pallas kernel; under a mesh (``jax.set_mesh``, as the dynamics trainer sets it) the batch is split
+    over all its axes with ``shard_map`` (XLA cannot partition a Pallas call itself), each shard drawing the
+    unsplit batch's dropout masks."""
+    interpret = pallas_interpreted()
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or mesh.size == 1:
         return flash_attention(q, k, v, dropout_rate=rate, seed=seed, interpret=interpret)

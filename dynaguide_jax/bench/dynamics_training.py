@@ -66,14 +66,17 @@ def run(cfg: TrainBenchConfig, emit=print) -> list[dict]:
     for variant in cfg.attention:
         if variant not in ("torch", "fused", "pallas"):
             raise ValueError(f"attention variants are 'torch', 'fused' and 'pallas', got {variant!r}")
-    if "pallas" in cfg.attention and env["platform"] != "gpu":
+    for mode in cfg.modes:
+        if mode not in ("features", "pixels"):
+            raise ValueError(f"modes are 'features' and 'pixels', got {mode!r}")
+    variants = cfg.attention
+    if "pallas" in variants and env["platform"] != "gpu":
         print(f"pallas rows skipped: the kernel compiles for NVIDIA GPUs only (platform {env['platform']}; "
               "on CPUs it runs interpreted, a correctness mode, not a speed)", file=sys.stderr)
+        variants = tuple(v for v in variants if v != "pallas")
     for b in cfg.global_batch:
-        batches = _inputs(dyn, b, key, mesh)
-        for dtype, variant, mode, remat in itertools.product(cfg.dtypes, cfg.attention, cfg.modes, cfg.remat):
-            if variant == "pallas" and env["platform"] != "gpu":
-                continue
+        batches = _inputs(dyn, b, key, mesh, cfg.modes)
+        for dtype, variant, mode, remat in itertools.product(cfg.dtypes, variants, cfg.modes, cfg.remat):
             kernel = "cudnn" if variant == "fused" and dtype != "float32" and env["platform"] == "gpu" else "xla"
             kernel = "pallas" if variant == "pallas" else kernel
             model = dyn.replace(dtype=dtype, attention=kernel, remat=remat,
@@ -96,18 +99,18 @@ def run(cfg: TrainBenchConfig, emit=print) -> list[dict]:
     return rows
 
 
-
-def _inputs(dyn: DynamicsConfig, b: int, key, mesh) -> dict:
-    """Random global batches of ``b`` samples per input mode, sharded over the mesh's batch axes."""
+def _inputs(dyn: DynamicsConfig, b: int, key, mesh, modes) -> dict:
+    """Random global batches of ``b`` samples for each input mode in ``modes``, sharded over the mesh's batch
+    axes."""
     n_img = dyn.num_cameras * dyn.patches_per_camera
     common = {"proprio": jnp.zeros((b, dyn.proprio_dim)), "actions": jnp.zeros((b, dyn.horizon, dyn.action_dim))}
-    feats = {"patches": jax.random.normal(key, (b, n_img, dyn.feature_dim)),
-             "future_patches": jax.random.normal(key, (b, n_img, dyn.feature_dim))}
-    pixels = {"image": jax.random.randint(key, (b, 200, 200, 3), 0, 256).astype(jnp.uint8),
-              "future_image": jax.random.randint(key, (b, 200, 200, 3), 0, 256).astype(jnp.uint8)}
-    shard = batch_sharding(mesh)
-    return {"features": jax.device_put({**common, **feats}, shard),
-            "pixels": jax.device_put({**common, **pixels}, shard)}
+    make = {
+        "features": lambda: {"patches": jax.random.normal(key, (b, n_img, dyn.feature_dim)),
+                             "future_patches": jax.random.normal(key, (b, n_img, dyn.feature_dim))},
+        "pixels": lambda: {"image": jax.random.randint(key, (b, 200, 200, 3), 0, 256).astype(jnp.uint8),
+                           "future_image": jax.random.randint(key, (b, 200, 200, 3), 0, 256).astype(jnp.uint8)},
+    }
+    return {mode: jax.device_put({**common, **make[mode]()}, batch_sharding(mesh)) for mode in modes}
 
 
 def _time_step(model, encoder, enc_params, size, params, opt, batch, mode, key, mesh, steps) -> tuple[float, float]:

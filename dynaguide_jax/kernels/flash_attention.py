@@ -75,8 +75,9 @@ def _dot(a, b, trans_a: bool = False, trans_b: bool = False):
     return jax.lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
 
 
-def _positions(block: int, index, size: int):
-    return block * index + jax.lax.broadcasted_iota(jnp.int32, (size,), 0)
+def _positions(block: int, index):
+    """Positions ``[block]`` of block number ``index``."""
+    return block * index + jax.lax.broadcasted_iota(jnp.int32, (block,), 0)
 
 
 def _scores(q, k, rows, cols, t_k: int, scale: float):
@@ -98,12 +99,12 @@ def _times(x, z):
 def _fwd_kernel(bh, seed, qi, q_ref, k_ref, v_ref, o_ref, lse_ref, *, scale, rate, t_k, block_k):
     q = q_ref[...]
     bq = q.shape[0]
-    rows = _positions(bq, qi, bq)
+    rows = _positions(bq, qi)
 
     def body(j, carry):
         m, total, acc = carry
         keys = pl.ds(pl.multiple_of(j * block_k, block_k), block_k)
-        cols = _positions(block_k, j, block_k)
+        cols = _positions(block_k, j)
         s = _scores(q, k_ref[keys, :], rows, cols, t_k, scale)
         m_new = jnp.maximum(m, jnp.max(s, axis=-1))
         alpha = jnp.exp(m - m_new)
@@ -124,12 +125,12 @@ def _dkdv_kernel(bh, seed, ki, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, 
                  scale, rate, t_k, block_q):
     k, v = k_ref[...], v_ref[...]
     bk = k.shape[0]
-    cols = _positions(bk, ki, bk)
+    cols = _positions(bk, ki)
 
     def body(i, carry):
         dk, dv = carry
         queries = pl.ds(pl.multiple_of(i * block_q, block_q), block_q)
-        rows = _positions(block_q, i, block_q)
+        rows = _positions(block_q, i)
         q, do = q_ref[queries, :], do_ref[queries, :]
         p = jnp.exp(_scores(q, k, rows, cols, t_k, scale) - lse_ref[queries][:, None])
         z = _dropout_scale(seed, bh, rows, cols, t_k, rate)
@@ -147,12 +148,12 @@ def _dq_kernel(bh, seed, qi, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dq
                block_k):
     q, do = q_ref[...], do_ref[...]
     bq = q.shape[0]
-    rows = _positions(bq, qi, bq)
+    rows = _positions(bq, qi)
     lse, delta = lse_ref[...][:, None], delta_ref[...][:, None]
 
     def body(j, dq):
         keys = pl.ds(pl.multiple_of(j * block_k, block_k), block_k)
-        cols = _positions(block_k, j, block_k)
+        cols = _positions(block_k, j)
         k = k_ref[keys, :]
         p = jnp.exp(_scores(q, k, rows, cols, t_k, scale) - lse)
         dpd = _times(_dot(do, v_ref[keys, :], trans_b=True), _dropout_scale(seed, bh, rows, cols, t_k, rate))
@@ -305,8 +306,8 @@ def flash_attention(q, k, v, *, dropout_rate: float = 0.0, seed=None, batch_offs
 
     ``seed`` (uint32 ``[1]``, e.g. ``jax.random.bits(key, (1,), jnp.uint32)``) picks the dropout mask;
     it is needed when ``dropout_rate > 0`` and ignored otherwise; ``batch_offset`` (int or int32 scalar):
-    the global batch index of ``q``'s first row, for a batch split over devices. Matmuls run in the inputs' dtype and
-    accumulate in float32; the softmax is float32. ``block_q`` / ``block_k`` are rows per program and
+    the global batch index of ``q``'s first row, for a batch split over devices. Matmuls run in the
+    inputs' dtype and accumulate in float32; the softmax is float32. ``block_q`` / ``block_k`` are rows per program and
     per inner step (powers of two, at least 16; shorter sequences use one block). Interpreted, each
     program handles several batch*head rows (the interpreter's cost grows with the number of programs).
     """
