@@ -41,7 +41,8 @@ def test_help_everywhere(capsys):
     assert "demo" in dynaguide("--help").stdout  # the real command, once; the rest in-process (same parser)
     for sub in (["demo"], ["experiment"], ["sweep"], ["convert"], ["convert", "dinov2"], ["convert", "dynamics"],
                 ["bench"], ["train"], ["train", "policy"], ["train", "dynamics"], ["data"], ["data", "build"],
-                ["data", "cache"], ["data", "goals"], ["data", "play"], ["eval"], ["eval", "dynamics"]):
+                ["data", "cache"], ["data", "goals"], ["data", "play"], ["eval"], ["eval", "dynamics"],
+                ["eval", "policy"]):
         code, out, _ = run_main([*sub, "--help"], capsys)
         assert code == 0 and out.startswith(f"usage: dynaguide {sub[0]}"), sub
     code, experiment_help, _ = run_main(["experiment", "--help"], capsys)
@@ -49,11 +50,11 @@ def test_help_everywhere(capsys):
                     "underspecified_objectives}", "{tabletop,calvin}", "{tiny,small,paper}"):
         assert choices in experiment_help
     code, _, err = run_main(["eval"], capsys)  # no subcommand: name the choices, not an internal name
-    assert code == 2 and "required: {dynamics}" in err
+    assert code == 2 and "required: {dynamics,policy}" in err
     # every option of every (sub)command and benchmark: its allowed values and its default in --help
     parsers = [(" ".join(("dynaguide", *path)), p) for path, p in walk(build_parser())]
     parsers += [(name, make()) for name, make in bench.PARSERS.items()]
-    assert len(parsers) == 21  # dynaguide, 17 subcommands, 3 benchmarks
+    assert len(parsers) == 22  # dynaguide, 18 subcommands, 3 benchmarks
     for name, parser in parsers:
         text, formatter = parser.format_help(), parser._get_formatter()
         for action in parser._actions:

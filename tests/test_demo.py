@@ -75,6 +75,21 @@ def test_stages_skip_finished_resume_interrupted_and_rebuild_changed(tmp_path):
     assert not os.path.exists(st.dir("play"))
 
 
+def test_a_stage_recipe_revision_rebuilds_that_stage_and_those_below(monkeypatch, tmp_path):
+    """A stage whose code changed what it builds (``STAGE_RECIPES``) is rebuilt from the same settings."""
+    from dynaguide_jax.demo import stages as stages_mod
+    cfg = DemoConfig.for_preset("tiny", out_dir=str(tmp_path))
+    st = Stages(cfg, tmp_path, log=lambda *_: None)
+    for name in ("play", "rlds", "policy", "features", "dynamics"):
+        st.run(name, name, lambda d: None)
+    keys = {n: st.key(n) for n in ("play", "rlds", "policy", "features", "dynamics", "eval")}
+    monkeypatch.setitem(stages_mod.STAGE_RECIPES, "policy", stages_mod.STAGE_RECIPES["policy"] + 1)
+    assert st.key("policy") != keys["policy"] and not st.done("policy") and st.key("eval") != keys["eval"]
+    assert all(st.key(n) == keys[n] for n in ("play", "rlds", "features", "dynamics")) and st.done("dynamics")
+    monkeypatch.setitem(stages_mod.STAGE_RECIPES, "features", 1)  # a stage enters the table: its key changes too
+    assert st.key("features") != keys["features"] and not st.done("dynamics")
+
+
 def test_demo_config_presets_and_bad_settings():
     assert DemoConfig.for_preset("paper").rollouts == 100 and DemoConfig.for_preset("paper").horizon == 400
     assert DemoConfig.for_preset("tiny", rollouts=5).rollouts == 5
@@ -176,6 +191,9 @@ def test_tiny_demo_writes_every_artefact_and_reuses_its_stages(tiny_demo):
     for stage in ("policy", "gc"):  # state policies standardise robot_obs and scene_obs with the play's statistics
         norm = json.loads((out_dir / stage / "config.json").read_text())["policy"]["low_dim_norm"]
         assert [(k, len(o), len(sc)) for k, o, sc in norm] == [("proprio", 15, 15), ("scene", 24, 24)]
+        angles = json.loads((out_dir / stage / "config.json").read_text())["policy"]["low_dim_angles"]
+        assert angles == [["proprio", [3, 4, 5]], ["scene", [9, 10, 11, 15, 16, 17, 21, 22, 23]]]
+        assert norm[0][2][3] < 0.2  # the tcp's roll, flipping between +-pi in play, deviates little on the circle
     gc_config = json.loads((out_dir / "gc" / "config.json").read_text())["policy"]
     assert gc_config["rgb_shapes"] == [["goal_static", [64, 64]]]  # the 32 px frame repeated: a 2 x 2 keypoint map
     # a rerun reuses every stage and reports the same numbers
@@ -306,6 +324,30 @@ def test_closed_loop_sweep_runs_the_grid_in_one_program(tiny_demo, tmp_path):
     assert (tmp_path / "sweep.png").stat().st_size > 5_000
     bad = dynaguide("sweep", "--sigmas", "0", "--out-dir", tmp_path / "bad", check=False)
     assert bad.returncode == 2 and "sigmas must be > 0" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.slow
+def test_eval_policy_reports_open_and_closed_loop_imitation_of_the_demo_policy(tiny_demo, tmp_path):
+    models, _ = tiny_demo
+    out = dynaguide("eval", "policy", "--demo-dir", models, "--windows", "64", "--fractions", "0", "0.5",
+                    "--horizon", "28", "--repeats", "1", "--out", tmp_path / "ev").stdout
+    assert "| all | 64 |" in out and "| 0.50 |" in out
+    report = json.loads((tmp_path / "ev" / "eval_policy.json").read_text())
+    assert report["split"] == "validation" and report["open_loop"]["overall"]["n"] == 64
+    assert -1 <= report["open_loop"]["overall"]["cosine_to_demo"] <= 1
+    rows = report["completion"]["by_fraction"]
+    assert [r["fraction"] for r in rows] == [0.0, 0.5]
+    assert rows[0]["n"] == report["completion"]["segments"] > 0
+    assert (tmp_path / "ev" / "eval_policy.png").stat().st_size > 10_000
+    gc = dynaguide("eval", "policy", "--demo-dir", models, "--run", models / "gc", "--out", tmp_path / "gc",
+                   check=False)
+    assert gc.returncode == 2 and "goal-conditioned policy" in gc.stderr
+    missing = dynaguide("eval", "policy", "--demo-dir", tmp_path / "nowhere", "--out", tmp_path / "m", check=False)
+    assert missing.returncode == 2 and "no finished policy stage" in missing.stderr
+    for flags, msg in ((("--horizon", "0"), "--horizon must be >= 1"),
+                       (("--fractions", "0.5", "1"), r"--fractions must be in [0, 1), got [1.0]")):
+        bad = dynaguide("eval", "policy", "--demo-dir", models, *flags, "--out", tmp_path / "b", check=False)
+        assert bad.returncode == 2 and msg in bad.stderr and not (tmp_path / "b").exists()
 
 
 @pytest.mark.skipif(CALVIN_SKIP is not None, reason=CALVIN_SKIP or "")

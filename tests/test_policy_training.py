@@ -411,6 +411,52 @@ def test_low_dim_normalisation_standardises_before_the_condition():
             pcfg.replace(low_dim_norm=norm)
 
 
+def test_low_dim_angles_standardise_on_the_circle():
+    """``low_dim_angles`` entries enter as ``wrap(x - offset) / scale``: an angle just past +pi and one just
+    short of -pi give the same features; other entries are unchanged; bad entries are named."""
+    from dynaguide_jax.policy import PolicyConfig
+    pcfg = PolicyConfig.preset("small")
+    offset, scale = (0.1, np.pi, 0.3, 0.5), (0.05, 0.03, 0.01, 1.0)
+    normed = pcfg.replace(low_dim_norm=(("proprio", offset, scale),), low_dim_angles=(("proprio", (1,)),))
+    assert PolicyConfig.from_dict(normed.to_dict()) == normed
+    params = DiffusionPolicy(pcfg).init(jax.random.key(0))
+    obs, _, _ = DiffusionPolicy(pcfg).dummy_inputs(4)
+    x = np.array(jax.random.normal(jax.random.key(1), obs["proprio"].shape), np.float32)
+    x[..., 1] = np.array([np.pi - 0.02, -np.pi + 0.02, 0.5, -3.0])[:, None]  # two near pi, one each side of +-pi
+    enc = lambda cfg, p: np.asarray(DiffusionPolicy(cfg).encode_obs(params, {**obs, "proprio": jnp.asarray(p)}))  # noqa
+    dev = x - np.asarray(offset, np.float32)
+    dev[..., 1] = (dev[..., 1] + np.pi) % (2 * np.pi) - np.pi
+    np.testing.assert_allclose(enc(normed, x), enc(pcfg, dev / np.asarray(scale, np.float32)), atol=1e-5)
+    assert dev[0, 0, 1] == pytest.approx(-0.02, abs=1e-5) and dev[1, 0, 1] == pytest.approx(0.02, abs=1e-5)
+    plain = pcfg.replace(low_dim_norm=normed.low_dim_norm)  # without the wrap, +-pi are 2 pi / 0.03 apart
+    gap = lambda f: abs(f[0, 1] - f[1, 1])  # noqa: E731  (the roll-like entry of rows 0 and 1, 0.04 rad apart)
+    assert gap(enc(normed, x)) == pytest.approx(0.04 / 0.03, rel=1e-3) and gap(enc(plain, x)) > 200
+    for angles, msg in (((("scene", (1,)),), r"key that low_dim_norm standardises \(\['proprio'\]\)"),
+                        ((("proprio", (4,)),), r"distinct ints in \[0, 4\), got \(4,\)"),
+                        ((("proprio", (1, 1)),), "distinct ints"),
+                        ((("proprio", (True,)),), "distinct ints"),
+                        ((("proprio", 1),), "tuple of entry indices"),
+                        ((("proprio", (1,)), ("proprio", (2,))), "one per key")):
+        with pytest.raises(ValueError, match=msg):
+            normed.replace(low_dim_angles=angles)
+    with pytest.raises(ValueError, match="low_dim_norm standardises"):
+        pcfg.replace(low_dim_angles=(("proprio", (1,)),))  # angles without standardisation
+
+
+def test_demo_low_dim_statistics_of_angles_are_circular():
+    """The tcp's roll, near pi and flipping sign in play, gets its circular mean and a small deviation."""
+    from dynaguide_jax.demo.train import low_dim_norm
+    rng = np.random.default_rng(0)
+    roll = (np.pi + rng.normal(0, 0.03, 2000) + np.pi) % (2 * np.pi) - np.pi  # about half of it near -pi
+    assert 0.3 < (roll > 0).mean() < 0.7
+    x = np.stack([roll, rng.normal(0.2, 0.1, 2000)], -1)
+    ((_, offset, scale),) = low_dim_norm({"proprio": x}, ("proprio",), angles={"proprio": (0,)})
+    assert abs(abs(offset[0]) - np.pi) < 0.01 and scale[0] == pytest.approx(0.03, rel=0.1)
+    assert offset[1] == pytest.approx(x[:, 1].mean()) and scale[1] == pytest.approx(x[:, 1].std())
+    ((_, offset, scale),) = low_dim_norm({"proprio": x}, ("proprio",))  # as a line: the flips dominate
+    assert scale[0] > 2.5
+
+
 def test_demo_low_dim_statistics_floor_the_scale():
     from dynaguide_jax.demo.train import NORM_FLOOR, low_dim_norm
     rng = np.random.default_rng(0)

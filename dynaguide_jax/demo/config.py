@@ -162,5 +162,8 @@ STAGE_FIELDS = {
     "eval": ("rollouts", "horizon", "ddim_steps", "scale", "repeats", "sigma", "gpc_samples", "itps_scale", "methods",
              "gifs"),
 }
+# revisions of what a stage's code builds from the same settings: a stage listed here is rebuilt when its
+# number changes (policy, gc 2: angles in robot_obs / scene_obs standardised on the circle)
+STAGE_RECIPES = {"policy": 2, "gc": 2}
 STAGE_DEPENDS = {"play": (), "rlds": ("play",), "features": ("rlds",), "goals": ("rlds",), "policy": ("rlds",),
                  "gc": ("rlds",), "dynamics": ("features",), "eval": ("features", "goals", "policy", "gc", "dynamics")}

@@ -3,7 +3,8 @@ whose inputs did not change is skipped, an interrupted one resumes (the trainers
 cache pick up their checkpoints), one whose inputs changed is rebuilt from scratch.
 
 A stage's key hashes its own settings (``STAGE_FIELDS``) and its upstream stages' keys, so a change
-upstream (another play seed) invalidates everything below it. ``OUT/<stage>/stage.json`` records
+upstream (another play seed) invalidates everything below it; ``STAGE_RECIPES`` revisions enter the
+keys of the stages whose code changed what they build. ``OUT/<stage>/stage.json`` records
 the key when the stage starts and ``"done": true`` when it finished.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import shutil
 import time
 
-from dynaguide_jax.demo.config import STAGE_DEPENDS, STAGE_FIELDS, DemoConfig
+from dynaguide_jax.demo.config import STAGE_DEPENDS, STAGE_FIELDS, STAGE_RECIPES, DemoConfig
 
 
 class Stages:
@@ -31,6 +32,8 @@ class Stages:
 
     def key(self, name: str) -> str:
         parts = [self.cfg.fingerprint(*STAGE_FIELDS[name]), *(self.key(d) for d in STAGE_DEPENDS[name])]
+        if name in STAGE_RECIPES:  # stages whose code changed what it builds (unlisted stages keep their keys)
+            parts.append(f"recipe {STAGE_RECIPES[name]}")
         return hashlib.sha256("/".join([name, *parts]).encode()).hexdigest()[:16]
 
     def _record(self, name: str) -> dict:

@@ -20,6 +20,7 @@ from dynaguide_jax.data.episodes import reduce_behaviour
 from dynaguide_jax.data.rlds import dynamics_windows, read_policy_segments
 from dynaguide_jax.demo.config import DemoConfig
 from dynaguide_jax.dynamics import DynamicsConfig
+from dynaguide_jax.envs.reset_states import ROBOT_ANGLES, SCENE_ANGLES
 from dynaguide_jax.policy import DiffusionPolicy, PolicyConfig
 from dynaguide_jax.policy.train import PolicyTrainConfig, train_policy
 from dynaguide_jax.policy.windows import policy_batch
@@ -29,6 +30,7 @@ GOAL_CAMERA = "rgb_static"
 GOAL_KEY = "goal_static"  # the GC policy's goal: the static camera's frame at ``gc_goal_size``
 CAMERAS = ("rgb_gripper", "rgb_static")
 NORM_FLOOR = 0.01  # smallest scale of a standardised low-dim entry (m, rad or unit)
+LOW_DIM_ANGLES = {"proprio": ROBOT_ANGLES, "scene": SCENE_ANGLES}  # standardised on the circle
 
 
 def resize_frames(images: np.ndarray, size: int) -> np.ndarray:
@@ -68,14 +70,26 @@ def read_policy_data(rlds: str, cfg: DemoConfig, goal_conditioned: bool, reduce:
     return data
 
 
-def low_dim_norm(obs: dict, keys, floor: float = NORM_FLOOR) -> tuple:
+def low_dim_norm(obs: dict, keys, floor: float = NORM_FLOOR, angles: dict | None = None) -> tuple:
     """``PolicyConfig.low_dim_norm`` from the training frames: per entry mean and standard deviation,
-    the deviation floored at ``floor`` (entries that barely vary in play, e.g. the tcp's roll, must
-    not blow up when a rollout moves them a little)."""
+    the deviation floored at ``floor`` (entries that barely vary in play, e.g. the tcp's pitch, must
+    not blow up when a rollout moves them a little). ``angles`` (``{key: entry indices}``, radians):
+    those entries get the circular mean and the deviation of ``wrap(x - mean)``, as the policy
+    applies them (``PolicyConfig.low_dim_angles``): the tcp's roll, which flips between +pi and -pi
+    in play, has a deviation of ~0.03 rad, not pi."""
+    angles = angles or {}
     out = []
     for k in keys:
         x = np.asarray(obs[k], np.float64).reshape(-1, obs[k].shape[-1])
-        out.append((k, tuple(float(v) for v in x.mean(0)), tuple(float(v) for v in np.maximum(x.std(0), floor))))
+        mean = x.mean(0)
+        idx = list(angles.get(k, ()))
+        if idx:
+            a = x[:, idx]
+            mean[idx] = np.arctan2(np.sin(a).mean(0), np.cos(a).mean(0))
+        dev = x - mean
+        dev[:, idx] = np.mod(dev[:, idx] + np.pi, 2 * np.pi) - np.pi
+        std = np.sqrt((dev ** 2).mean(0))
+        out.append((k, tuple(float(v) for v in mean), tuple(float(v) for v in np.maximum(std, floor))))
     return tuple(out)
 
 
@@ -83,9 +97,11 @@ def policy_config(cfg: DemoConfig, data, goal_conditioned: bool) -> PolicyConfig
     rgb = {k: tuple(v.shape[1:3]) for k, v in data.obs.items() if v.ndim == 4}
     obs_keys = ("proprio", *CAMERAS) if cfg.policy_obs == "cameras" else ("proprio", "scene")
     low = tuple(k for k in obs_keys if k not in rgb)
+    angles = {k: v for k, v in LOW_DIM_ANGLES.items() if k in low} if cfg.policy_obs_norm else {}
     pcfg = PolicyConfig(action_dim=7, obs_keys=obs_keys, rgb_shapes=tuple(rgb.items()),
                         low_dim=(("proprio", 15), ("scene", 24)),
-                        low_dim_norm=low_dim_norm(data.obs, low) if cfg.policy_obs_norm else (),
+                        low_dim_norm=low_dim_norm(data.obs, low, angles=angles) if cfg.policy_obs_norm else (),
+                        low_dim_angles=tuple(angles.items()),
                         obs_horizon=1 if goal_conditioned else 2, action_horizon=14,
                         goal_rgb_keys=(GOAL_KEY,) if goal_conditioned else ())
     if cfg.policy_model == "small":

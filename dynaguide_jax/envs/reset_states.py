@@ -37,6 +37,9 @@ import jax.numpy as jnp
 # [6:9] red xyz, [9:12] red euler, [12:15] blue xyz, [15:18] blue euler, [18:21] pink xyz, [21:24] pink euler
 SCENE_PARTS = ("sliding_door", "drawer", "button", "switch", "lightbulb", "green_light")
 SCENE_DIM, ROBOT_DIM = 24, 15
+# the entries of each layout that are angles (rad): robot_obs [3:6] tcp euler; scene_obs the blocks' euler angles
+ROBOT_ANGLES = (3, 4, 5)
+SCENE_ANGLES = (9, 10, 11, 15, 16, 17, 21, 22, 23)
 # the parts a reset sets, in the original's order: name -> (scene_obs index, (low, high))
 ADJUSTABLE_PARTS = {"sliding_door": (0, (0.0, 0.27)), "drawer": (1, (0.0, 0.16)), "switch": (3, (0.0, 0.09)),
                     "green_light": (5, (0.0, 1.0))}

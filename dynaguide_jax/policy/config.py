@@ -19,7 +19,10 @@ class PolicyConfig:
     encoder and appended to the condition. ``low_dim_norm`` holds ``(key, offset, scale)`` per
     low-dimensional key to standardise, ``(x - offset) / scale`` per entry, before it enters the
     condition; empty (robomimic's default, which feeds low-dim observations raw) for converted
-    policies, set from the training data for the state policies trained here.
+    policies, set from the training data for the state policies trained here. ``low_dim_angles``
+    names, per standardised key, the entries that are angles in radians: those enter as
+    ``wrap(x - offset) / scale`` with ``wrap`` onto [-pi, pi), so an angle that crosses +-pi (the
+    tcp's roll, near pi in CALVIN's layout) does not jump by 2 pi / scale between frames.
     """
 
     action_dim: int = 7
@@ -29,6 +32,7 @@ class PolicyConfig:
     low_dim: tuple[tuple[str, int], ...] = (("proprio", 15),)
     goal_rgb_keys: tuple[str, ...] = ()
     low_dim_norm: tuple[tuple[str, tuple[float, ...], tuple[float, ...]], ...] = ()
+    low_dim_angles: tuple[tuple[str, tuple[int, ...]], ...] = ()
     obs_horizon: int = 2
     prediction_horizon: int = 16
     action_horizon: int = 8
@@ -79,6 +83,18 @@ class PolicyConfig:
                                  f"{len(offset)} and {len(scale)}")
             if not all(math.isfinite(o) for o in offset) or not all(math.isfinite(v) and v > 0 for v in scale):
                 raise ValueError(f"PolicyConfig.low_dim_norm[{k!r}]: offsets must be finite and scales finite and > 0")
+        normed = {entry[0] for entry in self.low_dim_norm}
+        angle_keys = [entry[0] if isinstance(entry, tuple) and entry else None for entry in self.low_dim_angles]
+        for entry in self.low_dim_angles:
+            if not isinstance(entry, tuple) or len(entry) != 2 or entry[0] not in normed \
+                    or not isinstance(entry[1], tuple) or angle_keys.count(entry[0]) > 1:
+                raise ValueError(f"PolicyConfig.low_dim_angles entries must be (key, tuple of entry indices), one per "
+                                 f"key that low_dim_norm standardises ({sorted(normed)}), got {str(entry)[:80]}")
+            k, idx = entry
+            if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < low[k] for i in idx) \
+                    or len(set(idx)) != len(idx):
+                raise ValueError(f"PolicyConfig.low_dim_angles[{k!r}]: indices must be distinct ints in [0, {low[k]}), "
+                                 f"got {tuple(idx)}")
         unknown = [k for k in self.obs_keys if k not in rgb and k not in low]
         if unknown:
             raise ValueError(f"obs_keys {unknown} have neither an rgb shape nor a low_dim size")

@@ -104,6 +104,11 @@ def random_crop(key, images, crop: tuple[int, int]):
     return jax.vmap(one)(images, tops, lefts)
 
 
+def wrap_to_pi(angles):
+    """Angles in radians onto [-pi, pi)."""
+    return jnp.mod(angles + jnp.pi, 2 * jnp.pi) - jnp.pi
+
+
 def to_unit_float(images):
     """uint8 0..255 -> float 0..1 (robomimic's image processing); floats are taken as 0..1."""
     if jnp.issubdtype(images.dtype, jnp.integer):
@@ -121,12 +126,17 @@ class ObservationEncoder(nn.Module):
     def __call__(self, obs, crop_key=None):
         c = self.config
         rgb, norm = dict(c.rgb_shapes), {k: (o, s) for k, o, s in c.low_dim_norm}
+        angles = dict(c.low_dim_angles)
         feats = []
         for k in self.keys:
             x = obs[k]
             if k in norm:
                 offset, scale = (jnp.asarray(v, jnp.float32) for v in norm[k])
-                x = (x.astype(jnp.float32) - offset) / scale
+                x = x.astype(jnp.float32) - offset
+                if angles.get(k):
+                    is_angle = np.isin(np.arange(x.shape[-1]), angles[k])
+                    x = jnp.where(is_angle, wrap_to_pi(x), x)
+                x = x / scale
             if k in rgb:
                 x = to_unit_float(x)
                 if c.crop is not None:

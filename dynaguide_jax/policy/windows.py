@@ -19,16 +19,9 @@ from dynaguide_jax.policy.config import PolicyConfig
 GOAL_MODES = ("last", "future")
 
 
-def policy_batch(data: EpisodeData, config: PolicyConfig, batch_size: int, seed: int, step: int,
-                 goal_mode: str = "last") -> dict:
-    """One batch of windows: ``obs {k: [B, To, ...]}``, ``actions [B, Tp, A]`` (normalized by the
-    caller if needed) and, for goal-conditioned configs, ``goal {camera: [B, H, W, 3]}``: the
-    episode's final frame (``goal_mode="last"``, the original's GC policy: robomimic's
-    ``goal_mode: "last"`` in configs/diffusion_policy_image_calvin_ddim_gc.json) or, as an option,
-    a uniformly drawn later frame of the episode (``"future"``, hindsight relabelling)."""
-    if goal_mode not in GOAL_MODES:
-        raise ValueError(f"goal_mode must be one of {GOAL_MODES}, got {goal_mode!r}")
-    check_int("batch_size", batch_size)
+def check_episode_data(data: EpisodeData, config: PolicyConfig) -> None:
+    """Raise unless ``data`` holds every observation the policy reads, with its frame shapes, and
+    actions of its ``action_dim``."""
     rgb, low = dict(config.rgb_shapes), dict(config.low_dim)
     for k in dict.fromkeys((*config.obs_keys, *config.goal_rgb_keys)):
         if k not in data.obs:
@@ -39,13 +32,34 @@ def policy_batch(data: EpisodeData, config: PolicyConfig, batch_size: int, seed:
     if data.actions.shape[1] != config.action_dim:
         raise ValueError(f"episode actions have {data.actions.shape[1]} dims, the policy config's action_dim is "
                          f"{config.action_dim}")
-    rng = np.random.default_rng([seed, step])
-    n = len(data.actions)
-    t = rng.integers(0, n, batch_size)
+
+
+def window_indices(data: EpisodeData, config: PolicyConfig, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Frame indices of the windows at frames ``t`` ``[B]``: observations ``[B, To]`` (``t - To + 1 .. t``)
+    and actions ``[B, Tp]`` (``t - To + 1 ..``), clipped to each frame's episode (robomimic's padding)."""
     lo, hi = data.frame_start[t], data.frame_end[t] - 1
     to, tp = config.obs_horizon, config.prediction_horizon
     obs_idx = np.clip(t[:, None] + np.arange(-to + 1, 1)[None], lo[:, None], hi[:, None])
     act_idx = np.clip(t[:, None] + np.arange(-to + 1, -to + 1 + tp)[None], lo[:, None], hi[:, None])
+    return obs_idx, act_idx
+
+
+def policy_batch(data: EpisodeData, config: PolicyConfig, batch_size: int, seed: int, step: int,
+                 goal_mode: str = "last") -> dict:
+    """One batch of windows: ``obs {k: [B, To, ...]}``, ``actions [B, Tp, A]`` (normalized by the
+    caller if needed) and, for goal-conditioned configs, ``goal {camera: [B, H, W, 3]}``: the
+    episode's final frame (``goal_mode="last"``, the original's GC policy: robomimic's
+    ``goal_mode: "last"`` in configs/diffusion_policy_image_calvin_ddim_gc.json) or, as an option,
+    a uniformly drawn later frame of the episode (``"future"``, hindsight relabelling)."""
+    if goal_mode not in GOAL_MODES:
+        raise ValueError(f"goal_mode must be one of {GOAL_MODES}, got {goal_mode!r}")
+    check_int("batch_size", batch_size)
+    check_episode_data(data, config)
+    rng = np.random.default_rng([seed, step])
+    n = len(data.actions)
+    t = rng.integers(0, n, batch_size)
+    obs_idx, act_idx = window_indices(data, config, t)
+    hi = data.frame_end[t] - 1
     batch = {"obs": {k: data.obs[k][obs_idx] for k in config.obs_keys},
              "actions": data.actions[act_idx].astype(np.float32)}
     if config.goal_rgb_keys:
