@@ -119,23 +119,15 @@ def _write_report(report: dict, out: str, name: str, text_fn, plot_fn) -> None:
     print(f"\nwrote {path}, {plot_fn(report, os.path.join(out, f'{name}.png'))}")
 
 
-def _demo_rlds(demo_dir: str) -> str:
-    path = os.path.join(demo_dir, "rlds", "path.txt")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{demo_dir} has no finished RLDS stage ({path}): run `dynaguide demo` or pass --rlds")
-    with open(path) as f:
-        return os.path.join(demo_dir, "rlds", f.read().strip())
+def _require_finished_stage(demo_dir: str, stage: str, flag: str) -> str:
+    """``DEMO_DIR/stage`` when the demo finished that stage; else a one-line error naming ``flag``."""
+    from dynaguide_jax.demo.stages import stage_record
 
-
-def _require_finished_stage(demo_dir: str, stage: str) -> None:
-    try:
-        with open(os.path.join(demo_dir, stage, "stage.json")) as f:
-            done = json.load(f).get("done") is True
-    except (FileNotFoundError, json.JSONDecodeError):
-        done = False
-    if not done:
+    d = os.path.join(demo_dir, stage)
+    if stage_record(d).get("done") is not True:
         raise FileNotFoundError(f"{demo_dir} has no finished {stage} stage: run `dynaguide demo --out-dir {demo_dir}` "
-                                "(it resumes) or pass --run")
+                                f"(it resumes) or pass {flag}")
+    return d
 
 
 def run_policy(args) -> int:
@@ -145,6 +137,7 @@ def run_policy(args) -> int:
 
     from dynaguide_jax._checks import check_int
     from dynaguide_jax.data.rlds import has_step_field, read_policy_segments
+    from dynaguide_jax.demo.stages import rlds_path
     from dynaguide_jax.envs import tabletop_for_image_size
     from dynaguide_jax.eval import methods
     from dynaguide_jax.eval.policy import (completion_from_play, format_policy_report, open_loop_agreement,
@@ -158,10 +151,8 @@ def run_policy(args) -> int:
     bad = [f for f in args.fractions if not 0.0 <= f < 1.0]
     if bad:
         raise ValueError(f"--fractions must be in [0, 1), got {bad}")
-    if args.run is None:
-        _require_finished_stage(args.demo_dir, "policy")
-    run = args.run or os.path.join(args.demo_dir, "policy")
-    rlds = args.rlds or _demo_rlds(args.demo_dir)
+    run = args.run or _require_finished_stage(args.demo_dir, "policy", "--run")
+    rlds = args.rlds or rlds_path(_require_finished_stage(args.demo_dir, "rlds", "--rlds"))
     for field in ("segment", "behaviour"):
         if not has_step_field(rlds, field):
             raise ValueError(f"{rlds} has no per-step {field!r} labels (CALVIN-format data built by `dynaguide data "

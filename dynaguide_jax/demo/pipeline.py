@@ -21,7 +21,7 @@ from dynaguide_jax.demo.config import STAGE_DEPENDS, TARGET_SETUPS, DemoConfig
 from dynaguide_jax.demo.evaluate import (DemoModels, EvalStarts, TargetGoals, eval_starts, goal_summary, load_goals,
                                          render_rollout, run_method)
 from dynaguide_jax.demo.parallel import Task, run_parallel, usable_jobs
-from dynaguide_jax.demo.stages import Stages
+from dynaguide_jax.demo.stages import RLDS_PATH_FILE, Stages, rlds_path
 from dynaguide_jax.demo.train import train_demo_dynamics, train_demo_policy
 from dynaguide_jax.encoders import DinoV2Config, init_dinov2, load_dinov2
 from dynaguide_jax.envs import TabletopConfig, tabletop_for_image_size, write_world_play
@@ -129,11 +129,10 @@ def prepare_models(cfg: DemoConfig, fresh: bool = False, progress: bool = True, 
         from data_pipelines.calvin.builder import build_calvin
 
         path = build_calvin(raw, d)
-        with open(os.path.join(d, "path.txt"), "w") as f:
+        with open(os.path.join(d, RLDS_PATH_FILE), "w") as f:
             f.write(os.path.relpath(path, d))
     st.run("rlds", "RLDS dataset (TFDS CALVIN builder, behaviour segmentation)", build)
-    with open(os.path.join(st.dir("rlds"), "path.txt")) as f:
-        rlds = os.path.join(st.dir("rlds"), f.read().strip())
+    rlds = rlds_path(st.dir("rlds"))
     todo = [n for n in MODEL_STAGES if not st.done(n)]
     if jobs > 1 and len(todo) > 1:
         costs = stage_costs(cfg)

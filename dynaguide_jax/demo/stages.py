@@ -18,6 +18,24 @@ import time
 from dynaguide_jax.demo.config import STAGE_DEPENDS, STAGE_FIELDS, STAGE_RECIPES, DemoConfig
 
 
+RLDS_PATH_FILE = "path.txt"  # in OUT/rlds/: the built dataset's directory, relative to it
+
+
+def stage_record(stage_dir: str) -> dict:
+    """``stage_dir/stage.json`` (``{"key", "done", ...}``), ``{}`` when missing or unreadable."""
+    try:
+        with open(os.path.join(stage_dir, "stage.json")) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def rlds_path(rlds_stage_dir: str) -> str:
+    """The dataset directory the ``rlds`` stage built (recorded in its ``RLDS_PATH_FILE``)."""
+    with open(os.path.join(rlds_stage_dir, RLDS_PATH_FILE)) as f:
+        return os.path.join(rlds_stage_dir, f.read().strip())
+
+
 class Stages:
     def __init__(self, cfg: DemoConfig, out_dir: str, fresh: bool = False, log=print):
         self.cfg, self.out, self.log = cfg, os.path.abspath(out_dir), log
@@ -37,11 +55,7 @@ class Stages:
         return hashlib.sha256("/".join([name, *parts]).encode()).hexdigest()[:16]
 
     def _record(self, name: str) -> dict:
-        try:
-            with open(os.path.join(self.dir(name), "stage.json")) as f:
-                return json.load(f)
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
+        return stage_record(self.dir(name))
 
     def done(self, name: str) -> bool:
         rec = self._record(name)

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from dynaguide_jax.data.windows import DynamicsWindows
 from dynaguide_jax.dynamics.config import DynamicsConfig
 from dynaguide_jax.dynamics.model import predict_future_patches
+from dynaguide_jax.eval.batching import padded_batches
 from dynaguide_jax.guidance.metric import pairwise_distance
 
 
@@ -38,14 +39,14 @@ def predict_windows(config: DynamicsConfig, params, windows: DynamicsWindows, st
     (batched and jitted; the last batch is padded so one program serves all)."""
     p = config.predicted_tokens
     pred, cur, fut = [], [], []
-    for i in tqdm(range(0, len(starts), batch_size), desc="evaluate dynamics", unit="batch",
-                  disable=None if progress else True):
-        t = starts[i:i + batch_size]
-        batch = windows.at(np.concatenate([t, np.repeat(t[-1:], batch_size - len(t))]))
+    n = len(starts)
+    for i, idx in tqdm(padded_batches(n, batch_size), total=-(-n // batch_size), desc="evaluate dynamics",
+                       unit="batch", disable=None if progress else True):
+        batch, keep = windows.at(starts[idx]), n - i
         out = _predict(config, params, batch["patches"], batch.get("proprio"), batch["actions"])
-        pred.append(np.asarray(out)[: len(t)])
-        cur.append(batch["patches"][: len(t), :p])
-        fut.append(batch["future_patches"][: len(t), :p])
+        pred.append(np.asarray(out)[:keep])
+        cur.append(batch["patches"][:keep, :p])
+        fut.append(batch["future_patches"][:keep, :p])
     return tuple(np.concatenate(x) for x in (pred, cur, fut))
 
 

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 
 from dynaguide_jax._checks import check_int
 from dynaguide_jax.envs import tabletop
+from dynaguide_jax.eval.batching import padded_batches
 from dynaguide_jax.eval.behaviours import ARTICULATED_BEHAVIOURS, BEHAVIOURS, NO_BEHAVIOUR, detect_behaviour
 from dynaguide_jax.eval.rollout import LoopConfig, closed_loop, tabletop_env
 
@@ -43,18 +44,11 @@ def net_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(norm > 0, (da * db).sum(-1) / np.where(norm > 0, norm, 1.0), 0.0)
 
 
-def _padded_batches(n: int, batch: int):
-    """``(start, index [batch])`` per batch of ``range(n)``; the last one padded with its final index, so
-    every call has one shape (one compile); keep ``index[:n - start]``."""
-    for i in range(0, n, batch):
-        yield i, np.minimum(np.arange(i, i + batch), n - 1)
-
-
 def _batched(sample_fn: Callable, obs: dict, key, batch: int) -> np.ndarray:
     n = len(next(iter(obs.values())))
     fn = jax.jit(sample_fn)
     out = [np.asarray(fn({k: jnp.asarray(v[idx]) for k, v in obs.items()}, jax.random.fold_in(key, i)))[:n - i]
-           for i, idx in _padded_batches(n, min(batch, n))]
+           for i, idx in padded_batches(n, min(batch, n))]
     return np.concatenate(out)
 
 
@@ -165,7 +159,7 @@ def completion_from_play(sample_fn: Callable, env: tabletop.TabletopConfig, robo
         got = np.concatenate([np.asarray(rollouts(jnp.asarray(robot_obs[frame[idx]], jnp.float32),
                                                   jnp.asarray(scene_obs[frame[idx]], jnp.float32),
                                                   jax.random.fold_in(key, fi * 100003 + i)))[:n - i]
-                              for i, idx in _padded_batches(n, min(batch, n))])
+                              for i, idx in padded_batches(n, min(batch, n))])
         per = {}
         for b in sorted(set(want.tolist())):
             m = want == b
