@@ -82,11 +82,12 @@ def test_data_play_writes_raw_calvin(tmp_path, capsys):
 
     out = tmp_path / "raw"
     args = ["data", "play", "--out", out, "--streams", "2", "--steps", "40", "--validation-streams", "1",
-            "--image-size", "16", "--seed", "3", "--block-weight", "0.5", "--quiet"]
+            "--image-size", "16", "--seed", "3", "--block-weight", "0.5", "--perturb", "0.1", "--quiet"]
     assert main(list(map(str, args))) == 0
     assert f"next: dynaguide data build calvin {out}" in capsys.readouterr().out
     summary = json.loads((out / "play_config.json").read_text())
     assert summary["seed"] == 3 and summary["config"]["num_streams"] == 2 and summary["config"]["steps"] == 40
+    assert summary["config"]["perturb_rate"] == 0.1
     weights = summary["config"]["weights"]  # the articulated parts 1, the blocks' lift and push 0.5
     assert len(weights) == 14 and all(w == (0.5 if b.endswith(("_lift", "_push")) else 1.0) for b, w in weights.items())
     for split, first in (("training", 0), ("validation", 40)):  # frame ids continue into validation
@@ -110,6 +111,7 @@ def test_data_play_writes_raw_calvin(tmp_path, capsys):
     (["--image-size", "8"], "argument --image-size: expected an integer >= 16, got '8'"),
     (["--seed", "x"], "argument --seed: invalid int value"),
     (["--block-weight", "-1"], "--block-weight must be a finite number >= 0"),
+    (["--perturb", "1.5"], "--perturb must be a probability in [0, 1]"),
 ])
 def test_data_play_rejects_bad_input(tmp_path, capsys, flags, message):
     (tmp_path / "taken").mkdir()

@@ -99,6 +99,10 @@ def test_demo_config_presets_and_bad_settings():
                        (dict(validation_streams=8), "validation_streams"),
                        (dict(block_play_weight=-0.5), "block_play_weight"),
                        (dict(block_play_weight=float("nan")), "block_play_weight"),
+                       (dict(play_perturb=-0.1), "play_perturb"),
+                       (dict(policy_low_dim_mlp=(64, 0)), "policy_low_dim_mlp"),
+                       (dict(policy_low_dim_mlp=(8,) * 5), "policy_low_dim_mlp"),
+                       (dict(play_perturb=float("nan")), "play_perturb"),
                        (dict(policy_down_dims=(64, 100)), "policy_down_dims"),
                        (dict(policy_down_dims=(8,) * 6), "policy_down_dims"),
                        (dict(gc_goal_size=48), "divide image_size 64 or be a multiple"),
@@ -132,16 +136,22 @@ def test_policy_widths_follow_the_model_unless_given():
     data = SimpleNamespace(obs={"proprio": np.zeros((4, 15), np.float32), "scene": np.zeros((4, 24), np.float32)})
     assert policy_config(DemoConfig(), data, False).down_dims == (32, 64)
     assert policy_config(DemoConfig(policy_down_dims=(64, 128)), data, False).down_dims == (64, 128)
+    assert policy_config(DemoConfig(), data, False).low_dim_mlp == ()
+    assert policy_config(DemoConfig(policy_low_dim_mlp=(64, 32)), data, False).low_dim_mlp == (64, 32)
     paper = DemoConfig(policy_model="paper", policy_obs_norm=False)
     assert policy_config(paper, data, False).down_dims == (256, 512, 1024)
     for cfg in (DemoConfig(), paper):  # DemoConfig's blind-camera check counts the models' ResNet stages right
         assert len(policy_config(cfg, data, False).backbone_widths) == RESNET_STAGES
     # left to the model (empty), the setting is not part of the key: caches from before it existed stay valid
-    assert DemoConfig().fingerprint("policy_down_dims", "policy_lr") == DemoConfig().fingerprint("policy_lr")
+    assert DemoConfig().fingerprint("policy_down_dims", "policy_low_dim_mlp", "policy_lr") == \
+        DemoConfig().fingerprint("policy_lr")
     # the widths are the policy stages' setting: another value rebuilds them, not the dynamics model
-    wide = DemoConfig(policy_down_dims=(64, 128))
-    for stage, changed in (("policy", True), ("gc", True), ("dynamics", False)):
-        assert (wide.fingerprint(*STAGE_FIELDS[stage]) != DemoConfig().fingerprint(*STAGE_FIELDS[stage])) == changed
+    plain = DemoConfig().fingerprint(*STAGE_FIELDS["play"])  # play without pushes: the key from before the setting
+    assert plain == DemoConfig().fingerprint(*(f for f in STAGE_FIELDS["play"] if f != "play_perturb"))
+    assert DemoConfig(play_perturb=0.03).fingerprint(*STAGE_FIELDS["play"]) != plain
+    for wide in (DemoConfig(policy_down_dims=(64, 128)), DemoConfig(policy_low_dim_mlp=(64,))):
+        for stage, changed in (("policy", True), ("gc", True), ("dynamics", False)):
+            assert (wide.fingerprint(*STAGE_FIELDS[stage]) != DemoConfig().fingerprint(*STAGE_FIELDS[stage])) == changed
 
 
 def test_demo_cli_rejects_bad_flags_with_exit_2(tmp_path):

@@ -465,3 +465,40 @@ def test_demo_low_dim_statistics_floor_the_scale():
     assert key == "proprio"
     np.testing.assert_allclose(offset, x.mean(0), rtol=1e-5)
     np.testing.assert_allclose(scale, [x[:, 0].std(), NORM_FLOOR], rtol=1e-5)
+
+
+def test_low_dim_mlp_maps_the_low_dim_inputs_after_the_cameras():
+    """``low_dim_mlp``: a frame's standardised low-dim inputs go through Dense + Mish layers and their
+    output follows the cameras' features; the cameras' features are those of the plain encoder with
+    the same camera weights. Oracle: the MLP written out in numpy from the params."""
+    from dynaguide_jax.policy import PolicyConfig
+    base = PolicyConfig.preset("small").replace(low_dim_norm=(("proprio", (0.1, 0.2, 0.3, 0.4), (2.0, 1.0, 0.5, 4.0)),))
+    mlp = base.replace(low_dim_mlp=(24, 16))
+    assert PolicyConfig.from_dict(mlp.to_dict()) == mlp
+    assert base.obs_feature_dim == 16 + 4 and mlp.obs_feature_dim == 16 + 16
+    assert mlp.cond_dim == 2 * 32
+    policy = DiffusionPolicy(mlp)
+    params = policy.init(jax.random.key(0))
+    layers = [params["obs_encoder"][f"low_dim_mlp_{i}"] for i in range(2)]
+    assert layers[0]["kernel"].shape == (4, 24) and layers[1]["kernel"].shape == (24, 16)
+    obs, _, _ = policy.dummy_inputs(3)
+    obs = {**obs, "proprio": jax.random.normal(jax.random.key(1), obs["proprio"].shape),
+           "camera": jax.random.randint(jax.random.key(2), obs["camera"].shape, 0, 256).astype(jnp.uint8)}
+    got = np.asarray(policy.encode_obs(params, obs)).reshape(3, 2, -1)
+
+    def mish(x):
+        return x * np.tanh(np.log1p(np.exp(x)))
+    x = (np.asarray(obs["proprio"], np.float64) - np.asarray(base.low_dim_norm[0][1])) / np.asarray(
+        base.low_dim_norm[0][2])
+    for layer in layers:
+        x = mish(x @ np.asarray(layer["kernel"], np.float64) + np.asarray(layer["bias"], np.float64))
+    np.testing.assert_allclose(got[..., 16:], x, atol=1e-5)
+    plain_params = {**params, "obs_encoder": {k: v for k, v in params["obs_encoder"].items()
+                                              if not k.startswith("low_dim_mlp")}}
+    plain = np.asarray(DiffusionPolicy(base).encode_obs(plain_params, obs)).reshape(3, 2, -1)  # in obs_keys order
+    np.testing.assert_allclose(got[..., :16], plain[..., 4:], atol=1e-6)
+    np.testing.assert_allclose(plain[..., :4], (np.asarray(obs["proprio"]) - np.asarray(base.low_dim_norm[0][1]))
+                               / np.asarray(base.low_dim_norm[0][2]), atol=1e-5)
+    for bad in ((0,), (8, -1), (16.5,)):
+        with pytest.raises((ValueError, TypeError), match="low_dim_mlp"):
+            base.replace(low_dim_mlp=bad)

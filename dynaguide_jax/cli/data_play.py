@@ -43,6 +43,9 @@ def add_parser(dsub) -> None:
     dp.add_argument("--block-weight", type=float, default=DemoConfig.block_play_weight,
                     help="how often block behaviours (lift, push) are chosen relative to each articulated one; "
                          "1 = all alike (default: %(default)s)")
+    dp.add_argument("--perturb", type=float, default=DemoConfig.play_perturb,
+                    help="recoveries: per step of an expert's approach, the chance that a push of 4..10 steps starts; "
+                         "the recorded action is the expert's correction (default: %(default)s)")
     dp.add_argument("--quiet", action="store_true", help="no progress bar")
     dp.set_defaults(func=run)
 
@@ -55,6 +58,8 @@ def run(args) -> int:
                          f"{args.streams}: at least one stream trains")
     if not 0 <= args.block_weight < float("inf"):
         raise ValueError(f"--block-weight must be a finite number >= 0, got {args.block_weight}")
+    if not 0 <= args.perturb <= 1:
+        raise ValueError(f"--perturb must be a probability in [0, 1], got {args.perturb}")
     if args.image_size % 2:
         raise ValueError(f"--image-size must be even (the gripper camera is half of it), got {args.image_size}")
     out = prepare_output_dir(args.out)
@@ -62,7 +67,8 @@ def run(args) -> int:
         raise ValueError(f"--out {out} holds other files: pass a new or empty directory (an earlier "
                          "`dynaguide data play` output is replaced)")
     summary = write_world_play(out, args.seed, args.streams, args.steps, args.validation_streams, args.image_size,
-                               overwrite=True, progress=not args.quiet, block_weight=args.block_weight)
+                               overwrite=True, progress=not args.quiet, block_weight=args.block_weight,
+                               perturb_rate=args.perturb)
     for split, s in summary["splits"].items():
         print(f"{split:>10}: {s['frames']} frames, {s['ranges']} play ranges, {s['annotations']} annotated "
               "behaviours")

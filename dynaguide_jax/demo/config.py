@@ -35,6 +35,9 @@ class DemoConfig:
     play_steps: int = 2500
     validation_streams: int = 2
     block_play_weight: float = 0.25  # block behaviours' share of the play vs each articulated one (1 = alike)
+    # recoveries: per step of an expert's approach, the chance that a push (4..10 steps) starts; the
+    # recorded action is the expert's correction (envs/play.py; 0: none)
+    play_perturb: float = 0.0
     # frozen encoder input (a multiple of 14)
     encoder_size: int = 56
     # policies: "state" = robot_obs + scene_obs (fast on CPU), "cameras" = both cameras + robot_obs (the original)
@@ -46,6 +49,9 @@ class DemoConfig:
     policy_model: str = dataclasses.field(default="small", metadata={"choices": ("small", "paper")})
     # the noise UNet's channel widths; empty: policy_model's (small: 32 64, paper: 256 512 1024)
     policy_down_dims: tuple[int, ...] = ()
+    # hidden widths of an MLP over robot_obs / scene_obs before the condition (PolicyConfig.low_dim_mlp);
+    # empty: they enter as they are (robomimic's)
+    policy_low_dim_mlp: tuple[int, ...] = ()
     policy_steps: int = 10000
     gc_steps: int = 3000
     # the GC policy's goal image side: the static frame box-filtered (a divisor of image_size) or pixels
@@ -104,8 +110,13 @@ class DemoConfig:
         if len(dims) > 5 or any(not isinstance(d, int) or d < 8 or d % 8 for d in dims):
             raise ValueError(f"policy_down_dims must be at most 5 widths, each a positive multiple of 8 (group norm), "
                              f"got {dims}")
+        mlp = self.policy_low_dim_mlp
+        if len(mlp) > 4 or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in mlp):
+            raise ValueError(f"policy_low_dim_mlp must be at most 4 positive int widths, got {mlp}")
         if not 1 <= self.validation_streams < self.play_streams:
             raise ValueError(f"validation_streams must be in [1, play_streams), got {self.validation_streams}")
+        if not 0 <= self.play_perturb <= 1:
+            raise ValueError(f"play_perturb must be a probability in [0, 1], got {self.play_perturb}")
         if not 0 <= self.block_play_weight < float("inf"):
             raise ValueError(f"block_play_weight must be a finite number >= 0, got {self.block_play_weight}")
         if not 0 < self.keep_fraction <= 1:
@@ -131,15 +142,19 @@ class DemoConfig:
 
     def settings(self, *names: str) -> dict:
         """The named settings as they read back from JSON (tuples as lists). Empty tuples (a setting left
-        to the model, e.g. ``policy_down_dims``) are left out, so adding such a setting keeps existing caches."""
+        to the model, e.g. ``policy_down_dims``) and settings at their ``OFF_VALUES`` entry are left out, so
+        adding such a setting keeps existing caches."""
         values = {n: getattr(self, n) for n in names}
-        return {n: list(v) if isinstance(v, tuple) else v for n, v in values.items() if v != ()}
+        return {n: list(v) if isinstance(v, tuple) else v for n, v in values.items()
+                if v != () and not (n in OFF_VALUES and v == OFF_VALUES[n])}
 
     def fingerprint(self, *names: str) -> str:
         """A short hash of the named settings (a stage's inputs, ``settings``)."""
         return hashlib.sha256(json.dumps(self.settings(*names), sort_keys=True).encode()).hexdigest()[:16]
 
 
+# settings added after caches existed, at the value that builds what was built before them (left out of keys)
+OFF_VALUES = {"play_perturb": 0.0}
 TINY = dict(image_size=32, gc_goal_size=64, play_streams=4, play_steps=1000, validation_streams=1, encoder_size=28,
             policy_steps=60, gc_steps=60, policy_batch=16, dynamics_steps=40, dynamics_batch=16, rollouts=2, horizon=28,
             ddim_steps=2, repeats=2, gpc_samples=2, max_goals=4, gifs=1)
@@ -150,14 +165,15 @@ PAPER = dict(image_size=200, gc_goal_size=200, play_streams=32, play_steps=20000
 
 # which settings each stage reads (a stage is rebuilt when one of these, or an earlier stage, changes)
 STAGE_FIELDS = {
-    "play": ("seed", "image_size", "play_streams", "play_steps", "validation_streams", "block_play_weight"),
+    "play": ("seed", "image_size", "play_streams", "play_steps", "validation_streams", "block_play_weight",
+             "play_perturb"),
     "rlds": (),
     "features": ("encoder", "encoder_size"),
     "goals": ("keep_fraction", "max_goals"),
-    "policy": ("policy_obs", "policy_obs_norm", "policy_model", "policy_down_dims", "policy_steps", "policy_batch",
-               "policy_lr"),
-    "gc": ("policy_obs", "policy_obs_norm", "policy_model", "policy_down_dims", "gc_steps", "gc_goal_size",
-           "policy_batch", "policy_lr"),
+    "policy": ("policy_obs", "policy_obs_norm", "policy_model", "policy_down_dims", "policy_low_dim_mlp",
+               "policy_steps", "policy_batch", "policy_lr"),
+    "gc": ("policy_obs", "policy_obs_norm", "policy_model", "policy_down_dims", "policy_low_dim_mlp", "gc_steps",
+           "gc_goal_size", "policy_batch", "policy_lr"),
     "dynamics": ("dynamics_model", "dynamics_steps", "dynamics_batch", "dynamics_lr"),
     "eval": ("rollouts", "horizon", "ddim_steps", "scale", "repeats", "sigma", "gpc_samples", "itps_scale", "methods",
              "gifs"),

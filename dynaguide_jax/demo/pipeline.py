@@ -50,7 +50,7 @@ def _play(cfg: DemoConfig, progress: bool):
     def run(d):
         return write_world_play(os.path.join(d, "raw"), cfg.seed, cfg.play_streams, cfg.play_steps,
                                 cfg.validation_streams, cfg.image_size, overwrite=True, progress=progress,
-                                block_weight=cfg.block_play_weight)
+                                block_weight=cfg.block_play_weight, perturb_rate=cfg.play_perturb)
     return run
 
 

@@ -109,6 +109,8 @@ def policy_config(cfg: DemoConfig, data, goal_conditioned: bool) -> PolicyConfig
                             num_keypoints=16, backbone_widths=(16, 16, 32, 32))
     if cfg.policy_down_dims:
         pcfg = pcfg.replace(down_dims=tuple(cfg.policy_down_dims))
+    if cfg.policy_low_dim_mlp:
+        pcfg = pcfg.replace(low_dim_mlp=tuple(cfg.policy_low_dim_mlp))
     return pcfg
 
 

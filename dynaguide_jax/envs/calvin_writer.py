@@ -303,14 +303,15 @@ def play_weights(block_weight: float) -> tuple[float, ...]:
 
 def write_world_play(root: str, seed: int, streams: int, steps: int, validation_streams: int = 1,
                      image_size: int = 64, overwrite: bool = False, progress: bool = False,
-                     block_weight: float = 1.0) -> dict:
+                     block_weight: float = 1.0, perturb_rate: float = 0.0) -> dict:
     """``streams`` play streams of ``steps`` frames in the built-in world (``tabletop_for_image_size``)
     written to ``root`` as raw CALVIN files (``write_play_calvin``; the last ``validation_streams``
     streams validate): the first stage of ``dynaguide demo`` and ``dynaguide data play``.
     ``block_weight``: how often the block behaviours (lift, push) are chosen relative to the
-    articulated ones (1: all alike; < 1 gives the articulated parts more demonstrations per frame)."""
+    articulated ones (1: all alike; < 1 gives the articulated parts more demonstrations per frame).
+    ``perturb_rate``: the play's recoveries (``PlayConfig.perturb_rate``; 0: none)."""
     weights = None if block_weight == 1.0 else play_weights(block_weight)
     play = pl.PlayConfig(env=tabletop_for_image_size(image_size), num_streams=streams, steps=steps,
-                         chunk_steps=min(250, steps), weights=weights)
+                         chunk_steps=min(250, steps), weights=weights, perturb_rate=perturb_rate)
     return write_play_calvin(root, seed, play, validation_streams=validation_streams, overwrite=overwrite,
                              progress=progress)

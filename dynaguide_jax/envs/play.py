@@ -10,6 +10,15 @@ lift, carry the block to a free spot and let it drop (``place``); then ``idle_st
 motion at a safe height (no part can move there, so the scene is still and the segmentation's
 "still" rule separates consecutive interactions).
 
+Recoveries (``PlayConfig.perturb_rate`` > 0, DART-style: Laskey et al. 2017): while an expert
+approaches its part (before its first acting waypoint), a perturbation starts with probability
+``perturb_rate`` per step and lasts ``perturb_steps`` steps: a constant push of ``perturb_size``
+(action units) in a random direction (uniform on the sphere, the vertical part halved) is added to
+the executed xyz action. The RECORDED action is the expert's own (the push left out): the expert
+steers back towards its waypoint from wherever the push left the tcp, so the play shows the
+corrections a policy needs once its own errors have put it off the demonstrated path, and never the
+pushes. ``PlayChunk.perturbed`` marks the pushed steps.
+
 While an expert acts on a part (``ACT_PHASES``: the waypoints along which the part moves) its speed
 is capped at ``ACT_SPEED`` (x 0.8..1.2): the original's segmentation cuts only interactions with at
 least 10 moving frames, and CALVIN's human play moves the parts slowly; travel between parts keeps
@@ -105,7 +114,8 @@ class PlayConfig:
     weight (``None``: all equal; ``with_weights(door_left=0.01)`` makes one rare). ``steps`` per
     stream; ``chunk_steps`` steps are generated (and rendered) at a time; ``idle_steps`` (min, max)
     free-motion frames after each behaviour; ``expert_cap`` / ``place_cap`` bound a behaviour's and a
-    put-down's steps; ``noise``: the experts' action noise (std, action units)."""
+    put-down's steps; ``noise``: the experts' action noise (std, action units); ``perturb_rate``,
+    ``perturb_steps`` (min, max) and ``perturb_size``: the recoveries (module docstring; 0: none)."""
     env: tt.TabletopConfig = tt.TabletopConfig()
     num_streams: int = 8
     steps: int = 4000
@@ -115,6 +125,9 @@ class PlayConfig:
     expert_cap: int = 200
     place_cap: int = 100
     noise: float = 0.05
+    perturb_rate: float = 0.0
+    perturb_steps: tuple[int, int] = (4, 10)
+    perturb_size: float = 0.6
     images: bool = True
     render_batch: int = 8
 
@@ -129,6 +142,14 @@ class PlayConfig:
                              f"{self.idle_steps!r}")
         if not self.noise >= 0:
             raise ValueError(f"PlayConfig.noise must be >= 0, got {self.noise!r}")
+        if not 0 <= self.perturb_rate <= 1:
+            raise ValueError(f"PlayConfig.perturb_rate must be a probability in [0, 1], got {self.perturb_rate!r}")
+        lo, hi = self.perturb_steps
+        if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi):
+            raise ValueError(f"PlayConfig.perturb_steps must be (min, max) ints with 1 <= min <= max, got "
+                             f"{self.perturb_steps!r}")
+        if not 0 < self.perturb_size <= 2:
+            raise ValueError(f"PlayConfig.perturb_size must be in (0, 2] action units, got {self.perturb_size!r}")
         if self.weights is not None:
             w = np.asarray(self.weights, np.float64)
             if w.shape != (len(BEHAVIOURS),) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
@@ -170,6 +191,8 @@ class PlayState(NamedTuple):
     yaw: jax.Array  # [] free-motion target yaw
     speed: jax.Array  # [] free-motion speed (fraction of the maximal action)
     act_speed: jax.Array  # [] the expert's speed cap while acting on its part
+    push_left: jax.Array  # [] int32 steps left of the current perturbation (0: none)
+    push: jax.Array  # [3] its push, added to the executed xyz action
 
 
 class PlayChunk(NamedTuple):
@@ -185,6 +208,7 @@ class PlayChunk(NamedTuple):
     rgb_static: np.ndarray | None
     rgb_gripper: np.ndarray | None
     start: int
+    perturbed: np.ndarray | None = None
 
 
 def _in_box(xy, box):
@@ -234,7 +258,8 @@ def play_reset(key, config: PlayConfig) -> tuple[tt.TabletopState, PlayState]:
     p = PlayState(mode=jnp.int32(IDLE_MODE), behaviour=jnp.int32(IDLE), expert=expert, timer=jnp.int32(0),
                   idle_len=(1 + jnp.floor(u[2] * config.idle_steps[0])).astype(jnp.int32),
                   target=s.tcp_pos.at[2].set(jnp.maximum(s.tcp_pos[2], IDLE_Z[0])), yaw=s.tcp_euler[2],
-                  speed=jnp.float32(0.4), act_speed=jnp.float32(1.0))
+                  speed=jnp.float32(0.4), act_speed=jnp.float32(1.0), push_left=jnp.int32(0),
+                  push=jnp.zeros(3, jnp.float32))
     return s, p
 
 
@@ -317,16 +342,33 @@ def _play_step(s: tt.TabletopState, p: PlayState, key, config: PlayConfig):
     action = jnp.where(mode == EXPERT, expert_act, jnp.where(mode == PLACE, place_act, idle_act))
     expert = jax.tree.map(lambda a, b: jnp.where(mode == EXPERT, a, b), stepped, expert)
 
-    # 3) record the state before the step, then step
+    # 3) recoveries: a push starts while the expert approaches (before its first acting waypoint) and
+    #    ends early when the mode changes; the executed action has it, the record has not
+    first_act = jnp.argmax(jnp.asarray(_ACT_MASK)[behaviour] > 0)
+    approaching = (mode == EXPERT) & (stepped.phase < first_act)
+    lo_p, hi_p = config.perturb_steps
+    begin = approaching & (p.push_left == 0) & (u[16] < config.perturb_rate)
+    z, azimuth = 2.0 * u[18] - 1.0, 2.0 * jnp.pi * u[19]  # uniform on the sphere, then half as steep:
+    r_xy = jnp.sqrt(1 - z * z)  # a push down from the travel height must not reach the parts below
+    direction = jnp.stack([r_xy * jnp.cos(azimuth), r_xy * jnp.sin(azimuth), 0.5 * z])
+    push_left = jnp.where(begin, (lo_p + jnp.floor(u[17] * (hi_p - lo_p + 1))).astype(jnp.int32), p.push_left)
+    push_left = jnp.where(approaching, push_left, 0)
+    push = jnp.where(begin, config.perturb_size * direction, p.push)
+    perturbed = push_left > 0
+    executed = action.at[:3].set(jnp.where(perturbed, jnp.clip(action[:3] + push, -1, 1), action[:3]))
+
+    # 4) record the state before the step, then step
     absolute = jnp.concatenate([s.tcp_pos + action[:3] * env.max_rel_pos,
                                 tt.wrap_angle(s.tcp_euler + action[3:6] * env.max_rel_orn),
                                 jnp.where(action[6] < 0, -1.0, 1.0)[None]])
     record = {"robot_obs": tt.robot_obs(s), "scene_obs": tt.scene_obs(s), "rel_actions": action,
-              "actions": absolute, "label": jnp.where(mode == IDLE_MODE, IDLE, behaviour).astype(jnp.int32)}
-    nxt = tt.step(s, action, env)
+              "actions": absolute, "label": jnp.where(mode == IDLE_MODE, IDLE, behaviour).astype(jnp.int32),
+              "perturbed": perturbed}
+    nxt = tt.step(s, executed, env)
     p = PlayState(mode=mode.astype(jnp.int32), behaviour=behaviour.astype(jnp.int32), expert=expert,
                   timer=(timer + 1).astype(jnp.int32), idle_len=length.astype(jnp.int32), target=target,
-                  yaw=yaw, speed=speed, act_speed=act_speed)
+                  yaw=yaw, speed=speed, act_speed=act_speed,
+                  push_left=jnp.maximum(push_left - 1, 0).astype(jnp.int32), push=push)
     return nxt, p, record, s
 
 
@@ -414,7 +456,7 @@ def generate_play(seed: int, config: PlayConfig = PlayConfig(), progress: bool =
                 rec["rgb_static"], rec["rgb_gripper"] = _render(states, config.env, config.render_batch)
             yield PlayChunk(robot_obs=rec["robot_obs"], scene_obs=rec["scene_obs"], rel_actions=rec["rel_actions"],
                             actions=rec["actions"], label=rec["label"], rgb_static=rec.get("rgb_static"),
-                            rgb_gripper=rec.get("rgb_gripper"), start=start)
+                            rgb_gripper=rec.get("rgb_gripper"), start=start, perturbed=rec["perturbed"])
             if bar is not None:
                 bar.update(n * config.num_streams)
     finally:
@@ -427,7 +469,7 @@ def collect_play(seed: int, config: PlayConfig = PlayConfig(), progress: bool = 
     chunks = list(generate_play(seed, config, progress))
     cat = lambda name: None if getattr(chunks[0], name) is None else np.concatenate(  # noqa: E731
         [getattr(c, name) for c in chunks], axis=1)
-    return PlayChunk(*(cat(f) for f in PlayChunk._fields[:-1]), start=0)
+    return PlayChunk(**{f: cat(f) for f in PlayChunk._fields if f != "start"}, start=0)
 
 
 # --- host-side analysis of the labels -------------------------------------------------------------

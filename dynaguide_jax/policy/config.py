@@ -23,6 +23,12 @@ class PolicyConfig:
     names, per standardised key, the entries that are angles in radians: those enter as
     ``wrap(x - offset) / scale`` with ``wrap`` onto [-pi, pi), so an angle that crosses +-pi (the
     tcp's roll, near pi in CALVIN's layout) does not jump by 2 pi / scale between frames.
+    ``low_dim_mlp``: hidden widths of an MLP (Dense + Mish per width) that maps a frame's low-dim
+    inputs, concatenated after standardising, to ``low_dim_mlp[-1]`` features placed after the
+    cameras' features. Empty (robomimic's, and every converted policy's): the low-dim inputs enter
+    the condition as they are, and the UNet sees them only through its blocks' FiLM (one linear
+    map each), which cannot draw the centimetre-sharp boundaries a state policy needs (when to stop
+    above a button and go down).
     """
 
     action_dim: int = 7
@@ -33,6 +39,7 @@ class PolicyConfig:
     goal_rgb_keys: tuple[str, ...] = ()
     low_dim_norm: tuple[tuple[str, tuple[float, ...], tuple[float, ...]], ...] = ()
     low_dim_angles: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    low_dim_mlp: tuple[int, ...] = ()
     obs_horizon: int = 2
     prediction_horizon: int = 16
     action_horizon: int = 8
@@ -55,7 +62,7 @@ class PolicyConfig:
         if not self.down_dims or not self.backbone_widths:
             raise ValueError(f"PolicyConfig.down_dims and backbone_widths must be non-empty, got {self.down_dims} and "
                              f"{self.backbone_widths}")
-        for name in ("down_dims", "backbone_widths"):
+        for name in ("down_dims", "backbone_widths", "low_dim_mlp"):
             for i, d in enumerate(getattr(self, name)):
                 check_int(f"PolicyConfig.{name}[{i}]", d)
         for d in self.down_dims:
@@ -128,7 +135,11 @@ class PolicyConfig:
     def obs_feature_dim(self) -> int:
         """Per-frame feature size of the observation encoder (goal features excluded)."""
         low = dict(self.low_dim)
-        return sum(self.feature_dim if k in self.rgb_keys else low[k] for k in self.obs_keys)
+        cams = sum(self.feature_dim for k in self.obs_keys if k in self.rgb_keys)
+        low_keys = [k for k in self.obs_keys if k not in self.rgb_keys]
+        if self.low_dim_mlp and low_keys:
+            return cams + self.low_dim_mlp[-1]
+        return cams + sum(low[k] for k in low_keys)
 
     @property
     def cond_dim(self) -> int:

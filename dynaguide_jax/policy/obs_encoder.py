@@ -11,6 +11,7 @@ import numpy as np
 
 from dynaguide_jax.layers import compute_dtype
 from dynaguide_jax.policy.config import PolicyConfig
+from dynaguide_jax.policy.unet1d import mish
 
 
 def group_norm(channels: int, dtype, name: str):
@@ -127,7 +128,7 @@ class ObservationEncoder(nn.Module):
         c = self.config
         rgb, norm = dict(c.rgb_shapes), {k: (o, s) for k, o, s in c.low_dim_norm}
         angles = dict(c.low_dim_angles)
-        feats = []
+        feats, low = [], []
         for k in self.keys:
             x = obs[k]
             if k in norm:
@@ -143,5 +144,11 @@ class ObservationEncoder(nn.Module):
                     x = random_crop(crop_key, x, c.crop) if crop_key is not None else center_crop(x, c.crop)
                     crop_key = None if crop_key is None else jax.random.fold_in(crop_key, 1)
                 x = VisualCore(c, name=k)(x)
-            feats.append(x.reshape(x.shape[0], -1).astype(jnp.float32))
+            x = x.reshape(x.shape[0], -1).astype(jnp.float32)
+            (low if c.low_dim_mlp and k not in rgb else feats).append(x)
+        if low:  # the low-dim inputs through the MLP, after the cameras
+            x = jnp.concatenate(low, axis=-1)
+            for i, width in enumerate(c.low_dim_mlp):
+                x = mish(nn.Dense(width, name=f"low_dim_mlp_{i}")(x))
+            feats.append(x)
         return jnp.concatenate(feats, axis=-1)
