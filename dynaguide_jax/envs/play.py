@@ -105,6 +105,7 @@ _ACT_SPEED = np.zeros(len(BEHAVIOURS), np.float32)
 for _b, _name in enumerate(BEHAVIOURS):
     _ACT_MASK[_b, list(ACT_PHASES[_behaviour_key(_name)])] = 1.0
     _ACT_SPEED[_b] = ACT_SPEED[_behaviour_key(_name)]
+_FIRST_ACT = np.argmax(_ACT_MASK > 0, axis=1).astype(np.int32)  # each plan's first acting waypoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -344,8 +345,7 @@ def _play_step(s: tt.TabletopState, p: PlayState, key, config: PlayConfig):
 
     # 3) recoveries: a push starts while the expert approaches (before its first acting waypoint) and
     #    ends early when the mode changes; the executed action has it, the record has not
-    first_act = jnp.argmax(jnp.asarray(_ACT_MASK)[behaviour] > 0)
-    approaching = (mode == EXPERT) & (stepped.phase < first_act)
+    approaching = (mode == EXPERT) & (stepped.phase < jnp.asarray(_FIRST_ACT)[behaviour])
     lo_p, hi_p = config.perturb_steps
     begin = approaching & (p.push_left == 0) & (u[16] < config.perturb_rate)
     z, azimuth = 2.0 * u[18] - 1.0, 2.0 * jnp.pi * u[19]  # uniform on the sphere, then half as steep:
