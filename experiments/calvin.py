@@ -29,7 +29,8 @@ from dynaguide_jax.eval.behaviours import detect_behaviours
 from dynaguide_jax.eval.rollout import LoopConfig
 from experiments import goals as G
 from experiments.policies import Settings, method_policy_fn
-from experiments.runner import CONTROL, Cell, eval_fields, method_horizon, rollout_seed_key, stack_keys
+from experiments.runner import (CONTROL, Cell, eval_fields, method_horizon, path_fingerprint, rollout_seed_key,
+                                stack_keys)
 
 # robomimic's CALVIN observation names (the original's configs) -> the host env's
 OBS_ALIASES = {"third_person": "rgb_static", "eye_in_hand": "rgb_gripper"}
@@ -46,18 +47,6 @@ class CalvinSources:
     encoder: str | None = None
     workers: int = 4
     calvin_root: str | None = None  # the calvin_env checkout (default: next to the installed package)
-
-
-def _fingerprint(path: str | None):
-    """A file's or folder's identity for the cell keys: its path, size and modification time (a checkpoint
-    replaced in place reruns the cells that read it)."""
-    if not path or not os.path.exists(path):
-        return path
-    if os.path.isdir(path):
-        stats = [os.stat(os.path.join(r, n)) for r, _, names in os.walk(path) for n in names]
-        return [os.path.abspath(path), sum(x.st_size for x in stats), max((x.st_mtime for x in stats), default=0)]
-    st = os.stat(path)
-    return [os.path.abspath(path), st.st_size, st.st_mtime]
 
 
 def _need(path: str | None, flag: str, why: str) -> str:
@@ -164,7 +153,7 @@ class CalvinBackend:
             self.goal_counts = G.goal_counts(experiment, per_target)
             self.goals = G.stack_target_goals(per_target)
         self.env_config = CalvinConfig(shuffle_blocks=True, seed=cfg.seed, root=sources.calvin_root)
-        self.fingerprints = {k: _fingerprint(v) for k, v in dataclasses.asdict(sources).items()
+        self.fingerprints = {k: path_fingerprint(v) for k, v in dataclasses.asdict(sources).items()
                              if k not in ("workers", "calvin_root")}
         self._compiled = {}
 

@@ -37,14 +37,16 @@ def select(experiment: Experiment, targets=None, methods=None) -> tuple[Experime
 
 def run_experiment(experiment: Experiment, cfg: DemoConfig, out_dir: str, *, env: str = "tabletop",
                    models_dir: str | None = None, methods=None, chunk: int = 8, fresh: bool = False,
-                   progress: bool = True, log=print, calvin=None, backend=None, jobs: int = 1) -> dict:
+                   progress: bool = True, log=print, calvin=None, backend=None, jobs: int = 1,
+                   policy: str | None = None) -> dict:
     """Run (or resume) ``experiment`` into ``out_dir``; returns the ``results.json`` dict.
 
     ``cfg`` gives the world and model sizes and the evaluation sizes (rollouts, horizon, DDIM steps;
     ``DemoConfig.for_preset``); ``models_dir`` holds the trained models (``default_models_dir``).
     ``calvin``: the ``experiments.calvin.CalvinSources`` of ``env="calvin"``; ``backend`` (tests) replaces
     the backend the env names; ``jobs``: worker processes for the built-in world's model stages
-    (``demo.pipeline.prepare_models``)."""
+    (``demo.pipeline.prepare_models``); ``policy``: on the built-in world, a ``dynaguide train policy`` run
+    in place of the demo's base policy (``calvin`` names the policies of ``env="calvin"``)."""
     if env not in ENVS:
         raise ValueError(f"env must be one of {ENVS}, got {env!r}")
     experiment, methods = select(experiment, methods=methods)
@@ -65,7 +67,7 @@ def run_experiment(experiment: Experiment, cfg: DemoConfig, out_dir: str, *, env
 
             models_dir = models_dir or default_models_dir(cfg.preset)
             backend = TabletopBackend(experiment, cfg, models_dir, out_dir, fresh=fresh, progress=progress, log=log,
-                                      jobs=jobs)
+                                      jobs=jobs, policy=policy)
     cells = plan_cells(experiment, methods)
     log(f"[rollouts] {experiment.title}: {len(cells)} cells ({', '.join(methods)}) x {sizes.rollouts} rollouts "
         f"of {cfg.horizon} steps")

@@ -183,6 +183,18 @@ def method_horizon(experiment, horizon: int, method: str) -> int:
     return horizon
 
 
+def path_fingerprint(path: str | None):
+    """A file's or folder's identity for the cell keys: its path, size and modification time (a checkpoint
+    replaced in place reruns the cells that read it)."""
+    if not path or not os.path.exists(path):
+        return path
+    if os.path.isdir(path):
+        stats = [os.stat(os.path.join(r, n)) for r, _, names in os.walk(path) for n in names]
+        return [os.path.abspath(path), sum(x.st_size for x in stats), max((x.st_mtime for x in stats), default=0)]
+    st = os.stat(path)
+    return [os.path.abspath(path), st.st_size, st.st_mtime]
+
+
 def eval_fields(cfg: DemoConfig) -> dict:
     return {k: getattr(cfg, k) for k in ("ddim_steps", "encoder_size", "gc_goal_size")}
 

@@ -5,7 +5,8 @@ a method shares it), rollouts vmapped over start states, each with its own key.
 Models come from ``dynaguide_jax.demo.pipeline.prepare_models`` (play -> RLDS -> features -> base
 policy, GC policy, dynamics), in ``models_dir`` (a ``dynaguide demo`` output of the same preset can
 be reused). Base policies trained on reduced data (UnderrepresentedBehaviors) are trained once each
-into ``models_dir/policy_<variant>/``.
+into ``models_dir/policy_<variant>/``. ``policy``: a ``dynaguide train policy`` run on built-in-world
+play that replaces the demo's base policy (the GC policy, dynamics model and goals stay the demo's).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from dynaguide_jax.eval.behaviours import detect_behaviour
 from dynaguide_jax.eval.rollout import LoopConfig, closed_loop, tabletop_env
 from experiments import goals as G
 from experiments.policies import Settings, method_policy_fn
-from experiments.runner import Cell, eval_fields, method_horizon, rollout_seed_key, stack_keys
+from experiments.runner import Cell, eval_fields, method_horizon, path_fingerprint, rollout_seed_key, stack_keys
 
 VARIANT_FIELDS = STAGE_FIELDS["policy"]  # a reduced-data base policy is rebuilt when one of these changes
 
@@ -60,18 +61,51 @@ def _stage_key(prep: PreparedModels, name: str) -> str:
     return prep.stages.key(name)
 
 
+WORLD_OBS = ("proprio", "scene", "rgb_static", "rgb_gripper")  # what the built-in world observes (rollout.tabletop_env)
+
+
+def load_world_policy(path: str, env: tabletop.TabletopConfig):
+    """``(policy, params)`` of a ``dynaguide train policy`` run whose inputs the built-in world provides
+    (its observation keys, camera sizes, 16 x 7 action chunks); anything else is refused by name."""
+    from dynaguide_jax.policy.train import load_trained_policy
+
+    if not os.path.isdir(path):
+        raise ValueError(f"--policy {path}: on the built-in world the base policy is a `dynaguide train policy` run "
+                         "directory trained on built-in-world play (robomimic .pth files run with --env calvin)")
+    policy, params, _ = load_trained_policy(path)
+    c = policy.config
+    sizes = {"rgb_static": (env.static_size,) * 2, "rgb_gripper": (env.gripper_size,) * 2}
+    problems = [f"input {k!r} (the world observes {', '.join(WORLD_OBS)})" for k in c.obs_keys if k not in WORLD_OBS]
+    problems += [f"{k} at {tuple(hw)} px (the world renders {sizes[k]})" for k, hw in c.rgb_shapes
+                 if k in sizes and tuple(hw) != sizes[k]]
+    if c.goal_rgb_keys:
+        problems.append("goal images (a GC policy; the base policy has none)")
+    if (c.prediction_horizon, c.action_dim) != (16, tabletop.ACTION_DIM):
+        problems.append(f"{c.prediction_horizon} x {c.action_dim} action chunks (the methods sample 16 x 7)")
+    if problems:
+        raise ValueError(f"--policy {path} does not fit the built-in world: " + "; ".join(problems))
+    return policy, params
+
+
 class TabletopBackend:
     """Everything the runner needs on the built-in world; ``run_chunk`` is its rollout function."""
 
     def __init__(self, experiment, cfg: DemoConfig, models_dir: str, out_dir: str, fresh: bool = False,
-                 progress: bool = True, log=print, jobs: int = 1):
-        self.experiment, self.cfg, self.log = experiment, cfg, log
+                 progress: bool = True, log=print, jobs: int = 1, policy: str | None = None):
+        self.experiment, self.cfg, self.log, self.policy_path = experiment, cfg, log, policy
         self.env = world_config(cfg)
+        if policy is not None and any(t.policy_variant != "full" for t in experiment.targets):
+            raise ValueError(f"--policy replaces the full-data base policy, but {experiment.name} trains its own "
+                             "reduced-data base policies from the demo's recipe: run it without --policy")
+        override = load_world_policy(policy, self.env) if policy is not None else None  # checked before training
         self.prep = prepare_models(dataclasses.replace(cfg, out_dir=models_dir), fresh=fresh, progress=progress,
                                    log=log, jobs=jobs)
         models = load_demo_models(self.prep.stages, self.prep.encoder, self.prep.encoder_params)
         if models.schedule.num_inference_steps != cfg.ddim_steps:
             models = models._replace(schedule=dataclasses.replace(models.schedule, num_inference_steps=cfg.ddim_steps))
+        if override is not None:
+            models = models._replace(policy=override[0], policy_params=override[1])
+            log(f"base policy: {policy} (in place of the demo's)")
         self.models = models
         self.pool = os.path.join(out_dir, "goal_pool")
         self.pool_key = self._goal_pool()
@@ -79,7 +113,8 @@ class TabletopBackend:
                                      experiment.goal_quality, self.env, cfg.seed) for t in experiment.targets]
         self.goal_counts = G.goal_counts(experiment, per_target)
         self.goals = G.stack_target_goals(per_target)
-        self.variants, self.variant_keys = {"full": models.policy_params}, {"full": _stage_key(self.prep, "policy")}
+        full = _stage_key(self.prep, "policy") if policy is None else path_fingerprint(policy)
+        self.variants, self.variant_keys = {"full": models.policy_params}, {"full": full}
         for t in experiment.targets:  # after the goals: a missing goal file fails before any training
             if t.policy_variant not in self.variants:
                 self.variants[t.policy_variant], self.variant_keys[t.policy_variant] = self._variant_params(
@@ -169,4 +204,5 @@ class TabletopBackend:
     def config(self) -> dict:
         return {**self.cfg.to_dict(), "encoder_description": self.prep.encoder_text, "goal_counts": self.goal_counts,
                 "policy_variants": {t.name: t.policy_variant for t in self.experiment.targets},
+                "policy": os.path.abspath(self.policy_path) if self.policy_path else None,
                 "devices": [str(d) for d in jax.devices()]}

@@ -303,6 +303,30 @@ def test_experiment_runs_every_cell_and_writes_tables(tiny_demo, tmp_path):
 
 
 @pytest.mark.slow
+def test_experiment_on_the_built_in_world_takes_another_base_policy(tiny_demo, tmp_path):
+    models, _ = tiny_demo
+    common = ("experiment", "articulated_parts", "--preset", "tiny", "--models-dir", models, "--targets", "button_on",
+              "--methods", "base", "--rollouts", "2", "--quiet")
+    dynaguide(*common, "--out-dir", tmp_path / "own")
+    out = dynaguide(*common, "--policy", models / "policy", "--out-dir", tmp_path / "swapped").stdout
+    assert f"base policy: {models / 'policy'} (in place of the demo's)" in out
+    own, swapped = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("own", "swapped"))
+    assert swapped["methods"] == own["methods"]  # the same weights, loaded from the run: the same rollouts
+    assert own["config"]["policy"] is None and swapped["config"]["policy"] == str(models / "policy")
+    keys = [json.loads(next((tmp_path / d / "cells" / "base" / "control").iterdir()).joinpath("cell.json")
+                       .read_text())["inputs"]["models"]["policy"] for d in ("own", "swapped")]
+    assert keys[0] != keys[1] and keys[1][0] == str(models / "policy")  # a swapped policy is its own cell
+    for extra, message in (((models / "gc",), "goal images (a GC policy"),
+                           ((tmp_path / "nope",), "does not exist"),
+                           ((models / "policy", "--dynamics", models / "dynamics"), "apply to --env calvin only")):
+        bad = dynaguide(*common, "--policy", *extra, "--out-dir", tmp_path / "bad", check=False)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+    bad = dynaguide("experiment", "underrepresented_behaviors", "--preset", "tiny", "--models-dir", models,
+                    "--policy", models / "policy", "--out-dir", tmp_path / "bad", check=False)
+    assert bad.returncode == 2 and "run it without --policy" in bad.stderr
+
+
+@pytest.mark.slow
 def test_underrepresented_behaviour_trains_its_reduced_policy(tiny_demo, tmp_path):
     models, _ = tiny_demo
     out = dynaguide("experiment", "underrepresented_behaviors", "--preset", "tiny", "--models-dir", models,

@@ -35,7 +35,9 @@ def add_parser(sub) -> None:
     p.add_argument("--chunk", type=int, default=8, help="rollouts per compiled call and per saved file "
                    "(default: %(default)s)")
     calvin = p.add_argument_group("--env calvin (the CALVIN simulator)")
-    calvin.add_argument("--policy", help="base policy: a robomimic checkpoint (.pth) or a `dynaguide train policy` dir")
+    calvin.add_argument("--policy", help="base policy: a robomimic checkpoint (.pth) or a `dynaguide train policy` "
+                        "dir; also with --env tabletop: a `dynaguide train policy` run on built-in-world play in "
+                        "place of the demo's (the GC policy, dynamics model and goals stay the demo's)")
     calvin.add_argument("--gc-policy", help="goal-conditioned policy (same formats), for the GC method")
     calvin.add_argument("--dynamics", help="dynamics model: the original's .pth or a `dynaguide train dynamics` dir")
     calvin.add_argument("--goals-dir", help="goal sets: goals_<behaviour>.npz files (`dynaguide data goals`)")
@@ -70,8 +72,17 @@ def run(args) -> int:
         calvin = CalvinSources(policy=args.policy, gc_policy=args.gc_policy, dynamics=args.dynamics,
                                goals_dir=args.goals_dir, reset_poses_dir=args.reset_poses_dir, encoder=cfg.encoder,
                                workers=args.workers)
-    elif args.models_dir:
-        prepare_output_dir(args.models_dir, "--models-dir")
+    else:
+        given = [f for f in ("gc_policy", "dynamics", "goals_dir", "reset_poses_dir") if getattr(args, f)]
+        if given:
+            raise ValueError(f"{', '.join('--' + f.replace('_', '-') for f in given)} apply to --env calvin only "
+                             "(the built-in world uses the demo's models in --models-dir; --policy replaces its base "
+                             "policy)")
+        if args.policy and not os.path.exists(args.policy):
+            raise FileNotFoundError(f"--policy: {args.policy} does not exist")
+        if args.models_dir:
+            prepare_output_dir(args.models_dir, "--models-dir")
     run_experiment(experiment, cfg, out, env=args.env, models_dir=args.models_dir, methods=methods, chunk=args.chunk,
-                   fresh=args.fresh, progress=not args.quiet, calvin=calvin, jobs=jobs)
+                   fresh=args.fresh, progress=not args.quiet, calvin=calvin, jobs=jobs,
+                   policy=args.policy if args.env == "tabletop" else None)
     return 0
