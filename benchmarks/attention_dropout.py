@@ -48,13 +48,10 @@ def _demo_config(demo_dir: str):
     from dynaguide_jax.demo.config import DemoConfig
 
     try:
-        with open(os.path.join(demo_dir, "results.json")) as f:
-            given = json.load(f)["config"]
+        return DemoConfig.from_results(os.path.join(demo_dir, "results.json"))
     except FileNotFoundError:
         print(f"{demo_dir} has no results.json: assuming the small preset's settings (encoder, dynamics)")
         return DemoConfig.for_preset("small")
-    return DemoConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()
-                         if k in DemoConfig.__dataclass_fields__})
 
 
 def _tabletop_sources(demo_dir: str, out_dir: str, log) -> tuple:

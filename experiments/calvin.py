@@ -29,8 +29,8 @@ from dynaguide_jax.eval.behaviours import detect_behaviours
 from dynaguide_jax.eval.rollout import LoopConfig
 from experiments import goals as G
 from experiments.policies import Settings, method_policy_fn
-from experiments.runner import (CONTROL, Cell, eval_fields, method_horizon, path_fingerprint, rollout_seed_key,
-                                stack_keys)
+from experiments.runner import (Cell, cell_reset_poses, eval_fields, method_horizon, path_fingerprint,
+                                rollout_seed_key, stack_keys)
 
 # robomimic's CALVIN observation names (the original's configs) -> the host env's
 OBS_ALIASES = {"third_person": "rgb_static", "eye_in_hand": "rgb_gripper"}
@@ -169,15 +169,10 @@ class CalvinBackend:
             files.update(dynamics=f["dynamics"], encoder=f["encoder"])
         key = {"method": cell.method, "env": "calvin", "files": files, "eval": eval_fields(self.cfg),
                "seed": self.cfg.seed, "horizon": self.horizon(cell.method), "env_setup": list(cell.env_setup),
-               "poses": self._poses_name(cell)}
+               "poses": cell_reset_poses(self.experiment, cell)}
         if cell.method != "base":
             key.update(target=dataclasses.asdict(t), goals=f["goals_dir"], goal_quality=self.experiment.goal_quality)
         return key
-
-    def _poses_name(self, cell: Cell) -> str:
-        if cell.name == CONTROL:
-            return self.experiment.control_reset_poses
-        return self.experiment.targets[cell.target_index].reset_poses
 
     def horizon(self, method: str) -> int:
         return method_horizon(self.experiment, self.cfg.horizon, method)
@@ -217,7 +212,7 @@ class CalvinBackend:
         keys = stack_keys(key, first, count)
         scene = np.zeros((count, 24), np.float32)
         scene[:, :6] = np.asarray(jax.vmap(lambda k: sample_scene_setup(k, dict(cell.env_setup)))(keys))
-        poses = jnp.asarray(self.poses[self._poses_name(cell)], jnp.float32)
+        poses = jnp.asarray(self.poses[cell_reset_poses(self.experiment, cell)], jnp.float32)
         robot = np.asarray(jax.vmap(lambda k: sample_reset_pose(jax.random.fold_in(k, 2), poses))(keys))
         sig = (cell.method, cell.name)
         if sig not in self._compiled:

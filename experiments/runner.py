@@ -48,6 +48,13 @@ def plan_cells(experiment, methods) -> list[Cell]:
     return cells
 
 
+def cell_reset_poses(experiment, cell: Cell) -> str | None:
+    """The robot reset-pose list a cell starts from: the control's (orig: control.json) or its target's."""
+    if cell.name == CONTROL:
+        return experiment.control_reset_poses
+    return experiment.targets[cell.target_index].reset_poses
+
+
 def rollout_seed_key(seed: int, env_setup) -> jax.Array:
     """The key of a cell's start states and rollouts: a function of the reset setup only, so every method
     and every target with that setup (the control: none fixed) starts from the same states."""

@@ -57,7 +57,7 @@ class Target:
     gpc_samples: int = 5  # --num_samples
     policy_fraction: float | None = None  # base policy trained with ``reduced`` cut to this fraction
     reduced: str | None = None
-    reset_poses: str | None = "right_side_midpoint"  # the CALVIN reset-pose file (calvin_env only)
+    reset_poses: str | None = "right_side_midpoint"  # the robot reset-pose list (CALVIN: the original's file)
 
     def __post_init__(self):
         if not self.name or not isinstance(self.name, str):

@@ -26,7 +26,7 @@ from dynaguide_jax.eval.methods import guidance_view
 from dynaguide_jax.eval.rollout import LoopConfig, closed_loop, tabletop_env
 from dynaguide_jax.eval.tables import wilson_interval
 from dynaguide_jax.guidance import DynaGuide, GoalSet
-from experiments.runner import rollout_seed_key, stack_keys
+from experiments.runner import Cell, rollout_seed_key, stack_keys
 from experiments.tabletop import TabletopBackend, start_states
 
 
@@ -75,6 +75,7 @@ def closed_loop_sweep(backend: TabletopBackend, target_name: str, scales, repeat
     over_rollouts = jax.vmap(one, in_axes=(0, 0, None, None, None, None))
     program = jax.jit(jax.vmap(over_rollouts, in_axes=(None, None, 0, 0, 0, None)))
     key = rollout_seed_key(cfg.seed, target.env_setup)
+    poses = backend.cell_poses(Cell("dynaguide", target.name, ti, target.env_setup))  # the experiment's starts
     chunk = min(chunk, cfg.rollouts)
     t0 = time.perf_counter()
     progress_log(f"[sweep] {len(grid)} grid points x {cfg.rollouts} rollouts of {cfg.horizon} steps, one program "
@@ -83,7 +84,7 @@ def closed_loop_sweep(backend: TabletopBackend, target_name: str, scales, repeat
                 jnp.asarray([g[2] for g in grid], jnp.float32))
     parts = []
     for first in range(0, cfg.rollouts, chunk):  # bounded memory; the same compiled shape every time
-        states = start_states(key, target.env_setup, first, chunk, env)
+        states = start_states(key, target.env_setup, first, chunk, env, poses)
         keys = stack_keys(jax.random.fold_in(key, 1), first, chunk)
         parts.append(np.asarray(program(states, keys, *settings, goals)))
     index = np.concatenate(parts, axis=1)[:, :cfg.rollouts]

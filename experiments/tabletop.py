@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from dynaguide_jax.demo.config import STAGE_FIELDS, DemoConfig
-from dynaguide_jax.demo.evaluate import ACTION_HORIZON, DemoModels, setup_start_states
+from dynaguide_jax.demo.evaluate import ACTION_HORIZON, DemoModels, load_demo_reset_poses, setup_start_states
 from dynaguide_jax.demo.pipeline import PreparedModels, load_demo_models, prepare_models, world_config
 from dynaguide_jax.demo.train import train_demo_policy
 from dynaguide_jax.envs import tabletop
@@ -30,14 +30,16 @@ from dynaguide_jax.eval.behaviours import detect_behaviour
 from dynaguide_jax.eval.rollout import LoopConfig, closed_loop, tabletop_env
 from experiments import goals as G
 from experiments.policies import Settings, method_policy_fn
-from experiments.runner import Cell, eval_fields, method_horizon, path_fingerprint, rollout_seed_key, stack_keys
+from experiments.runner import (Cell, cell_reset_poses, eval_fields, method_horizon, path_fingerprint,
+                                rollout_seed_key, stack_keys)
 
 VARIANT_FIELDS = STAGE_FIELDS["policy"]  # a reduced-data base policy is rebuilt when one of these changes
 
 
-def start_states(key: jax.Array, env_setup, first: int, count: int, env: tabletop.TabletopConfig):
-    """Rollouts ``first .. first + count - 1``' start states (``demo.evaluate.setup_start_states``)."""
-    return setup_start_states(stack_keys(key, first, count), env_setup, env)
+def start_states(key: jax.Array, env_setup, first: int, count: int, env: tabletop.TabletopConfig, poses=None):
+    """Rollouts ``first .. first + count - 1``' start states (``demo.evaluate.setup_start_states``; the robot
+    from ``poses [N, 15]``, or the world's random robot when None)."""
+    return setup_start_states(stack_keys(key, first, count), env_setup, env, poses)
 
 
 def compile_method(method: str, models: DemoModels, env: tabletop.TabletopConfig, horizon: int, repeats: int,
@@ -107,6 +109,7 @@ class TabletopBackend:
             models = models._replace(policy=override[0], policy_params=override[1])
             log(f"base policy: {policy} (in place of the demo's)")
         self.models = models
+        self.poses = load_demo_reset_poses(self.prep.stages.dir("goals"))  # the original's lists, from the play
         self.pool = os.path.join(out_dir, "goal_pool")
         self.pool_key = self._goal_pool()
         per_target = [G.target_goals(t, self.pool, models, cfg.encoder_size, cfg.gc_goal_size,
@@ -175,11 +178,21 @@ class TabletopBackend:
         if method in ("dynaguide", "gpc"):
             models.update(dynamics=_stage_key(self.prep, "dynamics"), features=_stage_key(self.prep, "features"))
         key = {"method": method, "models": models, "eval": eval_fields(self.cfg), "seed": self.cfg.seed,
-               "horizon": self.horizon(method), "env_setup": list(cell.env_setup)}
+               "horizon": self.horizon(method), "env_setup": list(cell.env_setup), **self._poses_key(cell)}
         if method != "base":  # what of the target the method reads
             key.update(goal_pool=self.pool_key, goal_quality=self.experiment.goal_quality,
                        target=dataclasses.asdict(t))
         return key
+
+    def cell_poses(self, cell: Cell):
+        """The robot reset poses ``[N, 15]`` a cell starts from (None: the world's random robot)."""
+        name = cell_reset_poses(self.experiment, cell)
+        return None if name is None else self.poses.get(name)
+
+    def _poses_key(self, cell: Cell) -> dict:
+        if self.cell_poses(cell) is None:
+            return {}
+        return {"poses": cell_reset_poses(self.experiment, cell), "poses_from": _stage_key(self.prep, "goals")}
 
     def horizon(self, method: str) -> int:
         return method_horizon(self.experiment, self.cfg.horizon, method)
@@ -193,7 +206,7 @@ class TabletopBackend:
             self._compiled[sig] = compile_method(cell.method, self.models, self.env, self.horizon(cell.method),
                                                  repeats, samples, self.cfg.encoder_size)
         key = rollout_seed_key(self.cfg.seed, cell.env_setup)
-        states = start_states(key, cell.env_setup, first, count, self.env)
+        states = start_states(key, cell.env_setup, first, count, self.env, self.cell_poses(cell))
         keys = stack_keys(jax.random.fold_in(key, 1), first, count)
         goals = {k: jnp.asarray(v[cell.target_index]) for k, v in self.goals.items()}
         settings = Settings(jnp.float32(t.scale), jnp.float32(t.sigma), jnp.float32(t.itps_scale or 0.0))

@@ -169,6 +169,40 @@ def test_goal_export_uses_segment_ends_across_ranges(built_boundary, tmp_path):
         export_guidance_conditions(path, str(tmp_path / "bad"), "train", keep_fraction=1.5)
 
 
+def test_reset_pose_export_reads_frame_8_of_each_segment_across_ranges(built_boundary, tmp_path, monkeypatch):
+    """The original's reset poses (tests/oracles/calvin_reset_poses.py) from the built split: frame 8 of each
+    segment counted across play ranges (drawer_open starts in range 1, its frame 8 lies in range 2)."""
+    from dynaguide_jax.data import reset_poses, rlds
+    from dynaguide_jax.envs.reset_states import load_reset_poses
+    from tests.oracles.calvin_reset_poses import reset_poses as oracle
+
+    root, ranges, path = built_boundary
+    raw = np.stack([np.load(root / "raw" / "training" / f"episode_{i:07d}.npz")["robot_obs"]
+                    for a, b in ranges for i in range(a, b + 1)]).astype(np.float32)
+    demos = oracle_demos(scripted_boundary())
+    frames = rlds._segment_frames(path, "train", ("observation/robot_obs", "segment"), 8)
+    want = {k: raw[a + 8] for k, (a, b, _) in enumerate(demos) if b - a + 1 > 8}
+    assert sorted(frames) == sorted(want) and demos[3][0] + 8 > ranges[0][1] - ranges[0][0]  # across a boundary
+    for k, row in want.items():
+        np.testing.assert_array_equal(frames[k]["observation/robot_obs"], row)
+    # the fixture's robot stays low with the gripper shut (z 0.48, width 0): no pose passes the original's bars
+    assert rlds.export_reset_poses(path, str(tmp_path / "none"), "train") == {n: 0 for n in reset_poses.POSE_SETS}
+    assert not list((tmp_path / "none").glob("*.json"))
+    # with the bars at 0 the oracle sees the same frames lifted above its bars (z 0.6, width 0.08)
+    monkeypatch.setattr(reset_poses, "MIN_TCP_Z", 0.0)
+    monkeypatch.setattr(reset_poses, "MIN_GRIPPER_WIDTH", 0.0)
+    counts = rlds.export_reset_poses(path, str(tmp_path), "train")
+    lifted = raw.astype(np.float64).copy()
+    lifted[:, 2], lifted[:, 6] = 0.6, 0.08
+    labelled = [({"behavior": n} if n else {}, lifted[a:b + 1]) for a, b, n in demos]
+    for name, side in (("midpoint", False), ("right_side_midpoint", True)):
+        expected = np.asarray(oracle(labelled, side)).reshape(-1, 15)
+        assert counts[name] == len(expected) == 3  # red_lift, red_displace, drawer_open (button_on: 7 frames)
+        got = load_reset_poses(reset_poses.reset_pose_file(str(tmp_path), name))
+        cols = [c for c in range(15) if c not in (2, 6)]
+        np.testing.assert_allclose(got[:, cols], expected[:, cols], atol=1e-6)
+
+
 @pytest.mark.parametrize("seed,cap", [(0, 20), (1, 20), (2, None), (3, 5)])
 def test_goal_selection_follows_the_original(seed, cap):
     rng = np.random.default_rng(seed)
@@ -248,7 +282,7 @@ def test_bad_raw_data_fails_clearly_and_leaves_no_dataset(tmp_path, case, match)
 
 
 @pytest.mark.slow
-def test_cli_build_cache_goals_and_train_from_rlds(tmp_path, capsys):
+def test_cli_build_cache_goals_and_train_from_rlds(tmp_path, capsys, monkeypatch):
     """The user path: one command each to build the dataset, cache features, export goal sets and
     train the dynamics model and the policy from it (the build as a real ``dynaguide`` process, the
     later commands in-process through the same entry point: one jax start-up, compiled programs shared)."""
@@ -278,6 +312,16 @@ def test_cli_build_cache_goals_and_train_from_rlds(tmp_path, capsys):
     assert counts["dropped"] == {"red_displace": 1} and counts["keep_fraction"] == 1.0
     goals = np.load(tmp_path / "goals" / "goals_drawer_open.npz")
     assert goals["images"].shape == (1, 24, 24, 3) and goals["actions"].shape == (1, 16, 7)
+    code = main(["data", "reset-poses", ds, str(tmp_path / "poses"), "--split", "train"])  # the gripper is shut
+    assert code == 2 and "no segment of the train split gives a reset pose" in capsys.readouterr().err
+    from dynaguide_jax.data import reset_poses
+
+    monkeypatch.setattr(reset_poses, "MIN_GRIPPER_WIDTH", 0.0)  # the fixture's robot: z 0.6, x 0, width 0
+    out = cli("data", "reset-poses", ds, tmp_path / "poses", "--split", "train")
+    lines = out.splitlines()  # the play episode's 3 segments (z 0.6); the push episode's robot is at the blocks
+    assert lines[0].startswith("midpoint: 3 poses") and lines[1].startswith("right_side_midpoint: 3 poses")
+    poses = json.loads((tmp_path / "poses" / "initial_calvin_robot_states_midpoint.json").read_text())
+    assert np.allclose(np.asarray(poses["robot_states"])[:, :3], (0.0, 0.3, 0.6))
     out = cli("train", "dynamics", "--data", "rlds", "--rlds", ds, "--features", tmp_path / "feats", "--model",
               "small", "--steps", "3", "--global-batch", "4", "--dropout", "0.2", "--attention-dropout", "0",
               "--attention", "pallas", "--out", tmp_path / "dyn", "--quiet")

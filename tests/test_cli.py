@@ -41,8 +41,8 @@ def test_help_everywhere(capsys):
     assert "demo" in dynaguide("--help").stdout  # the real command, once; the rest in-process (same parser)
     for sub in (["demo"], ["experiment"], ["sweep"], ["convert"], ["convert", "dinov2"], ["convert", "dynamics"],
                 ["bench"], ["train"], ["train", "policy"], ["train", "dynamics"], ["data"], ["data", "build"],
-                ["data", "cache"], ["data", "goals"], ["data", "play"], ["eval"], ["eval", "dynamics"],
-                ["eval", "policy"]):
+                ["data", "cache"], ["data", "goals"], ["data", "reset-poses"], ["data", "play"], ["eval"],
+                ["eval", "dynamics"], ["eval", "policy"]):
         code, out, _ = run_main([*sub, "--help"], capsys)
         assert code == 0 and out.startswith(f"usage: dynaguide {sub[0]}"), sub
     code, experiment_help, _ = run_main(["experiment", "--help"], capsys)
@@ -54,7 +54,7 @@ def test_help_everywhere(capsys):
     # every option of every (sub)command and benchmark: its allowed values and its default in --help
     parsers = [(" ".join(("dynaguide", *path)), p) for path, p in walk(build_parser())]
     parsers += [(name, make()) for name, make in bench.PARSERS.items()]
-    assert len(parsers) == 22  # dynaguide, 18 subcommands, 3 benchmarks
+    assert len(parsers) == 23  # dynaguide, 19 subcommands, 3 benchmarks
     for name, parser in parsers:
         text, formatter = parser.format_help(), parser._get_formatter()
         for action in parser._actions:

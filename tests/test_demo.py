@@ -204,6 +204,22 @@ def test_tiny_demo_writes_every_artefact_and_reuses_its_stages(tiny_demo):
         angles = json.loads((out_dir / stage / "config.json").read_text())["policy"]["low_dim_angles"]
         assert angles == [["proprio", [3, 4, 5]], ["scene", [9, 10, 11, 15, 16, 17, 21, 22, 23]]]
         assert norm[0][2][3] < 0.2  # the tcp's roll, flipping between +-pi in play, deviates little on the circle
+    # the robot starts from the original's reset-pose lists, picked from the play by the goals stage
+    from dynaguide_jax.demo.config import TARGET_RESET_POSES
+    from dynaguide_jax.demo.evaluate import eval_starts, load_demo_reset_poses
+    from dynaguide_jax.demo.pipeline import TARGETS, world_config
+
+    assert "robot reset poses (the original's lists): midpoint" in out
+    poses = load_demo_reset_poses(str(out_dir / "goals"))
+    assert poses, "the tiny play gives no reset pose"
+    for p in poses.values():
+        assert (p[:, 2] >= 0.53).all() and (p[:, 6] >= 0.075).all()
+    starts = eval_starts(0, TARGETS, 2, world_config(DemoConfig.for_preset("tiny")), poses)
+    for i, t in enumerate(TARGETS):
+        if TARGET_RESET_POSES[t] in poses:
+            tcp = np.asarray(starts.states.tcp_pos[i])
+            listed = poses[TARGET_RESET_POSES[t]][:, :3]
+            assert np.abs(tcp[:, None] - listed[None]).max(-1).min(1).max() < 1e-6
     gc_config = json.loads((out_dir / "gc" / "config.json").read_text())["policy"]
     assert gc_config["rgb_shapes"] == [["goal_static", [64, 64]]]  # the 32 px frame repeated: a 2 x 2 keypoint map
     # a rerun reuses every stage and reports the same numbers
@@ -411,3 +427,29 @@ def test_experiment_in_the_real_calvin_simulator(tiny_demo, tmp_path):
     guided = json.loads((tmp_path / "guided" / "results.json").read_text())
     assert guided["methods"]["dynaguide"]["per_target"]["switch_on"]["n"] == 2 and "switch_on" in out
     assert guided["config"]["goal_counts"]["switch_on"]["positive"] >= 1
+
+
+@pytest.mark.slow
+def test_guidance_effect_scores_base_gpc_and_guided_chunks(tiny_demo, tmp_path):
+    """benchmarks/guidance_effect.py on the tiny demo: with scale 0 and one repeat the guided sampler draws the
+    base chunk of the same key (nothing moved, the same d); a scale moves it; bad input exits 2."""
+    import importlib.util
+
+    from dynaguide_jax.demo.pipeline import TARGETS
+
+    out_dir, _ = tiny_demo
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
+                        "guidance_effect.py")
+    spec = importlib.util.spec_from_file_location("guidance_effect", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.guidance_effect(str(out_dir), [0.0, 50.0], samples=2, repeats=1, log=lambda *_: None)
+    assert [r["target"] for r in rows] == list(TARGETS)
+    for r in rows:
+        assert r["rollouts"] == 2 and r["d_best_of_samples"] >= max(r["d_gpc_pick"], r["d_base"]) - 1e-6
+        assert r["dynaguide"]["0.0"]["moved"] < 1e-6
+        assert r["dynaguide"]["0.0"]["d"] == pytest.approx(r["d_base"], abs=1e-5)
+    assert any(r["dynaguide"]["50.0"]["moved"] > 1e-3 for r in rows)
+    assert "| target | d base (sd over samples) |" in module.format_table(rows, [0.0, 50.0])
+    assert module.main(["--demo-dir", str(tmp_path), "--samples", "1"]) == 2  # no demo there
+    assert module.main(["--demo-dir", str(out_dir), "--samples", "0"]) == 2

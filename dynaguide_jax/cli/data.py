@@ -8,7 +8,7 @@ from dynaguide_jax.outputs import prepare_output_dir
 
 def add_parser(sub) -> None:
     data = sub.add_parser("data", help="build RLDS datasets, feature caches and goal sets")
-    dsub = data.add_subparsers(dest="what", required=True, metavar="{build,cache,goals,play}")
+    dsub = data.add_subparsers(dest="what", required=True, metavar="{build,cache,goals,reset-poses,play}")
     db = dsub.add_parser("build", help="raw CALVIN / UMI data -> RLDS (TFDS)")
     db.add_argument("format", choices=["calvin", "umi"])
     db.add_argument("raw", help="CALVIN: folder with training/ and validation/; UMI: dataset.zarr.zip")
@@ -41,6 +41,15 @@ def add_parser(sub) -> None:
     dg.add_argument("--max-per-behaviour", type=int, default=20,
                     help="cap per behaviour after a seeded shuffle, 0: none (default: %(default)s)")
     dg.set_defaults(func=run_goals)
+    dr = dsub.add_parser("reset-poses", help="the original's robot reset-pose lists from a split's segments",
+                         description="The robot 8 frames into each labelled segment, kept with the gripper open "
+                         "(width >= 0.075) and the tcp at z >= 0.53 m: initial_calvin_robot_states_midpoint.json, "
+                         "and ..._right_side_midpoint.json with x in [0, 0.35] too (the original's "
+                         "retrieve_initial_robot_states.py; read by `dynaguide experiment --reset-poses-dir`).")
+    dr.add_argument("rlds")
+    dr.add_argument("out")
+    dr.add_argument("--split", default="validation", help="(default: %(default)s)")
+    dr.set_defaults(func=run_reset_poses)
     data_play.add_parser(dsub)
 
 
@@ -87,4 +96,19 @@ def run_goals(args) -> int:
     dropped = ", ".join(f"{k} {v}" for k, v in counts["dropped"].items()) or "none"
     print(f"dropped (*_displace): {dropped}; unlabelled segments skipped: {counts['unlabelled_segments']}")
     print(f"goal sets written to {args.out}")
+    return 0
+
+
+def run_reset_poses(args) -> int:
+    from dynaguide_jax.data.reset_poses import reset_pose_file
+    from dynaguide_jax.data.rlds import export_reset_poses
+
+    prepare_output_dir(args.out, "OUT")
+    counts = export_reset_poses(args.rlds, args.out, args.split)
+    if not any(counts.values()):
+        raise ValueError(f"no segment of the {args.split} split gives a reset pose (the robot 8 frames in with the "
+                         "gripper open and z >= 0.53 m): nothing written")
+    for name, n in counts.items():
+        print(f"{name}: {n} poses" + (f" -> {reset_pose_file(args.out, name)}" if n else
+                                      " (no segment passes: not written)"))
     return 0

@@ -4,7 +4,8 @@
 fields for any size; images only for data that fits in memory); ``read_policy_segments`` and
 ``dynamics_windows`` shape them for the policy and dynamics trainers. ``FrameStream`` presents one
 image field as a sequential, sliceable array, so the feature cache encodes a split of any size
-without holding its images. ``export_guidance_conditions`` writes per-behaviour goal sets.
+without holding its images. ``export_guidance_conditions`` writes per-behaviour goal sets,
+``export_reset_poses`` the original's robot reset-pose lists.
 """
 from __future__ import annotations
 
@@ -173,13 +174,14 @@ class FrameStream:
         return np.stack(out)
 
 
-def _segment_ends(directory: str, split: str, fields) -> dict:
-    """``{segment: {field: value}}`` at the last frame of every segment of a split, a segment that
-    continues into the next episode included (episodes ordered by ``episode_metadata/first_frame``)."""
+def _segment_frames(directory: str, split: str, fields, offset: int = -1) -> dict:
+    """``{segment: {field: value}}`` at one frame of every segment of a split: its last (``offset`` -1) or
+    its ``offset``-th from its first (segments with fewer frames left out), a segment that continues into
+    the next episode included (episodes ordered by ``episode_metadata/first_frame``)."""
     builder, ds = _dataset(directory, split, fields)
     feats = builder.info.features
     ordered = "episode_metadata" in feats.keys() and "first_frame" in feats["episode_metadata"].keys()
-    ends, where = {}, {}
+    runs = defaultdict(list)  # segment -> [(episode order, first index, frames, {field: the frames kept})]
     for n, ep in enumerate(ds):
         order = int(ep["episode_metadata"]["first_frame"]) if ordered else n
         parts = list(ep["steps"].batch(4096).as_numpy_iterator())
@@ -188,14 +190,47 @@ def _segment_ends(directory: str, split: str, fields) -> dict:
         steps = {f: np.concatenate([_field(p, f) for p in parts]) for f in fields}
         seg = steps["segment"]
         for s in np.unique(seg[seg >= 0]).tolist():
-            last = int(np.flatnonzero(seg == s)[-1])
-            if s in where and not ordered:
+            idx = np.flatnonzero(seg == s)
+            if runs[s] and not ordered:
                 raise ValueError(f"{directory} ({split}): segment {s} spans episodes but the dataset has no "
                                  "episode_metadata/first_frame to order them")
-            if s not in where or (order, last) > where[s]:
-                where[s] = (order, last)
-                ends[s] = {f: steps[f][last] for f in fields}
-    return ends
+            take = idx[-1:] if offset < 0 else idx[:offset + 1]
+            runs[s].append((order, int(idx[0]), len(idx), {f: steps[f][take] for f in fields}))
+    out = {}
+    for s, rs in runs.items():
+        rs.sort(key=lambda r: r[:2])
+        if offset < 0:
+            out[s] = {f: rs[-1][3][f][-1] for f in fields}
+            continue
+        k = offset
+        for _, _, length, kept in rs:
+            if k < length:
+                out[s] = {f: kept[f][k] for f in fields}
+                break
+            k -= length
+    return out
+
+
+def export_reset_poses(directory: str, out_dir: str, split: str = "validation",
+                       proprio_field: str = "observation/robot_obs") -> dict:
+    """The original's robot reset-pose lists (``reset_poses.POSE_SETS``, its JSON files) from the robot
+    state ``POSE_FRAME`` frames into each segment of ``split``; a list with no pose is not written.
+    Returns ``{list name: poses}``."""
+    from dynaguide_jax.data.reset_poses import (POSE_FRAME, POSE_SETS, reset_pose_file, select_reset_poses,
+                                                write_reset_poses)
+
+    frames = _segment_frames(directory, split, (proprio_field, "behaviour", "segment"), POSE_FRAME)
+    segs = sorted(frames)
+    robot = np.stack([frames[s][proprio_field] for s in segs]) if segs else np.zeros((0, 15))
+    labels = [frames[s]["behaviour"] for s in segs]
+    os.makedirs(out_dir, exist_ok=True)
+    counts = {}
+    for name in POSE_SETS:
+        poses = select_reset_poses(robot, labels, name)
+        if len(poses):
+            write_reset_poses(reset_pose_file(out_dir, name), poses)
+        counts[name] = int(len(poses))
+    return counts
 
 
 def export_guidance_conditions(directory: str, out_dir: str, split: str = "validation",
@@ -220,7 +255,7 @@ def export_guidance_conditions(directory: str, out_dir: str, split: str = "valid
         raise ValueError("image_field names no image field")
     select_goal_segments({}, seed, keep_fraction, max_per_behaviour)  # argument errors before reading
     extra_fields = (extra_fields,) if isinstance(extra_fields, str) else tuple(extra_fields)
-    ends = _segment_ends(directory, split, (*cameras, proprio_field, action_field, *extra_fields, "behaviour",
+    ends = _segment_frames(directory, split, (*cameras, proprio_field, action_field, *extra_fields, "behaviour",
                                             "segment"))
     labels = {s: e["behaviour"].decode() if isinstance(e["behaviour"], bytes) else str(e["behaviour"])
               for s, e in ends.items()}

@@ -19,6 +19,10 @@ POLICY_OBS = ("state", "cameras")
 TARGET_SETUPS = {"button_on": {"green_light": 0}, "button_off": {"green_light": 1}, "switch_on": {"switch": 0},
                  "switch_off": {"switch": 0.085}, "drawer_open": {"drawer": 0}, "drawer_close": {"drawer": 0.16},
                  "door_left": {"sliding_door": 0}, "door_right": {"sliding_door": 0.28}}
+# the robot's reset-pose list per target (orig: calvin_exp_configs_examples/<target>.json "reset_poses"); the
+# goals stage picks the lists from the validation play as the original's script does (data/reset_poses.py)
+TARGET_RESET_POSES = {t: "midpoint" if t in ("button_on", "button_off", "door_right") else "right_side_midpoint"
+                      for t in TARGET_SETUPS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +141,14 @@ class DemoConfig:
         values = {"tiny": TINY, "small": {}, "paper": PAPER}[name]
         return cls(**{**values, "preset": name, **overrides})
 
+    @classmethod
+    def from_results(cls, results_path: str) -> DemoConfig:
+        """The settings a finished demo recorded in its ``results.json`` (unknown keys ignored)."""
+        with open(results_path) as f:
+            given = json.load(f)["config"]
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()
+                      if k in cls.__dataclass_fields__})
+
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
@@ -179,7 +191,8 @@ STAGE_FIELDS = {
              "gifs"),
 }
 # revisions of what a stage's code builds from the same settings: a stage listed here is rebuilt when its
-# number changes (policy, gc 2: angles in robot_obs / scene_obs standardised on the circle)
-STAGE_RECIPES = {"policy": 2, "gc": 2}
+# number changes (policy, gc 2: angles in robot_obs / scene_obs standardised on the circle; goals 2: the
+# robot's reset poses picked from the validation play too)
+STAGE_RECIPES = {"policy": 2, "gc": 2, "goals": 2}
 STAGE_DEPENDS = {"play": (), "rlds": ("play",), "features": ("rlds",), "goals": ("rlds",), "policy": ("rlds",),
                  "gc": ("rlds",), "dynamics": ("features",), "eval": ("features", "goals", "policy", "gc", "dynamics")}

@@ -2,7 +2,9 @@
 
 Per target the rollouts start from the world's random reset with the target's part fixed as the
 original's experiment JSON fixes it (``TARGET_SETUPS``: e.g. the drawer closed for drawer_open),
-the other adjustable parts at a random end of their ranges (``sample_scene_setup``). The goal sets
+the other adjustable parts at a random end of their ranges (``sample_scene_setup``), and the robot
+at a pose drawn from the target's reset-pose list (``TARGET_RESET_POSES``), picked from the
+validation play as the original picks its lists (``data/reset_poses.py``). The goal sets
 of all targets are padded to one size with masks (exact: padded goals drop out of the metric, the
 GPC mean and the GC draw), stacked, and the closed loop is ``vmap``-ed over targets, so each
 method compiles once. The first behaviour detected (the original's rules) is the outcome.
@@ -17,13 +19,14 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from dynaguide_jax.demo.config import TARGET_SETUPS, DemoConfig
+from dynaguide_jax.data.reset_poses import POSE_SETS, reset_pose_file
+from dynaguide_jax.demo.config import TARGET_RESET_POSES, TARGET_SETUPS, DemoConfig
 from dynaguide_jax.demo.train import resize_frames
 from dynaguide_jax.diffusion import DDIMSchedule
 from dynaguide_jax.dynamics import DynamicsConfig
 from dynaguide_jax.encoders import DinoV2Config
 from dynaguide_jax.envs import tabletop
-from dynaguide_jax.envs.reset_states import sample_scene_setup
+from dynaguide_jax.envs.reset_states import load_reset_poses, sample_reset_pose, sample_scene_setup
 from dynaguide_jax.eval import methods
 from dynaguide_jax.eval.behaviours import detect_behaviours
 from dynaguide_jax.eval.rollout import LoopConfig, closed_loop, tabletop_env
@@ -102,23 +105,28 @@ def load_goals(goal_dir: str, targets, models: DemoModels, cfg: DemoConfig) -> T
                        gc_images=resize_frames(images, cfg.gc_goal_size), xyz=xyz, counts=counts)
 
 
-def setup_start_states(keys: jax.Array, env_setup, env: tabletop.TabletopConfig):
+def setup_start_states(keys: jax.Array, env_setup, env: tabletop.TabletopConfig, poses=None):
     """One reset per key ``[n]``: a random world with ``env_setup``'s parts fixed and the other adjustable
-    parts at a random end (the original's ``generate_reset_state``)."""
+    parts at a random end (the original's ``generate_reset_state``); the robot at a pose drawn from
+    ``poses [N, 15]`` (the original's ``random.choice(initial_positions)``), or the world's random robot
+    when ``poses`` is None."""
     setup = dict(env_setup)
+    poses = None if poses is None else jnp.asarray(poses, jnp.float32)
 
     def one(k):
         k_world, k_parts = jax.random.split(k)
         s = tabletop.reset(k_world, env)
+        robot = tabletop.robot_obs(s) if poses is None else sample_reset_pose(jax.random.fold_in(k, 1), poses)
         scene = tabletop.scene_obs(s).at[:6].set(sample_scene_setup(k_parts, setup))
-        return tabletop.reset(k_world, env, robot_obs=tabletop.robot_obs(s), scene_obs=scene)
+        return tabletop.reset(k_world, env, robot_obs=robot, scene_obs=scene)
 
     return jax.vmap(one)(keys)
 
 
-def start_states(key, target: str, n: int, env: tabletop.TabletopConfig):
-    """``n`` resets with ``target``'s part fixed (``TARGET_SETUPS``), the other parts at random ends."""
-    return setup_start_states(jax.random.split(key, n), TARGET_SETUPS[target], env)
+def start_states(key, target: str, n: int, env: tabletop.TabletopConfig, poses=None):
+    """``n`` resets with ``target``'s part fixed (``TARGET_SETUPS``), the other parts at random ends, the
+    robot from ``poses`` (``setup_start_states``)."""
+    return setup_start_states(jax.random.split(key, n), TARGET_SETUPS[target], env, poses)
 
 
 class EvalStarts(NamedTuple):
@@ -127,12 +135,25 @@ class EvalStarts(NamedTuple):
     keys: jax.Array  # [T] one rollout key per target
 
 
-def eval_starts(seed: int, targets, n: int, env: tabletop.TabletopConfig) -> EvalStarts:
-    """``n`` start states per target (``start_states``) and the rollout keys, stacked over targets."""
-    base_key = jax.random.key(seed + 12345)
-    states = [start_states(jax.random.fold_in(base_key, i), t, n, env) for i, t in enumerate(targets)]
+def eval_starts(seed: int, targets, n: int, env: tabletop.TabletopConfig, poses: dict | None = None) -> EvalStarts:
+    """``n`` start states per target (``start_states``) and the rollout keys, stacked over targets. ``poses``:
+    ``{list name: [N, 15]}``; each target's robot starts from its list (``TARGET_RESET_POSES``) where given."""
+    base_key, poses = jax.random.key(seed + 12345), poses or {}
+    states = [start_states(jax.random.fold_in(base_key, i), t, n, env, poses.get(TARGET_RESET_POSES[t]))
+              for i, t in enumerate(targets)]
     return EvalStarts(states=jax.tree.map(lambda *x: jnp.stack(x), *states),
                       keys=jax.random.split(jax.random.fold_in(base_key, 10**6), len(targets)))
+
+
+def load_demo_reset_poses(goal_dir: str) -> dict:
+    """``{list name: [N, 15]}`` of the reset-pose lists the goals stage wrote (lists it found no pose for
+    are left out)."""
+    out = {}
+    for name in POSE_SETS:
+        path = reset_pose_file(goal_dir, name)
+        if os.path.exists(path):
+            out[name] = load_reset_poses(path)
+    return out
 
 
 def _policy_fn(method: str, models: DemoModels, cfg: DemoConfig, goals: dict):

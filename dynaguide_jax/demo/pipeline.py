@@ -18,8 +18,8 @@ import numpy as np
 import jax
 
 from dynaguide_jax.demo.config import STAGE_DEPENDS, TARGET_SETUPS, DemoConfig
-from dynaguide_jax.demo.evaluate import (DemoModels, EvalStarts, TargetGoals, eval_starts, goal_summary, load_goals,
-                                         render_rollout, run_method)
+from dynaguide_jax.demo.evaluate import (DemoModels, EvalStarts, TargetGoals, eval_starts, goal_summary,
+                                         load_demo_reset_poses, load_goals, render_rollout, run_method)
 from dynaguide_jax.demo.parallel import Task, run_parallel, usable_jobs
 from dynaguide_jax.demo.stages import RLDS_PATH_FILE, Stages, rlds_path
 from dynaguide_jax.demo.train import train_demo_dynamics, train_demo_policy
@@ -65,7 +65,7 @@ class PreparedModels(NamedTuple):
 
 # the stages between the RLDS dataset and the evaluation: independent but for features -> dynamics
 MODEL_STAGES = {"features": "DinoV2 patch features of the training split's static camera",
-                "goals": "goal sets from the validation split's segments",
+                "goals": "goal sets and robot reset poses from the validation split's segments",
                 "policy": "base diffusion policy", "gc": "goal-conditioned policy (GC baseline)",
                 "dynamics": "latent dynamics model"}
 
@@ -147,7 +147,8 @@ def prepare_models(cfg: DemoConfig, fresh: bool = False, progress: bool = True, 
 
 
 def _goals(cfg: DemoConfig, rlds: str, d: str, log) -> None:
-    from dynaguide_jax.data.rlds import export_goal_sets_with_fallback
+    from dynaguide_jax.data.reset_poses import reset_pose_file
+    from dynaguide_jax.data.rlds import export_goal_sets_with_fallback, export_reset_poses
 
     written, source = export_goal_sets_with_fallback(rlds, d, TARGETS, image_field="observation/rgb_static",
                                                      seed=cfg.seed, keep_fraction=cfg.keep_fraction,
@@ -158,6 +159,19 @@ def _goals(cfg: DemoConfig, rlds: str, d: str, log) -> None:
             "split instead (more play, --play-steps, avoids this)")
     written = {t: f"{n} (training split)" if source.get(t) == "train" else n for t, n in written.items()}
     log("  goal sets: " + ", ".join(f"{t} {n}" for t, n in written.items()))
+    poses = export_reset_poses(rlds, d, "validation")
+    if not all(poses.values()):  # a short validation play: the lists it has no pose for from the training split
+        spare = os.path.join(d, "from_train")
+        extra = export_reset_poses(rlds, spare, "train")
+        for name, n in poses.items():
+            if not n and extra[name]:
+                os.replace(reset_pose_file(spare, name), reset_pose_file(d, name))
+                poses[name] = f"{extra[name]} (training split)"
+    missing = [name for name, n in poses.items() if not n]
+    if missing:
+        log(f"  WARNING: no segment of the play gives a {', '.join(missing)} reset pose: those targets start "
+            "from the world's random robot")
+    log("  robot reset poses (the original's lists): " + ", ".join(f"{k} {n}" for k, n in poses.items()))
 
 
 def run_demo(cfg: DemoConfig, fresh: bool = False, progress: bool = True, log=print, jobs: int = 1) -> dict:
@@ -204,8 +218,8 @@ def eval_context(cfg: DemoConfig, st: Stages, enc, enc_params) -> EvalContext:
     if models.schedule.num_inference_steps != cfg.ddim_steps:
         models = models._replace(schedule=dataclasses.replace(models.schedule, num_inference_steps=cfg.ddim_steps))
     env = world_config(cfg)
-    return EvalContext(models, load_goals(st.dir("goals"), TARGETS, models, cfg), eval_starts(cfg.seed, TARGETS,
-                       cfg.rollouts, env), env)
+    return EvalContext(models, load_goals(st.dir("goals"), TARGETS, models, cfg), eval_starts(
+        cfg.seed, TARGETS, cfg.rollouts, env, load_demo_reset_poses(st.dir("goals"))), env)
 
 
 def _method_file(eval_dir: str, method: str) -> str:

@@ -1,0 +1,136 @@
+"""How far does DynaGuide's guidance raise its own metric, next to GPC's pick among base samples?
+
+At a finished demo's start states (every target's, the demo's first observation), ``--samples`` K
+chunks are drawn from the base policy and, with the SAME keys, from DynaGuide at each ``--scales``
+value (the demo's M, sigma and goal sets), and each chunk is scored with the guidance metric
+``d = LSE_i(-||g_i - z||/sigma)`` of the dynamics model's prediction ``z`` (higher: nearer the
+target's goals). Printed per target: the base chunks' mean d and its spread over the K samples, d
+of the chunk GPC would pick among the K (its own score: the mean distance of ``z`` to the goal
+frames' encoder features), the best of the K by d, and DynaGuide's mean d and how far its chunks
+moved from the base chunks drawn with the same key (``|a_dg - a_base| / |a_base|``; with M > 1 the
+repeats' fresh noise moves them too: compare with scale 0). JSON lines for scripts, a markdown
+table for people::
+
+    python benchmarks/guidance_effect.py --demo-dir runs/demo --scales 0 1.5 6 24 --samples 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def guidance_effect(demo_dir: str, scales, samples: int, repeats: int | None = None, seed: int = 0,
+                    log=print) -> list[dict]:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from dynaguide_jax.baselines.gpc import mean_goal_distance
+    from dynaguide_jax.demo.config import DemoConfig
+    from dynaguide_jax.demo.pipeline import TARGETS, demo_encoder, eval_context
+    from dynaguide_jax.demo.stages import Stages
+    from dynaguide_jax.eval import methods
+    from dynaguide_jax.eval.rollout import stack_frames, tabletop_env
+    from dynaguide_jax.guidance import DynaGuide, GoalSet
+
+    results = os.path.join(demo_dir, "results.json")
+    if not os.path.exists(results):
+        raise FileNotFoundError(f"{results} is missing: run `dynaguide demo --out-dir {demo_dir}` first")
+    cfg = DemoConfig.from_results(results)
+    st = Stages(cfg, demo_dir, log=lambda *_: None)
+    for stage in ("features", "goals", "policy", "dynamics"):
+        if not st.done(stage):
+            raise FileNotFoundError(f"{demo_dir}: the {stage} stage is not finished with this code's settings: "
+                                    f"rerun `dynaguide demo --out-dir {demo_dir}`")
+    m_repeats = cfg.repeats if repeats is None else repeats
+    enc, enc_params, _ = demo_encoder(cfg)
+    ctx = eval_context(cfg, st, enc, enc_params)
+    m, env = ctx.models, tabletop_env(ctx.env)
+    guide = DynaGuide(dynamics=m.dynamics, encoder=m.encoder, image_size=cfg.encoder_size)
+
+    def gparams(dyn_goals, mask):
+        return {"dynamics": m.dynamics_params, "encoder": m.encoder_params, "sigma": cfg.sigma,
+                "goals": GoalSet(positive=dyn_goals, positive_mask=mask)}
+
+    base = jax.jit(methods.base_fn(m.policy, m.policy_params, m.schedule))
+
+    @jax.jit
+    def guided(stack, key, dyn_goals, mask, scale):
+        return methods.guided_fn(m.policy, m.policy_params, m.schedule, guide, gparams(dyn_goals, mask), scale=scale,
+                                 repeats=m_repeats)(stack, key)
+
+    @jax.jit
+    def score(stack, actions, dyn_goals, mask, goal_features):
+        gp = gparams(dyn_goals, mask)
+        feats = guide.prepare(gp, methods.guidance_view(stack))
+        z = guide.predict(gp, feats, actions)
+        d = guide.metric(gp, feats, actions)
+        gpc = mean_goal_distance(z.reshape(z.shape[0], -1), goal_features.reshape(goal_features.shape[0], -1), mask)
+        return d, gpc
+
+    rows = []
+    for i, target in enumerate(TARGETS):
+        states = jax.tree.map(lambda x: x[i], ctx.starts.states)
+        obs = jax.vmap(env.observe)(states)
+        stack = stack_frames([obs] * m.policy.config.obs_horizon)
+        goals = (jnp.asarray(ctx.goals.dynamics_goals[i]), jnp.asarray(ctx.goals.mask[i]))
+        feats = jnp.asarray(ctx.goals.features[i])
+        keys = [jax.random.key(seed * 1000 + k) for k in range(samples)]
+        a_base = [base(stack, k) for k in keys]
+        d_base, gpc = map(np.stack, zip(*[map(np.asarray, score(stack, a, *goals, feats)) for a in a_base]))  # [K, N]
+        pick = gpc.argmin(0)
+        row = {"target": target, "rollouts": int(d_base.shape[1]), "samples": samples, "repeats": m_repeats,
+               "d_base": float(d_base.mean()), "sd_over_samples": float(d_base.std(0).mean()),
+               "d_gpc_pick": float(d_base[pick, np.arange(d_base.shape[1])].mean()),
+               "d_best_of_samples": float(d_base.max(0).mean()), "dynaguide": {}}
+        for s in scales:
+            a_dg = [guided(stack, k, *goals, jnp.float32(s)) for k in keys]
+            d_dg = np.stack([np.asarray(score(stack, a, *goals, feats)[0]) for a in a_dg])
+            moved = np.stack([np.linalg.norm(np.asarray(g - b).reshape(len(b), -1), axis=-1)
+                              / np.linalg.norm(np.asarray(b).reshape(len(b), -1), axis=-1)
+                              for g, b in zip(a_dg, a_base)])
+            row["dynaguide"][str(s)] = {"d": float(d_dg.mean()), "moved": float(moved.mean())}
+        rows.append(row)
+        log(json.dumps(row))
+    return rows
+
+
+def format_table(rows, scales) -> str:
+    head = ["target", "d base (sd over samples)", "GPC pick", "best of K",
+            *(f"DynaGuide s={s} (moved)" for s in scales)]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in rows:
+        dg = [f"{r['dynaguide'][str(s)]['d']:.3f} ({r['dynaguide'][str(s)]['moved']:.2f})" for s in scales]
+        lines.append(f"| {r['target']} | {r['d_base']:.3f} ({r['sd_over_samples']:.3f}) | {r['d_gpc_pick']:.3f} | "
+                     f"{r['d_best_of_samples']:.3f} | " + " | ".join(dg) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--demo-dir", default="runs/demo", help="a finished `dynaguide demo` output (default: %(default)s)")
+    p.add_argument("--scales", type=float, nargs="+", default=[0.0, 1.5, 6.0, 24.0],
+                   help="DynaGuide scales (default: %(default)s)")
+    p.add_argument("--samples", type=int, default=5, help="K chunks per start state (default: %(default)s, GPC's)")
+    p.add_argument("--repeats", type=int, default=None, help="DynaGuide's M (default: the demo's)")
+    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--out", default=None, help="also write the rows as JSON here (default: none)")
+    a = p.parse_args(argv)
+    try:
+        if a.samples < 1 or (a.repeats is not None and a.repeats < 1):
+            raise ValueError("--samples and --repeats must be >= 1")
+        rows = guidance_effect(a.demo_dir, a.scales, a.samples, a.repeats, a.seed)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(rows, a.scales))
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump({"scales": a.scales, "rows": rows}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
