@@ -2,14 +2,14 @@
 
 At a finished demo's start states (every target's, the demo's first observation), ``--samples`` K
 chunks are drawn from the base policy and, with the SAME keys, from DynaGuide at each ``--scales``
-value (the demo's M, sigma and goal sets), and each chunk is scored with the guidance metric
-``d = LSE_i(-||g_i - z||/sigma)`` of the dynamics model's prediction ``z`` (higher: nearer the
-target's goals). Printed per target: the base chunks' mean d and its spread over the K samples, d
-of the chunk GPC would pick among the K (its own score: the mean distance of ``z`` to the goal
-frames' encoder features), the best of the K by d, and DynaGuide's mean d and how far its chunks
-moved from the base chunks drawn with the same key (``|a_dg - a_base| / |a_base|``; with M > 1 the
-repeats' fresh noise moves them too: compare with scale 0). JSON lines for scripts, a markdown
-table for people::
+value (the demo's M, sigma and goal sets unless ``--repeats`` / ``--sigma`` say otherwise), and each
+chunk is scored with the guidance metric ``d = LSE_i(-||g_i - z||/sigma)`` of the dynamics model's
+prediction ``z`` (higher: nearer the target's goals). Printed per target: the base chunks' mean d
+and its spread over the K samples, d of the chunk GPC would pick among the K (its own score: the
+mean distance of ``z`` to the goal frames' encoder features), the best of the K by d, and
+DynaGuide's mean d and how far its chunks moved from the base chunks drawn with the same key
+(``|a_dg - a_base| / |a_base|``; with M > 1 the repeats' fresh noise moves them too: compare with
+scale 0). JSON lines for scripts, a markdown table for people::
 
     python benchmarks/guidance_effect.py --demo-dir runs/demo --scales 0 1.5 6 24 --samples 5
 """
@@ -22,7 +22,7 @@ import sys
 
 
 def guidance_effect(demo_dir: str, scales, samples: int, repeats: int | None = None, seed: int = 0,
-                    log=print) -> list[dict]:
+                    sigma: float | None = None, log=print) -> list[dict]:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -45,13 +45,14 @@ def guidance_effect(demo_dir: str, scales, samples: int, repeats: int | None = N
             raise FileNotFoundError(f"{demo_dir}: the {stage} stage is not finished with this code's settings: "
                                     f"rerun `dynaguide demo --out-dir {demo_dir}`")
     m_repeats = cfg.repeats if repeats is None else repeats
+    m_sigma = cfg.sigma if sigma is None else sigma
     enc, enc_params, _ = demo_encoder(cfg)
     ctx = eval_context(cfg, st, enc, enc_params)
     m, env = ctx.models, tabletop_env(ctx.env)
     guide = DynaGuide(dynamics=m.dynamics, encoder=m.encoder, image_size=cfg.encoder_size)
 
     def gparams(dyn_goals, mask):
-        return {"dynamics": m.dynamics_params, "encoder": m.encoder_params, "sigma": cfg.sigma,
+        return {"dynamics": m.dynamics_params, "encoder": m.encoder_params, "sigma": m_sigma,
                 "goals": GoalSet(positive=dyn_goals, positive_mask=mask)}
 
     base = jax.jit(methods.base_fn(m.policy, m.policy_params, m.schedule))
@@ -82,6 +83,7 @@ def guidance_effect(demo_dir: str, scales, samples: int, repeats: int | None = N
         d_base, gpc = map(np.stack, zip(*[map(np.asarray, score(stack, a, *goals, feats)) for a in a_base]))  # [K, N]
         pick = gpc.argmin(0)
         row = {"target": target, "rollouts": int(d_base.shape[1]), "samples": samples, "repeats": m_repeats,
+               "sigma": m_sigma,
                "d_base": float(d_base.mean()), "sd_over_samples": float(d_base.std(0).mean()),
                "d_gpc_pick": float(d_base[pick, np.arange(d_base.shape[1])].mean()),
                "d_best_of_samples": float(d_base.max(0).mean()), "dynaguide": {}}
@@ -115,13 +117,16 @@ def main(argv=None) -> int:
                    help="DynaGuide scales (default: %(default)s)")
     p.add_argument("--samples", type=int, default=5, help="K chunks per start state (default: %(default)s, GPC's)")
     p.add_argument("--repeats", type=int, default=None, help="DynaGuide's M (default: the demo's)")
+    p.add_argument("--sigma", type=float, default=None, help="the metric's temperature (default: the demo's)")
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     p.add_argument("--out", default=None, help="also write the rows as JSON here (default: none)")
     a = p.parse_args(argv)
     try:
         if a.samples < 1 or (a.repeats is not None and a.repeats < 1):
             raise ValueError("--samples and --repeats must be >= 1")
-        rows = guidance_effect(a.demo_dir, a.scales, a.samples, a.repeats, a.seed)
+        if a.sigma is not None and not a.sigma > 0:
+            raise ValueError(f"--sigma must be > 0, got {a.sigma}")
+        rows = guidance_effect(a.demo_dir, a.scales, a.samples, a.repeats, a.seed, a.sigma)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -453,3 +453,4 @@ def test_guidance_effect_scores_base_gpc_and_guided_chunks(tiny_demo, tmp_path):
     assert "| target | d base (sd over samples) |" in module.format_table(rows, [0.0, 50.0])
     assert module.main(["--demo-dir", str(tmp_path), "--samples", "1"]) == 2  # no demo there
     assert module.main(["--demo-dir", str(out_dir), "--samples", "0"]) == 2
+    assert module.main(["--demo-dir", str(out_dir), "--sigma", "0"]) == 2
