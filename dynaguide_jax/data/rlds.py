@@ -279,21 +279,42 @@ def export_guidance_conditions(directory: str, out_dir: str, split: str = "valid
     return counts
 
 
+def _with_fallback(export, written_in, path_of, names, out_dir: str, split: str,
+                   fallback_split: str) -> tuple[dict, dict]:
+    """``export(out_dir, split)``; each of ``names`` it wrote nothing of (``written_in(counts, name)``) is
+    exported from ``fallback_split`` into ``out_dir/from_<fallback_split>`` and its file (``path_of(dir,
+    name)``) moved into ``out_dir``. Returns ``(written, source)``: per name the count written (0 where
+    neither split has one) and the split it came from."""
+    counts = export(out_dir, split)
+    written = {n: written_in(counts, n) for n in names}
+    source = {n: split for n, k in written.items() if k}
+    missing = [n for n, k in written.items() if k == 0]
+    if missing:
+        spare = os.path.join(out_dir, f"from_{fallback_split}")
+        extra = export(spare, fallback_split)
+        for n in missing:
+            k = written_in(extra, n)
+            if k:
+                os.replace(path_of(spare, n), path_of(out_dir, n))
+                written[n], source[n] = k, fallback_split
+    return written, source
+
+
 def export_goal_sets_with_fallback(directory: str, out_dir: str, behaviours, split: str = "validation",
                                    fallback_split: str = "train", **kw) -> tuple[dict, dict]:
     """``export_guidance_conditions`` on ``split``; each of ``behaviours`` it writes no goal of is taken from
     ``fallback_split`` instead (a short validation play may lack one). Returns ``(written, source)``:
     per behaviour the number of goals written (0 where neither split has one) and the split they came from."""
-    counts = export_guidance_conditions(directory, out_dir, split, **kw)
-    written = {b: counts["behaviours"].get(b, {}).get("written", 0) for b in behaviours}
-    source = {b: split for b, n in written.items() if n}
-    missing = [b for b, n in written.items() if n == 0]
-    if missing:
-        spare = os.path.join(out_dir, f"from_{fallback_split}")
-        extra = export_guidance_conditions(directory, spare, fallback_split, **kw)
-        for b in missing:
-            n = extra["behaviours"].get(b, {}).get("written", 0)
-            if n:
-                os.replace(os.path.join(spare, f"goals_{b}.npz"), os.path.join(out_dir, f"goals_{b}.npz"))
-                written[b], source[b] = n, fallback_split
-    return written, source
+    return _with_fallback(lambda d, sp: export_guidance_conditions(directory, d, sp, **kw),
+                          lambda c, b: c["behaviours"].get(b, {}).get("written", 0),
+                          lambda d, b: os.path.join(d, f"goals_{b}.npz"), behaviours, out_dir, split, fallback_split)
+
+
+def export_reset_poses_with_fallback(directory: str, out_dir: str, split: str = "validation",
+                                     fallback_split: str = "train") -> tuple[dict, dict]:
+    """``export_reset_poses`` on ``split``; a list it finds no pose for is taken from ``fallback_split``
+    instead. Returns ``(written, source)`` per list, as ``export_goal_sets_with_fallback``."""
+    from dynaguide_jax.data.reset_poses import POSE_SETS, reset_pose_file
+
+    return _with_fallback(lambda d, sp: export_reset_poses(directory, d, sp), lambda c, n: c[n], reset_pose_file,
+                          POSE_SETS, out_dir, split, fallback_split)

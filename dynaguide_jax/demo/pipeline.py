@@ -147,8 +147,7 @@ def prepare_models(cfg: DemoConfig, fresh: bool = False, progress: bool = True, 
 
 
 def _goals(cfg: DemoConfig, rlds: str, d: str, log) -> None:
-    from dynaguide_jax.data.reset_poses import reset_pose_file
-    from dynaguide_jax.data.rlds import export_goal_sets_with_fallback, export_reset_poses
+    from dynaguide_jax.data.rlds import export_goal_sets_with_fallback, export_reset_poses_with_fallback
 
     written, source = export_goal_sets_with_fallback(rlds, d, TARGETS, image_field="observation/rgb_static",
                                                      seed=cfg.seed, keep_fraction=cfg.keep_fraction,
@@ -159,15 +158,9 @@ def _goals(cfg: DemoConfig, rlds: str, d: str, log) -> None:
             "split instead (more play, --play-steps, avoids this)")
     written = {t: f"{n} (training split)" if source.get(t) == "train" else n for t, n in written.items()}
     log("  goal sets: " + ", ".join(f"{t} {n}" for t, n in written.items()))
-    poses = export_reset_poses(rlds, d, "validation")
-    if not all(poses.values()):  # a short validation play: the lists it has no pose for from the training split
-        spare = os.path.join(d, "from_train")
-        extra = export_reset_poses(rlds, spare, "train")
-        for name, n in poses.items():
-            if not n and extra[name]:
-                os.replace(reset_pose_file(spare, name), reset_pose_file(d, name))
-                poses[name] = f"{extra[name]} (training split)"
+    poses, source = export_reset_poses_with_fallback(rlds, d)  # a short validation play: lists from training
     missing = [name for name, n in poses.items() if not n]
+    poses = {k: f"{n} (training split)" if source.get(k) == "train" else n for k, n in poses.items()}
     if missing:
         log(f"  WARNING: no segment of the play gives a {', '.join(missing)} reset pose: those targets start "
             "from the world's random robot")
