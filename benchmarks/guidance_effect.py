@@ -33,7 +33,7 @@ def guidance_effect(demo_dir: str, scales, samples: int, repeats: int | None = N
     from dynaguide_jax.demo.stages import Stages
     from dynaguide_jax.eval import methods
     from dynaguide_jax.eval.rollout import stack_frames, tabletop_env
-    from dynaguide_jax.guidance import DynaGuide, GoalSet, guidance_metric
+    from dynaguide_jax.guidance import DynaGuide, GoalSet, guidance_metric, paper_scaled_sigma
 
     results = os.path.join(demo_dir, "results.json")
     if not os.path.exists(results):
@@ -52,7 +52,8 @@ def guidance_effect(demo_dir: str, scales, samples: int, repeats: int | None = N
     guide = DynaGuide(dynamics=m.dynamics, encoder=m.encoder, image_size=cfg.encoder_size)
 
     def gparams(dyn_goals, mask):
-        return {"dynamics": m.dynamics_params, "encoder": m.encoder_params, "sigma": m_sigma,
+        return {"dynamics": m.dynamics_params, "encoder": m.encoder_params,
+                "sigma": paper_scaled_sigma(m_sigma, m.dynamics),
                 "goals": GoalSet(positive=dyn_goals, positive_mask=mask)}
 
     base = jax.jit(methods.base_fn(m.policy, m.policy_params, m.schedule))
@@ -67,7 +68,7 @@ def guidance_effect(demo_dir: str, scales, samples: int, repeats: int | None = N
         gp = gparams(dyn_goals, mask)
         feats = guide.prepare(gp, methods.guidance_view(stack))
         z = guide.predict(gp, feats, actions)
-        d = guidance_metric(z, gp["goals"], m_sigma, guide.distance)  # guide.metric, without predicting again
+        d = guidance_metric(z, gp["goals"], gp["sigma"], guide.distance)  # guide.metric, without predicting again
         gpc = mean_goal_distance(z.reshape(z.shape[0], -1), goal_features.reshape(goal_features.shape[0], -1), mask)
         return d, gpc
 

@@ -8,7 +8,7 @@ import jax
 
 from dynaguide_jax.demo.evaluate import DemoModels
 from dynaguide_jax.eval import methods as M
-from dynaguide_jax.guidance import DynaGuide, GoalSet
+from dynaguide_jax.guidance import DynaGuide, GoalSet, paper_scaled_sigma
 
 
 class Settings(NamedTuple):
@@ -25,7 +25,9 @@ def method_policy_fn(method: str, models: DemoModels, params, goals: dict, s: Se
     guide = DynaGuide(dynamics=m.dynamics, encoder=m.encoder, image_size=encoder_size)
     goal_set = GoalSet(positive=goals.get("pos_dyn"), positive_mask=goals.get("pos_mask"),
                        negative=goals.get("neg_dyn"), negative_mask=goals.get("neg_mask"))
-    gparams = {"dynamics": m.dynamics_params, "encoder": m.encoder_params, "sigma": s.sigma, "goals": goal_set}
+    # the temperature only DynaGuide uses, on the original's scale (base / GC / ITPS runs may carry no model)
+    sigma = paper_scaled_sigma(s.sigma, m.dynamics) if method == "dynaguide" else s.sigma
+    gparams = {"dynamics": m.dynamics_params, "encoder": m.encoder_params, "sigma": sigma, "goals": goal_set}
     if method == "base":
         return M.base_fn(m.policy, params, m.schedule, shape)
     if method == "dynaguide":
@@ -41,3 +43,9 @@ def method_policy_fn(method: str, models: DemoModels, params, goals: dict, s: Se
         return M.itps_fn(m.policy, params, m.schedule, goals["xyz"], scale=s.itps_scale, repeats=repeats,
                          action_shape=shape)
     raise ValueError(f"unknown method {method!r}; choose from {M.METHODS}")
+
+
+def sigma_key(method: str, target, dynamics) -> dict:
+    """A cell key's entry for the temperature DynaGuide applies (``paper_scaled_sigma`` of the target's
+    sigma for this dynamics model), so a change of the scaling reruns its cells; empty for other methods."""
+    return {"sigma_applied": float(paper_scaled_sigma(target.sigma, dynamics))} if method == "dynaguide" else {}

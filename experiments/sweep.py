@@ -25,7 +25,7 @@ from dynaguide_jax.eval.behaviours import BEHAVIOURS, detect_behaviour
 from dynaguide_jax.eval.methods import guidance_view
 from dynaguide_jax.eval.rollout import LoopConfig, closed_loop, tabletop_env
 from dynaguide_jax.eval.tables import wilson_interval
-from dynaguide_jax.guidance import DynaGuide, GoalSet
+from dynaguide_jax.guidance import DynaGuide, GoalSet, paper_scaled_sigma
 from experiments.runner import Cell, rollout_seed_key, stack_keys
 from experiments.tabletop import TabletopBackend, start_states
 
@@ -61,7 +61,8 @@ def closed_loop_sweep(backend: TabletopBackend, target_name: str, scales, repeat
     def one(state, key, scale, m, sigma, goals):  # goals traced: the masks' checks stay out of the loop
         goal_set = GoalSet(positive=goals.get("pos_dyn"), positive_mask=goals.get("pos_mask"),
                            negative=goals.get("neg_dyn"), negative_mask=goals.get("neg_mask"))
-        gparams = {"dynamics": models.dynamics_params, "encoder": models.encoder_params, "sigma": sigma,
+        gparams = {"dynamics": models.dynamics_params, "encoder": models.encoder_params,
+                   "sigma": paper_scaled_sigma(sigma, models.dynamics),
                    "goals": goal_set}
 
         def policy_fn(obs_stack, k):
@@ -93,7 +94,8 @@ def closed_loop_sweep(backend: TabletopBackend, target_name: str, scales, repeat
     for (s, m, sg), idx in zip(grid, index):
         hits = int(np.isin(idx, wanted).sum())
         counts = np.bincount(idx, minlength=len(BEHAVIOURS))
-        rows.append({"scale": float(s), "repeats": int(m), "sigma": float(sg), "success": hits / len(idx),
+        rows.append({"scale": float(s), "repeats": int(m), "sigma": float(sg),
+                     "sigma_applied": float(paper_scaled_sigma(float(sg), models.dynamics)), "success": hits / len(idx),
                      "n": int(len(idx)), "ci95": list(wilson_interval(hits, int(len(idx)))),
                      "distribution": {b: float(c / len(idx)) for b, c in zip(BEHAVIOURS, counts)}})
     progress_log(f"  {time.perf_counter() - t0:.0f} s")
@@ -102,11 +104,12 @@ def closed_loop_sweep(backend: TabletopBackend, target_name: str, scales, repeat
 
 
 def format_sweep_table(result: dict) -> str:
-    lines = ["| scale | M | σ | success [95% CI] (n) |", "| --- | --- | --- | --- |"]
+    lines = ["| scale | M | σ (applied) | success [95% CI] (n) |", "| --- | --- | --- | --- |"]
     for r in result["rows"]:
         lo, hi = r["ci95"]
-        lines.append(f"| {r['scale']:g} | {r['repeats']} | {r['sigma']:g} | {r['success']:.0%} [{lo:.0%}, {hi:.0%}] "
-                     f"({r['n']}) |")
+        applied = r.get("sigma_applied", r["sigma"])
+        lines.append(f"| {r['scale']:g} | {r['repeats']} | {r['sigma']:g} ({applied:g}) | {r['success']:.0%} "
+                     f"[{lo:.0%}, {hi:.0%}] ({r['n']}) |")
     return "\n".join(lines)
 
 

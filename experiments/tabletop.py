@@ -29,7 +29,7 @@ from dynaguide_jax.eval import methods as M
 from dynaguide_jax.eval.behaviours import detect_behaviour
 from dynaguide_jax.eval.rollout import LoopConfig, closed_loop, tabletop_env
 from experiments import goals as G
-from experiments.policies import Settings, method_policy_fn
+from experiments.policies import Settings, method_policy_fn, sigma_key
 from experiments.runner import (Cell, cell_reset_poses, eval_fields, method_horizon, path_fingerprint,
                                 rollout_seed_key, stack_keys)
 
@@ -181,7 +181,7 @@ class TabletopBackend:
                "horizon": self.horizon(method), "env_setup": list(cell.env_setup), **self._poses_key(cell)}
         if method != "base":  # what of the target the method reads
             key.update(goal_pool=self.pool_key, goal_quality=self.experiment.goal_quality,
-                       target=dataclasses.asdict(t))
+                       target=dataclasses.asdict(t), **sigma_key(method, t, self.models.dynamics))
         return key
 
     def cell_poses(self, cell: Cell):

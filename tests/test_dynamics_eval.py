@@ -9,7 +9,8 @@ import pytest
 from dynaguide_jax.data import ActionTransform, DynamicsWindows, EpisodeData
 from dynaguide_jax.data.episodes import split_at_segments
 from dynaguide_jax.dynamics import DynamicsConfig, init_dynamics, predict_future_patches
-from dynaguide_jax.eval.dynamics import behaviour_scores, evaluate_dynamics, segment_queries
+from dynaguide_jax.eval.dynamics import (action_use, behaviour_scores, evaluate_dynamics, format_report,
+                                         segment_queries)
 from tests.test_cli import dynaguide
 
 
@@ -123,6 +124,41 @@ def test_evaluate_dynamics_errors_and_retrieval_on_a_model():
     assert "needs >= 2 behaviours" in r["skipped"] and r["segments"] == {"a": 2}
 
 
+def test_action_use_queries_each_segment_at_its_phases_with_own_and_other_chunks():
+    rng = np.random.default_rng(1)
+    cfg = DynamicsConfig(feature_dim=8, patches_per_camera=4, action_dim=3, horizon=4, proprio_dim=2,
+                         num_layers=1, num_heads=2, ffn_dim=16)
+    params = init_dynamics(cfg, jax.random.key(0))
+    data, labels, segments = labelled_segments()  # segments 5-14 a, 15-29 b, 30-41 a, 45-54 b
+    feats = rng.normal(0, 0.1, size=(55, 4, 8)).astype(np.float32)
+    feats[[14, 41]], feats[[29, 54]] = 5.0, -5.0  # segment ends: "a" near +5, "b" near -5
+    feats[[5, 30]], feats[[15, 45]] = 5.0, -5.0  # first frames (phase 0) look like their OWN end
+    feats[[10, 36]], feats[[22, 50]] = -5.0, 5.0  # halfway (first + floor(len / 2)) like the OTHER end
+    data.actions[:] = rng.uniform(-1, 1, data.actions.shape)
+    w = DynamicsWindows(data, feats, horizon=4)
+    u = action_use(cfg, params, w, labels, segments, sigma=1.0, phases=(0.0, 0.5))
+    assert u["classes"] == ["a", "b"] and u["chance"] == 0.5
+    first, half = u["phases"]
+    assert first["queries"] == half["queries"] == 4
+    assert first["accuracy_current_frame"] == 1.0 and half["accuracy_current_frame"] == 0.0
+    assert first["accuracy_true_future"] == half["accuracy_true_future"] == 1.0
+    assert first["swap_change_over_error"] > 0  # a random model's prediction moves with the chunk
+    # a model blind to the actions: another behaviour's chunk predicts exactly the same
+    blind = jax.tree.map(lambda x: x, params)
+    blind["action_embedder"] = jax.tree.map(np.zeros_like, params["action_embedder"])
+    for row in action_use(cfg, blind, w, labels, segments, sigma=1.0, phases=(0.0, 0.5))["phases"]:
+        assert row["swap_change_over_error"] == 0.0
+        assert row["accuracy_own_actions"] == row["accuracy_other_actions"]
+    # the report carries it, the text and the plot show it; bad phases fail before any work
+    rep = evaluate_dynamics(cfg, params, w, labels=labels, segments=segments, progress=False, phases=(0.0, 0.5))
+    assert [row["phase"] for row in rep["action_use"]["phases"]] == [0.0, 0.5]
+    assert "another behaviour's" in format_report(rep) and "0.50" in format_report(rep)
+    with pytest.raises(ValueError, match=r"phases must be fractions of a segment in \[0, 1\)"):
+        evaluate_dynamics(cfg, params, w, labels=labels, segments=segments, progress=False, phases=(1.0,))
+    horizon = DynamicsWindows(data, feats, horizon=4, target="horizon")
+    assert "segment_end" in action_use(cfg, params, horizon, labels, segments, sigma=1.0)["skipped"]
+
+
 @pytest.mark.slow
 def test_cli_eval_dynamics_on_held_out_toy_episodes(tmp_path, capsys):
     from dynaguide_jax.cli import main
@@ -133,10 +169,11 @@ def test_cli_eval_dynamics_on_held_out_toy_episodes(tmp_path, capsys):
     info = json.loads((run / "config.json").read_text())["data"]
     assert info["source"] == "toy" and info["action_transform"]["mode"] == "none"
     out = dynaguide("eval", "dynamics", "--run", run, "--episodes", "16", "--quiet").stdout
-    assert "skill vs. baseline" in out and "from the prediction" in out
+    assert "skill vs. baseline" in out and "from the prediction" in out and "another behaviour's" in out
     rep = json.loads((run / "eval" / "eval_dynamics.json").read_text())
     assert rep["mse"] < rep["mse_current_frame"]  # even a short run beats "nothing moves"
     assert rep["retrieval"]["queries"] == 16 and rep["retrieval"]["accuracy_prediction"] > 0.5
+    assert [row["phase"] for row in rep["action_use"]["phases"]] == [0.0, 0.25, 0.5, 0.75]
     assert (run / "eval" / "eval_dynamics.png").stat().st_size > 10_000
     capsys.readouterr()
     assert main(["eval", "dynamics", "--run", str(tmp_path / "nothing")]) == 2

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from dynaguide_jax.guidance import GoalSet, guidance_metric, min_goal_distance
+from dynaguide_jax.dynamics import DynamicsConfig
+from dynaguide_jax.guidance import GoalSet, guidance_metric, min_goal_distance, paper_scaled_sigma
 
 
 def torch_metric(z, pos, neg, sigma, squared=False):
@@ -29,6 +30,24 @@ def test_matches_torch(rng, sides, distance):
     ours = guidance_metric(jnp.asarray(z), GoalSet.create(pos, neg), sigma, distance)
     ref = torch_metric(z.reshape(4, -1), pos, neg, sigma, distance == "squared_l2")
     np.testing.assert_allclose(np.asarray(ours), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_paper_scaled_sigma_keeps_the_original_metric_for_fewer_patches(rng):
+    paper = DynamicsConfig.preset("paper")
+    assert paper.predicted_tokens * paper.feature_dim == 256 * 384 and paper_scaled_sigma(30.0, paper) == 30.0
+    small = paper.replace(patches_per_camera=16)  # ViT-S/14 at 56 px
+    assert paper_scaled_sigma(30.0, small) == 7.5
+    # predictions and goals on 16 patches, and the same repeated 16 times (256 patches whose entries differ
+    # alike): the original's sigma there and the scaled one here give the same metric and gradient
+    z = rng.normal(size=(3, 16, 384)).astype(np.float32)
+    pos, neg = rng.normal(size=(5, 16, 384)).astype(np.float32), rng.normal(size=(2, 16, 384)).astype(np.float32)
+    tile = lambda x: np.tile(x, (1, 16, 1))  # noqa: E731
+    few = lambda z: guidance_metric(z, GoalSet.create(pos, neg), paper_scaled_sigma(30.0, small)).sum()  # noqa: E731
+    many = lambda z: guidance_metric(z, GoalSet.create(tile(pos), tile(neg)), 30.0).sum()  # noqa: E731
+    np.testing.assert_allclose(few(jnp.asarray(z)), many(jnp.asarray(tile(z))), rtol=1e-4)
+    g_few, g_many = jax.grad(few)(jnp.asarray(z)), jax.grad(many)(jnp.asarray(tile(z)))
+    np.testing.assert_allclose(g_few, np.asarray(g_many).reshape(3, 16, 16, 384).sum(1), rtol=1e-3, atol=1e-7)
+    assert paper_scaled_sigma(jnp.float32(30.0), small) == pytest.approx(7.5)  # traced settings work too
 
 
 def test_gradient_pulls_toward_positive_and_is_finite_on_a_goal(rng):

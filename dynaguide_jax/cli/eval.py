@@ -14,8 +14,9 @@ def add_parser(sub) -> None:
     ed = esub.add_parser("dynamics", help="prediction error and behaviour retrieval of a trained dynamics model",
                          description="Prediction error on held-out windows next to the 'nothing moves' baseline, "
                          "and how well predictions pick the right behaviour's goal set with the guidance metric "
-                         "(labelled data: CALVIN segments, toy-world episodes). Writes eval_dynamics.json and "
-                         "eval_dynamics.png. Default: the toy-world run of `dynaguide train dynamics`, on fresh "
+                         "(labelled data: CALVIN segments, toy-world episodes), and whether they depend on the "
+                         "action chunk. Writes eval_dynamics.json and eval_dynamics.png. "
+                         "Default: the toy-world run of `dynaguide train dynamics`, on fresh "
                          "held-out toy episodes.")
     ed.add_argument("--run", default="runs/dynamics", help="a `dynaguide train dynamics` run directory")
     ed.add_argument("--data", choices=["toy", "rlds"], default="toy")
@@ -27,6 +28,10 @@ def add_parser(sub) -> None:
     ed.add_argument("--sigma", type=float, default=30.0, help="guidance metric temperature")
     ed.add_argument("--distance", choices=["l2", "squared_l2"], default="l2")
     ed.add_argument("--max-windows", type=int, default=2048, help="evenly spaced windows for the error figures")
+    ed.add_argument("--phases", type=float, nargs="+", default=None, metavar="F",
+                    help="segment_end models: query each segment at these fractions of its length with its own and "
+                         "another behaviour's action chunk (does the prediction use the actions?); default 0 0.25 0.5 "
+                         "0.75")
     ed.add_argument("--batch-size", type=int, default=64)
     ed.add_argument("--out", default=None, help="default RUN/eval")
     ed.add_argument("--quiet", action="store_true")
@@ -104,7 +109,7 @@ def run_dynamics(args) -> int:
     windows, labels, segments = heldout_windows(args, config, info)
     report = evaluate_dynamics(config, params, windows, labels=labels, segments=segments, sigma=args.sigma,
                                distance=args.distance, max_windows=args.max_windows, batch_size=args.batch_size,
-                               progress=not args.quiet)
+                               progress=not args.quiet, **({} if args.phases is None else {"phases": args.phases}))
     report["run"], report["data"] = os.path.abspath(args.run), args.data
     _write_report(report, args.out, "eval_dynamics", format_report, save_report_plot)
     return 0

@@ -22,7 +22,10 @@ def add_parser(sub) -> None:
     sw.add_argument("--scales", nargs="+", type=float, default=[0.0, 0.5, 1.0, 1.5, 2.0, 3.0],
                     help="guidance scales (default: 0.0 0.5 1.0 1.5 2.0 3.0)")
     sw.add_argument("--repeats", nargs="+", type=int, default=[1, 4], help="M values (default: 1 4)")
-    sw.add_argument("--sigmas", nargs="+", type=float, default=[30.0], help="metric temperatures (default: 30.0)")
+    sw.add_argument("--sigmas", nargs="+", type=float, default=[30.0],
+                    help="metric temperatures on the original's scale (its --alpha, set for 256 x 384 predicted "
+                    "features), applied scaled to the dynamics model's (guidance.paper_scaled_sigma: x 1/4 on the "
+                    "small preset) (default: 30.0)")
     sw.add_argument("--preset", choices=PRESETS, default="small", help="(default: %(default)s)")
     sw.add_argument("--models-dir", help="trained models (default: runs/demo for the small preset, else "
                     "runs/demo-PRESET)")

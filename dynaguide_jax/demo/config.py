@@ -1,10 +1,13 @@
 """Settings of ``dynaguide demo``, the paper's ArticulatedParts experiment on the built-in world.
 
 One frozen dataclass with three presets: ``tiny`` (CI: every stage and artefact, minutes),
-``small`` (the default: CPU sizes, ~16 minutes on a 2-core CPU) and ``paper`` (CALVIN's image sizes, the
+``small`` (the default: CPU sizes, ~15 minutes on a 2-core CPU) and ``paper`` (CALVIN's image sizes, the
 paper's model sizes, 100 rollouts per target and method: a GPU job). The evaluation settings follow
 the original's articulated-parts script (paper_experiments/calvin_articulated_object.sh): guidance
-scale 1.5 with 4 repeats, GPC best of 5, one experiment JSON per target fixing the part's start.
+scale 1.5 with 4 repeats, sigma 30 (applied as ``guidance.paper_scaled_sigma``: 7.5 for the small preset's
+16 predicted patches), GPC best of 5, one experiment JSON per target fixing the part's start. The small
+preset trains the dynamics model with the original's ``--noised`` action augmentation (its CALVIN recipe
+leaves it off, as the paper preset does).
 """
 from __future__ import annotations
 
@@ -68,6 +71,9 @@ class DemoConfig:
     dynamics_steps: int = 2000
     dynamics_batch: int = 64
     dynamics_lr: float = 3e-4
+    # the original's --noised augmentation (a growing share of chunks noised at Geometric(0.05) DDIM levels,
+    # so the model has seen the noisy actions guidance differentiates at); its CALVIN recipe leaves it off
+    dynamics_noised: bool = True
     # goal sets (the original's: keep 70 %, at most 20 per behaviour, from the validation split)
     keep_fraction: float = 0.7
     max_goals: int = 20
@@ -77,7 +83,10 @@ class DemoConfig:
     ddim_steps: int = 10
     scale: float = 1.5
     repeats: int = 4
-    sigma: float = 30.0
+    sigma: float = dataclasses.field(default=30.0, metadata={
+        "help": "the metric's temperature on the original's scale (its --alpha, set for 256 x 384 predicted "
+                "features), applied scaled to the dynamics model's (guidance.paper_scaled_sigma: 30 -> 7.5 for the "
+                "small preset's 16 patches)"})
     gpc_samples: int = 5
     itps_scale: float = 1.0
     methods: tuple[str, ...] = ("base", "dynaguide", "gc", "gpc", "itps")
@@ -166,14 +175,14 @@ class DemoConfig:
 
 
 # settings added after caches existed, at the value that builds what was built before them (left out of keys)
-OFF_VALUES = {"play_perturb": 0.0}
+OFF_VALUES = {"play_perturb": 0.0, "dynamics_noised": False}
 TINY = dict(image_size=32, gc_goal_size=64, play_streams=4, play_steps=1000, validation_streams=1, encoder_size=28,
             policy_steps=60, gc_steps=60, policy_batch=16, dynamics_steps=40, dynamics_batch=16, rollouts=2, horizon=28,
             ddim_steps=2, repeats=2, gpc_samples=2, max_goals=4, gifs=1)
 PAPER = dict(image_size=200, gc_goal_size=200, play_streams=32, play_steps=20000, validation_streams=4,
              encoder_size=224, policy_obs="cameras", policy_obs_norm=False, policy_model="paper", policy_steps=100000,
              gc_steps=100000, policy_batch=64, policy_lr=1e-4, dynamics_model="paper", dynamics_steps=60000,
-             dynamics_batch=64, dynamics_lr=1e-4, rollouts=100, horizon=400)
+             dynamics_batch=64, dynamics_lr=1e-4, dynamics_noised=False, rollouts=100, horizon=400)
 
 # which settings each stage reads (a stage is rebuilt when one of these, or an earlier stage, changes)
 STAGE_FIELDS = {
@@ -186,13 +195,13 @@ STAGE_FIELDS = {
                "policy_steps", "policy_batch", "policy_lr"),
     "gc": ("policy_obs", "policy_obs_norm", "policy_model", "policy_down_dims", "policy_low_dim_mlp", "gc_steps",
            "gc_goal_size", "policy_batch", "policy_lr"),
-    "dynamics": ("dynamics_model", "dynamics_steps", "dynamics_batch", "dynamics_lr"),
+    "dynamics": ("dynamics_model", "dynamics_steps", "dynamics_batch", "dynamics_lr", "dynamics_noised"),
     "eval": ("rollouts", "horizon", "ddim_steps", "scale", "repeats", "sigma", "gpc_samples", "itps_scale", "methods",
              "gifs"),
 }
 # revisions of what a stage's code builds from the same settings: a stage listed here is rebuilt when its
 # number changes (policy, gc 2: angles in robot_obs / scene_obs standardised on the circle; goals 2: the
-# robot's reset poses picked from the validation play too)
-STAGE_RECIPES = {"policy": 2, "gc": 2, "goals": 2}
+# robot's reset poses picked from the validation play too; eval 2: sigma applied scaled to the model's features)
+STAGE_RECIPES = {"policy": 2, "gc": 2, "goals": 2, "eval": 2}
 STAGE_DEPENDS = {"play": (), "rlds": ("play",), "features": ("rlds",), "goals": ("rlds",), "policy": ("rlds",),
                  "gc": ("rlds",), "dynamics": ("features",), "eval": ("features", "goals", "policy", "gc", "dynamics")}

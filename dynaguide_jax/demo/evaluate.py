@@ -30,7 +30,7 @@ from dynaguide_jax.envs.reset_states import load_reset_poses, sample_reset_pose,
 from dynaguide_jax.eval import methods
 from dynaguide_jax.eval.behaviours import detect_behaviours
 from dynaguide_jax.eval.rollout import LoopConfig, closed_loop, tabletop_env
-from dynaguide_jax.guidance import DynaGuide, GoalSet, encode_cameras, goals_from_trajectory_ends
+from dynaguide_jax.guidance import DynaGuide, GoalSet, encode_cameras, goals_from_trajectory_ends, paper_scaled_sigma
 from dynaguide_jax.policy import DiffusionPolicy
 
 ACTION_HORIZON = 14  # executed per chunk, as the original's guided rollouts
@@ -160,7 +160,8 @@ def _policy_fn(method: str, models: DemoModels, cfg: DemoConfig, goals: dict):
     """``goals``: one target's slice of ``TargetGoals`` (traced)."""
     m, shape = models, (16, 7)
     guide = DynaGuide(dynamics=m.dynamics, encoder=m.encoder, image_size=cfg.encoder_size)
-    gparams = {"dynamics": m.dynamics_params, "encoder": m.encoder_params, "sigma": cfg.sigma,
+    gparams = {"dynamics": m.dynamics_params, "encoder": m.encoder_params,
+               "sigma": paper_scaled_sigma(cfg.sigma, m.dynamics),
                "goals": GoalSet(positive=goals["dynamics_goals"], positive_mask=goals["mask"])}
     if method == "base":
         return methods.base_fn(m.policy, m.policy_params, m.schedule, shape)

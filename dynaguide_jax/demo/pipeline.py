@@ -23,10 +23,13 @@ from dynaguide_jax.demo.evaluate import (DemoModels, EvalStarts, TargetGoals, ev
 from dynaguide_jax.demo.parallel import Task, run_parallel, usable_jobs
 from dynaguide_jax.demo.stages import RLDS_PATH_FILE, Stages, rlds_path
 from dynaguide_jax.demo.train import train_demo_dynamics, train_demo_policy
+from dynaguide_jax.dynamics import DynamicsConfig
 from dynaguide_jax.encoders import DinoV2Config, init_dinov2, load_dinov2
 from dynaguide_jax.envs import TabletopConfig, tabletop_for_image_size, write_world_play
 from dynaguide_jax.eval.behaviours import BEHAVIOURS, behaviour_labels
 from dynaguide_jax.eval.tables import bar_plot, format_markdown, save_gif, summarize, write_results
+from dynaguide_jax.guidance import paper_scaled_sigma
+from dynaguide_jax.training.loop import read_run_config
 
 EXPERIMENT = "ArticulatedParts"
 TARGETS = tuple(TARGET_SETUPS)
@@ -260,6 +263,11 @@ def method_groups(methods, jobs: int) -> list[tuple[str, ...]]:
 
 def _evaluate(cfg: DemoConfig, prep: PreparedModels, jobs: int, log) -> dict:
     st, d = prep.stages, prep.stages.dir("eval")
+    dyn = DynamicsConfig.from_dict(read_run_config(st.dir("dynamics"))["dynamics"])
+    sigma = paper_scaled_sigma(cfg.sigma, dyn)
+    if "dynaguide" in cfg.methods:
+        log(f"  DynaGuide: scale {cfg.scale:g}, M {cfg.repeats}, sigma {cfg.sigma:g} on the original's scale, "
+            f"{sigma:g} applied ({dyn.predicted_tokens} x {dyn.feature_dim} predicted features)")
     todo = [m for m in cfg.methods if not os.path.exists(_method_file(d, m))]
     if len(todo) < len(cfg.methods):
         log(f"  reusing the finished rollouts of {', '.join(m for m in cfg.methods if m not in todo)}")
@@ -274,7 +282,7 @@ def _evaluate(cfg: DemoConfig, prep: PreparedModels, jobs: int, log) -> dict:
             evaluate_method(ctx, cfg, method, d, log)
     detected = {m: dict(zip(TARGETS, np.load(_method_file(d, m)))) for m in cfg.methods}
     counts, xyz = goal_summary(st.dir("goals"), TARGETS)
-    config = {**cfg.to_dict(), "encoder_description": prep.encoder_text, "goal_counts": counts,
+    config = {**cfg.to_dict(), "sigma_applied": sigma, "encoder_description": prep.encoder_text, "goal_counts": counts,
               "itps_targets": {t: xyz[i].tolist() for i, t in enumerate(TARGETS)},
               "devices": [str(x) for x in jax.devices()]}
     results = summarize(detected, TARGETS, BEHAVIOURS, experiment=EXPERIMENT, preset=cfg.preset, config=config)

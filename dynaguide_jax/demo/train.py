@@ -136,8 +136,8 @@ def train_demo_dynamics(rlds: str, features, cfg: DemoConfig, run_dir: str, prog
         feature_dim=features.shape[2], patches_per_camera=features.shape[1], action_dim=7, proprio_dim=15,
         horizon=16)
     tcfg = DynamicsTrainConfig(steps=cfg.dynamics_steps, global_batch=cfg.dynamics_batch,
-                               learning_rate=cfg.dynamics_lr, checkpoint_every=500, log_every=50, seed=cfg.seed,
-                               async_checkpoints=False)
+                               learning_rate=cfg.dynamics_lr, noised=cfg.dynamics_noised, checkpoint_every=500,
+                               log_every=50, seed=cfg.seed, async_checkpoints=False)
     info = {"source": "rlds", "rlds": os.path.abspath(rlds), "split": "train", "proprio_fields":
             ["observation/robot_obs"], "action_field": "rel_action",
             "action_transform": windows.action_transform.to_dict(), "target": windows.target}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from dynaguide_jax._checks import check_finite
 from dynaguide_jax.dynamics.config import DynamicsConfig
@@ -26,6 +27,19 @@ def encode_cameras(encoder: DinoV2Config, encoder_params, images, image_size: in
     x = preprocess(images.reshape(b * c, *images.shape[2:]), image_size)
     patches = DinoV2(encoder).apply({"params": encoder_params}, x)["patches"]
     return patches.reshape(b, c * patches.shape[1], patches.shape[2])
+
+
+# what the original's temperatures (its --alpha, 15..40) are set for: ViT-S/14 at 224 px, 256 x 384 predicted features
+PAPER_PREDICTED_FEATURES = 256 * 384
+
+
+def paper_scaled_sigma(sigma, dynamics: DynamicsConfig):
+    """The original's metric temperature ``sigma`` carried over to a model predicting fewer (or more)
+    features: L2 distances between predictions whose entries differ alike grow as the square root of
+    their count, so ``sigma * sqrt(F / (256 * 384))`` (``F`` = predicted tokens x feature dim) keeps the
+    metric the original's: the same sharpness over the goals and the same gradient. 30 -> 7.5 for the
+    small preset's 16 patches of 384 (56 px); the paper's model is unchanged. ``sigma`` may be traced."""
+    return sigma * math.sqrt(dynamics.predicted_tokens * dynamics.feature_dim / PAPER_PREDICTED_FEATURES)
 
 
 @dataclasses.dataclass(frozen=True)
