@@ -12,7 +12,8 @@ Each is trained for several seeds, the other dropout equal, on
 - ``toy``: the toy world's demonstrations (``dynaguide train dynamics --data toy``), evaluated on
   unseen episodes (another data seed);
 - ``tabletop``: the built-in world's CALVIN-format play as ``dynaguide demo`` prepares it (its RLDS
-  dataset and feature cache, the demo's dynamics settings), evaluated on the validation split,
+  dataset and feature cache, the demo's dynamics model, steps, batch and learning rate; without its
+  ``--noised`` augmentation, so the variants differ in the attention only), evaluated on the validation split,
 
 and the script prints held-out future-patch MSE and behaviour-retrieval accuracy (``dynaguide eval
 dynamics``) of each variant against ``torch``: means, seed spread, and the difference in units of that

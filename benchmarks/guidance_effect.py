@@ -3,7 +3,8 @@
 At a finished demo's start states (every target's, the demo's first observation), ``--samples`` K
 chunks are drawn from the base policy and, with the SAME keys, from DynaGuide at each ``--scales``
 value (the demo's M, sigma and goal sets unless ``--repeats`` / ``--sigma`` say otherwise), and each
-chunk is scored with the guidance metric ``d = LSE_i(-||g_i - z||/sigma)`` of the dynamics model's
+chunk is scored with the guidance metric ``d = LSE_i(-||g_i - z||/sigma)`` (sigma on the original's scale,
+applied as the demo applies it: ``guidance.paper_scaled_sigma``) of the dynamics model's
 prediction ``z`` (higher: nearer the target's goals). Printed per target: the base chunks' mean d
 and its spread over the K samples, d of the chunk GPC would pick among the K (its own score: the
 mean distance of ``z`` to the goal frames' encoder features), the best of the K by d, and
@@ -84,7 +85,7 @@ def guidance_effect(demo_dir: str, scales, samples: int, repeats: int | None = N
         d_base, gpc = map(np.stack, zip(*[map(np.asarray, score(stack, a, *goals, feats)) for a in a_base]))  # [K, N]
         pick = gpc.argmin(0)
         row = {"target": target, "rollouts": int(d_base.shape[1]), "samples": samples, "repeats": m_repeats,
-               "sigma": m_sigma,
+               "sigma": m_sigma, "sigma_applied": float(paper_scaled_sigma(m_sigma, m.dynamics)),
                "d_base": float(d_base.mean()), "sd_over_samples": float(d_base.std(0).mean()),
                "d_gpc_pick": float(d_base[pick, np.arange(d_base.shape[1])].mean()),
                "d_best_of_samples": float(d_base.max(0).mean()), "dynaguide": {}}
@@ -118,7 +119,8 @@ def main(argv=None) -> int:
                    help="DynaGuide scales (default: %(default)s)")
     p.add_argument("--samples", type=int, default=5, help="K chunks per start state (default: %(default)s, GPC's)")
     p.add_argument("--repeats", type=int, default=None, help="DynaGuide's M (default: the demo's)")
-    p.add_argument("--sigma", type=float, default=None, help="the metric's temperature (default: the demo's)")
+    p.add_argument("--sigma", type=float, default=None, help="the metric's temperature on the original's scale, "
+                   "applied as the demo applies it (guidance.paper_scaled_sigma; default: the demo's)")
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     p.add_argument("--out", default=None, help="also write the rows as JSON here (default: none)")
     a = p.parse_args(argv)

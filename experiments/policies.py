@@ -47,5 +47,7 @@ def method_policy_fn(method: str, models: DemoModels, params, goals: dict, s: Se
 
 def sigma_key(method: str, target, dynamics) -> dict:
     """A cell key's entry for the temperature DynaGuide applies (``paper_scaled_sigma`` of the target's
-    sigma for this dynamics model), so a change of the scaling reruns its cells; empty for other methods."""
-    return {"sigma_applied": float(paper_scaled_sigma(target.sigma, dynamics))} if method == "dynaguide" else {}
+    sigma for this dynamics model), so cells run before the scaling are rerun; empty for other methods and
+    where the scaling leaves sigma as it is (the paper's 256 x 384 model: those cells stay valid)."""
+    applied = float(paper_scaled_sigma(target.sigma, dynamics)) if method == "dynaguide" else target.sigma
+    return {} if applied == target.sigma else {"sigma_applied": applied}

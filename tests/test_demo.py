@@ -149,6 +149,12 @@ def test_policy_widths_follow_the_model_unless_given():
     plain = DemoConfig().fingerprint(*STAGE_FIELDS["play"])  # play without pushes: the key from before the setting
     assert plain == DemoConfig().fingerprint(*(f for f in STAGE_FIELDS["play"] if f != "play_perturb"))
     assert DemoConfig(play_perturb=0.03).fingerprint(*STAGE_FIELDS["play"]) != plain
+    # the small preset's noised dynamics model is another model; the paper preset's (not noised) keeps its old key
+    dyn = STAGE_FIELDS["dynamics"]
+    assert DemoConfig().dynamics_noised and not DemoConfig.for_preset("paper").dynamics_noised
+    assert DemoConfig().fingerprint(*dyn) != DemoConfig(dynamics_noised=False).fingerprint(*dyn)
+    paper = DemoConfig.for_preset("paper")
+    assert paper.fingerprint(*dyn) == paper.fingerprint(*(f for f in dyn if f != "dynamics_noised"))
     for wide in (DemoConfig(policy_down_dims=(64, 128)), DemoConfig(policy_low_dim_mlp=(64,))):
         for stage, changed in (("policy", True), ("gc", True), ("dynamics", False)):
             assert (wide.fingerprint(*STAGE_FIELDS[stage]) != DemoConfig().fingerprint(*STAGE_FIELDS[stage])) == changed
@@ -175,7 +181,7 @@ def tiny_demo(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_tiny_demo_writes_every_artefact_and_reuses_its_stages(tiny_demo):
+def test_tiny_demo_writes_every_artefact_and_reuses_its_stages(tiny_demo, tmp_path):
     out_dir, out = tiny_demo
     assert "RANDOM-initialised ViT-S/14" in out and "ArticulatedParts (tiny preset)" in out
     results = json.loads((out_dir / "results.json").read_text())
@@ -191,6 +197,13 @@ def test_tiny_demo_writes_every_artefact_and_reuses_its_stages(tiny_demo):
             assert r["n"] == 2 and 0 <= r["ci95"][0] <= r["success"] <= r["ci95"][1] <= 1
             assert sum(r["distribution"].values()) == pytest.approx(1.0)
     assert results["config"]["rollouts"] == 2 and "encoder_description" in results["config"]
+    assert results["config"]["sigma"] == 30.0 and results["config"]["sigma_applied"] == 3.75  # 4 patches at 28 px
+    assert "sigma 30 on the original's scale, 3.75 applied (4 x 384 predicted features)" in out
+    # results written before a setting existed read back at its off value (what was built then)
+    old = {**results, "config": {k: v for k, v in results["config"].items() if k != "dynamics_noised"}}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert DemoConfig.from_results(str(tmp_path / "old.json")).dynamics_noised is False
+    assert DemoConfig.from_results(str(out_dir / "results.json")).dynamics_noised is True
     assert "| **mean** |" in (out_dir / "table.md").read_text()
     assert (out_dir / "table.csv").read_text().startswith("method,target,success,n,ci95_lo,ci95_hi,behaviour")
     assert (out_dir / "success.png").stat().st_size > 10_000
@@ -370,6 +383,7 @@ def test_closed_loop_sweep_runs_the_grid_in_one_program(tiny_demo, tmp_path):
     result = json.loads((tmp_path / "sweep.json").read_text())
     grid = [(r["scale"], r["repeats"], r["sigma"]) for r in result["rows"]]
     assert grid == [(0.0, 1, 30.0), (0.0, 2, 30.0), (2.0, 1, 30.0), (2.0, 2, 30.0)]
+    assert all(r["sigma_applied"] == 3.75 for r in result["rows"])  # 28 px: 4 patches of 384, 30 x sqrt(4 / 256)
     assert all(r["n"] == 2 and sum(r["distribution"].values()) == pytest.approx(1.0) for r in result["rows"])
     assert (tmp_path / "sweep.png").stat().st_size > 5_000
     bad = dynaguide("sweep", "--sigmas", "0", "--out-dir", tmp_path / "bad", check=False)

@@ -155,6 +155,12 @@ def test_action_use_queries_each_segment_at_its_phases_with_own_and_other_chunks
     assert "another behaviour's" in format_report(rep) and "0.50" in format_report(rep)
     with pytest.raises(ValueError, match=r"phases must be fractions of a segment in \[0, 1\)"):
         evaluate_dynamics(cfg, params, w, labels=labels, segments=segments, progress=False, phases=(1.0,))
+    # play-range episodes: only the two "b" segments end their windows' episodes, so no donor of another behaviour
+    whole, labels_w, segments_w = labelled_episodes()
+    w_whole = DynamicsWindows(whole, feats, horizon=4)
+    assert "needs segments of >= 2 behaviours" in action_use(cfg, params, w_whole, labels_w, segments_w, 1.0)["skipped"]
+    assert "skipped" in evaluate_dynamics(cfg, params, w_whole, labels=labels_w, segments=segments_w,
+                                          progress=False)["action_use"]
     horizon = DynamicsWindows(data, feats, horizon=4, target="horizon")
     assert "segment_end" in action_use(cfg, params, horizon, labels, segments, sigma=1.0)["skipped"]
 

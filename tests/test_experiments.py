@@ -264,3 +264,30 @@ def test_calvin_runs_check_calvin_env_and_every_input_before_any_rollout(tmp_pat
     r = dynaguide("experiment", "underrepresented_behaviors", "--env", "calvin", "--policy", tmp_path / "p.pth",
                   "--out-dir", tmp_path / "o", check=False)
     assert r.returncode == 2 and "a base policy per data fraction" in r.stderr
+
+
+def test_closed_loop_runners_apply_sigma_on_the_original_scale(monkeypatch):
+    """The demo's and the experiments' DynaGuide get ``paper_scaled_sigma`` of their sigma (x 1/4 for 16 patches of
+    384); other methods carry it unscaled, and cell keys name the applied value only where it differs."""
+    import jax.numpy as jnp
+
+    from dynaguide_jax.demo import DemoConfig
+    from dynaguide_jax.demo import evaluate as demo_eval
+    from dynaguide_jax.demo.evaluate import DemoModels
+    from dynaguide_jax.dynamics import DynamicsConfig
+    from experiments import policies
+
+    seen = []
+    monkeypatch.setattr(policies.M, "guided_fn", lambda *a, **k: seen.append(a[4]["sigma"]))
+    small = DynamicsConfig.preset("paper").replace(patches_per_camera=16)
+    models = DemoModels(None, None, None, None, None, None, None, small, None)
+    goals = {"pos_dyn": jnp.zeros((2, 16 * 384)), "pos_mask": jnp.ones(2, bool)}
+    s = policies.Settings(jnp.float32(1.5), jnp.float32(30.0), jnp.float32(1.0))
+    policies.method_policy_fn("dynaguide", models, None, goals, s, 4, 5, 56)
+    demo_eval._policy_fn("dynaguide", models, DemoConfig(), {"dynamics_goals": goals["pos_dyn"],
+                                                            "mask": goals["pos_mask"]})
+    assert [float(x) for x in seen] == [7.5, 7.5]
+    target = get_experiment("articulated_parts").target("switch_on")
+    assert policies.sigma_key("dynaguide", target, small) == {"sigma_applied": 7.5}
+    assert policies.sigma_key("gpc", target, small) == {}
+    assert policies.sigma_key("dynaguide", target, DynamicsConfig.preset("paper")) == {}  # unchanged: cells stay

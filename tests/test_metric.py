@@ -47,7 +47,7 @@ def test_paper_scaled_sigma_keeps_the_original_metric_for_fewer_patches(rng):
     np.testing.assert_allclose(few(jnp.asarray(z)), many(jnp.asarray(tile(z))), rtol=1e-4)
     g_few, g_many = jax.grad(few)(jnp.asarray(z)), jax.grad(many)(jnp.asarray(tile(z)))
     np.testing.assert_allclose(g_few, np.asarray(g_many).reshape(3, 16, 16, 384).sum(1), rtol=1e-3, atol=1e-7)
-    assert paper_scaled_sigma(jnp.float32(30.0), small) == pytest.approx(7.5)  # traced settings work too
+    assert jax.jit(lambda s: paper_scaled_sigma(s, small))(30.0) == pytest.approx(7.5)  # traced settings too
 
 
 def test_gradient_pulls_toward_positive_and_is_finite_on_a_goal(rng):

@@ -2,6 +2,7 @@
 ``eval policy``)."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 
@@ -25,10 +26,12 @@ def add_parser(sub) -> None:
     ed.add_argument("--split", default="validation")
     ed.add_argument("--episodes", type=int, default=32, help="toy: held-out episodes")
     ed.add_argument("--data-seed", type=int, default=None, help="toy: default the run's seed + 1 (unseen data)")
-    ed.add_argument("--sigma", type=float, default=30.0, help="guidance metric temperature")
+    ed.add_argument("--sigma", type=float, default=30.0,
+                    help="guidance metric temperature, applied as given (guidance on a model predicting fewer than "
+                         "256 x 384 features applies the original's values scaled: guidance.paper_scaled_sigma)")
     ed.add_argument("--distance", choices=["l2", "squared_l2"], default="l2")
     ed.add_argument("--max-windows", type=int, default=2048, help="evenly spaced windows for the error figures")
-    ed.add_argument("--phases", type=float, nargs="+", default=None, metavar="F",
+    ed.add_argument("--phases", type=_fraction, nargs="+", default=None, metavar="F",
                     help="segment_end models: query each segment at these fractions of its length with its own and "
                          "another behaviour's action chunk (does the prediction use the actions?); default 0 0.25 0.5 "
                          "0.75")
@@ -96,6 +99,14 @@ def heldout_windows(args, config, info: dict):
                                    info.get("action_field", "rel_action"), transform, labels=labelled, target=target)
     obs = windows.data.obs
     return windows, obs.get("behaviour"), obs.get("segment")
+
+
+def _fraction(text: str) -> float:
+    """A fraction of a segment in [0, 1), checked while parsing (before a model is loaded)."""
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction of a segment in [0, 1)")
+    return value
 
 
 def run_dynamics(args) -> int:

@@ -152,9 +152,11 @@ class DemoConfig:
 
     @classmethod
     def from_results(cls, results_path: str) -> DemoConfig:
-        """The settings a finished demo recorded in its ``results.json`` (unknown keys ignored)."""
+        """The settings a finished demo recorded in its ``results.json`` (unknown keys ignored; settings added
+        since take their ``OFF_VALUES`` entry)."""
         with open(results_path) as f:
             given = json.load(f)["config"]
+        given = {**OFF_VALUES, **given}  # a setting newer than the results: what was built before it existed
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()
                       if k in cls.__dataclass_fields__})
 

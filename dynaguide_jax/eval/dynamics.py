@@ -166,8 +166,9 @@ def action_use(config: DynamicsConfig, params, windows: DynamicsWindows, labels:
     counts = {n: int((names == n).sum()) for n in sorted(set(names))}
     classes = [n for n, k in counts.items() if k >= 2]
     own = np.isin(names, classes) & (windows.target_frame(first) == last)  # the segment is the window's episode
-    if len(classes) < 2 or not own.any():
-        return {"skipped": f"needs >= 2 behaviours with >= 2 segments each (segments per behaviour: {counts})"}
+    if len(set(names[own])) < 2:  # a query needs a donor of another behaviour
+        return {"skipped": "needs segments of >= 2 behaviours (with >= 2 segments each) that are their windows' "
+                           f"episodes (segments per behaviour: {counts})"}
     use = np.flatnonzero(own)
     truth = np.asarray([classes.index(n) for n in names[use]])
     rng = np.random.default_rng(seed)
@@ -240,7 +241,8 @@ def format_report(report: dict) -> str:
 
 
 def save_report_plot(report: dict, path: str) -> str:
-    """Error histogram (prediction vs. 'nothing moves') and, when computed, the confusion matrix."""
+    """Error histogram (prediction vs. 'nothing moves') and, when computed, the confusion matrix and the
+    retrieval against the fraction of the segment (own chunk vs another behaviour's)."""
     import matplotlib
 
     matplotlib.use("Agg")
