@@ -49,5 +49,7 @@ def sigma_key(method: str, target, dynamics) -> dict:
     """A cell key's entry for the temperature DynaGuide applies (``paper_scaled_sigma`` of the target's
     sigma for this dynamics model), so cells run before the scaling are rerun; empty for other methods and
     where the scaling leaves sigma as it is (the paper's 256 x 384 model: those cells stay valid)."""
-    applied = float(paper_scaled_sigma(target.sigma, dynamics)) if method == "dynaguide" else target.sigma
+    if method != "dynaguide":
+        return {}
+    applied = float(paper_scaled_sigma(target.sigma, dynamics))
     return {} if applied == target.sigma else {"sigma_applied": applied}

@@ -25,10 +25,14 @@ POSE_SETS = ("midpoint", "right_side_midpoint")
 UNLABELLED = ("", "other")  # the builder's trailing segment and the segmentation's "other"
 
 
-def reset_pose_file(directory: str, name: str) -> str:
-    """The original's file name for reset-pose list ``name`` in ``directory``."""
+def _check_pose_set(name: str) -> None:
     if name not in POSE_SETS:
         raise ValueError(f"unknown reset-pose list {name!r} (one of {POSE_SETS})")
+
+
+def reset_pose_file(directory: str, name: str) -> str:
+    """The original's file name for reset-pose list ``name`` in ``directory``."""
+    _check_pose_set(name)
     return os.path.join(directory, f"initial_calvin_robot_states_{name}.json")
 
 
@@ -41,8 +45,7 @@ def select_reset_poses(robot_obs: np.ndarray, behaviours, name: str) -> np.ndarr
     labels = [b.decode() if isinstance(b, bytes) else str(b) for b in behaviours]
     if len(labels) != len(robot_obs):
         raise ValueError(f"{len(labels)} behaviours for {len(robot_obs)} robot states")
-    if name not in POSE_SETS:
-        raise ValueError(f"unknown reset-pose list {name!r} (one of {POSE_SETS})")
+    _check_pose_set(name)
     keep = np.array([b not in UNLABELLED for b in labels], bool)
     keep &= (robot_obs[:, 6] >= MIN_GRIPPER_WIDTH) & (robot_obs[:, 2] >= MIN_TCP_Z)
     if name == "right_side_midpoint":

@@ -159,15 +159,19 @@ def _goals(cfg: DemoConfig, rlds: str, d: str, log) -> None:
     if elsewhere:  # a short validation play may lack a behaviour: its goals come from the training split
         log(f"  WARNING: the validation play has no segment of {', '.join(elsewhere)}: goals from the training "
             "split instead (more play, --play-steps, avoids this)")
-    written = {t: f"{n} (training split)" if source.get(t) == "train" else n for t, n in written.items()}
-    log("  goal sets: " + ", ".join(f"{t} {n}" for t, n in written.items()))
+    log("  goal sets: " + _counts_by_source(written, source))
     poses, source = export_reset_poses_with_fallback(rlds, d)  # a short validation play: lists from training
     missing = [name for name, n in poses.items() if not n]
-    poses = {k: f"{n} (training split)" if source.get(k) == "train" else n for k, n in poses.items()}
     if missing:
         log(f"  WARNING: no segment of the play gives a {', '.join(missing)} reset pose: those targets start "
             "from the world's random robot")
-    log("  robot reset poses (the original's lists): " + ", ".join(f"{k} {n}" for k, n in poses.items()))
+    log("  robot reset poses (the original's lists): " + _counts_by_source(poses, source))
+
+
+def _counts_by_source(written: dict, source: dict) -> str:
+    """``name count`` per entry, "(training split)" where the fallback split gave it."""
+    return ", ".join(f"{k} {n}" + (" (training split)" if source.get(k) == "train" else "")
+                     for k, n in written.items())
 
 
 def run_demo(cfg: DemoConfig, fresh: bool = False, progress: bool = True, log=print, jobs: int = 1) -> dict:

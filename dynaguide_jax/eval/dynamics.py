@@ -129,12 +129,18 @@ def evaluate_dynamics(config: DynamicsConfig, params, windows: DynamicsWindows, 
     return report
 
 
+def _goal_classes(config: DynamicsConfig, windows: DynamicsWindows, last: np.ndarray, names: np.ndarray):
+    """``(goals, counts, classes)``: the segment ends' predicted-token features (every segment's goal), the
+    segments per behaviour, and the behaviours a query can be scored for (another segment of it exists)."""
+    goals = np.asarray(windows.features[last][:, : config.predicted_tokens], np.float32)
+    counts = {n: int((names == n).sum()) for n in sorted(set(names))}
+    return goals, counts, [n for n, k in counts.items() if k >= 2]
+
+
 def behaviour_retrieval(config: DynamicsConfig, params, windows: DynamicsWindows, labels: np.ndarray,
                         segments: np.ndarray, sigma: float, distance: str, batch_size: int) -> dict:
     last, names, seg, start = segment_queries(windows, labels, segments)
-    goals = np.asarray(windows.features[last][:, : config.predicted_tokens], np.float32)
-    counts = {n: int((names == n).sum()) for n in sorted(set(names))}
-    classes = [n for n, k in counts.items() if k >= 2]  # a query needs another segment of its behaviour
+    goals, counts, classes = _goal_classes(config, windows, last, names)
     use = np.flatnonzero(np.isin(names, classes) & (start >= 0))
     if len(classes) < 2 or len(use) == 0:
         return {"skipped": f"needs >= 2 behaviours with >= 2 segments each (segments per behaviour: {counts})",
@@ -162,9 +168,7 @@ def action_use(config: DynamicsConfig, params, windows: DynamicsWindows, labels:
         return {"skipped": "only for segment_end models (a horizon model's target is not the segment's outcome)"}
     phases = _check_phases(phases)
     first, last, names, keys = labelled_segments(windows, labels, segments)
-    goals = np.asarray(windows.features[last][:, : config.predicted_tokens], np.float32)
-    counts = {n: int((names == n).sum()) for n in sorted(set(names))}
-    classes = [n for n, k in counts.items() if k >= 2]
+    goals, counts, classes = _goal_classes(config, windows, last, names)
     own = np.isin(names, classes) & (windows.target_frame(first) == last)  # the segment is the window's episode
     if len(set(names[own])) < 2:  # a query needs a donor of another behaviour
         return {"skipped": "needs segments of >= 2 behaviours (with >= 2 segments each) that are their windows' "
