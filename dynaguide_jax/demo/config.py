@@ -2,10 +2,12 @@
 
 One frozen dataclass with three presets: ``tiny`` (CI: every stage and artefact, minutes),
 ``small`` (the default: CPU sizes, ~15 minutes on a 2-core CPU) and ``paper`` (CALVIN's image sizes, the
-paper's model sizes, 100 rollouts per target and method: a GPU job). The evaluation settings follow
-the original's articulated-parts script (paper_experiments/calvin_articulated_object.sh): guidance
-scale 1.5 with 4 repeats, sigma 30 (applied as ``guidance.paper_scaled_sigma``: 7.5 for the small preset's
-16 predicted patches), GPC best of 5, one experiment JSON per target fixing the part's start. The small
+paper's model sizes, 100 rollouts per target and method: a GPU job). The evaluation settings come
+from the original's articulated-parts script (paper_experiments/calvin_articulated_object.sh): its
+switch and door_left runs' guidance (scale 1.5 with 4 repeats, sigma 30, applied as
+``guidance.paper_scaled_sigma``: 7.5 for the small preset's 16 predicted patches) for every target (the
+script tunes scale 1-2 and sigma 15-40 per target; ``dynaguide experiment articulated_parts`` uses those),
+GPC best of 5, one experiment JSON per target fixing the part's start. The small
 preset trains the dynamics model with the original's ``--noised`` action augmentation (its CALVIN recipe
 leaves it off, as the paper preset does).
 """
