@@ -2,7 +2,7 @@
 
 Settings from paper_experiments/calvin_articulated_object.sh (DynaGuide ``--scale/--ss/--alpha``,
 PosGuide ``--scale``, planner ``--num_samples 5``) and calvin_exp_configs_examples/<target>.json
-(env_setup, reset poses); base = the ``Control_N`` runs (all parts random), scored for every target.
+(env_setup, reset poses, loc_target); base = the ``Control_N`` runs (all parts random), scored for every target.
 """
 from experiments.spec import Experiment, Target
 
@@ -17,11 +17,23 @@ _RUNS = {"button_on": (1.0, 4, 30.0, 3.0, "midpoint"), "button_off": (1.0, 4, 30
          "drawer_close": (1.0, 4, 40.0, 3.0, "right_side_midpoint"),
          "door_left": (1.5, 4, 30.0, 3.0, "right_side_midpoint"), "door_right": (2.0, 4, 15.0, 3.0, "midpoint")}
 
+# position guidance's target, CALVIN world frame (calvin_exp_configs_examples/<target>.json "loc_target")
+_LOC_TARGET = {
+    "button_on": (-0.1183045814461375, -0.1144538267241942, 0.4960556833337702),
+    "button_off": (-0.11221751715334842, -0.11465078614523619, 0.4966200809334477),
+    "switch_on": (0.27980308053048975, 0.023739273400879772, 0.5706737502343485),
+    "switch_off": (0.28656671011999846, 0.033852440810362, 0.5942648442738185),
+    "drawer_open": (0.1466070830462435, -0.21110382831263355, 0.4031764058751014),
+    "drawer_close": (0.17575515911256404, -0.403465742582764, 0.4150294248365599),
+    "door_left": (0.023575963314403398, -0.015964984296046963, 0.5407074009828797),
+    "door_right": (-0.22173902228443118, -0.024977345601772248, 0.5462262406195053),
+}
+
 
 def articulated_target(name: str, **overrides) -> Target:
     scale, ss, alpha, itps, poses = _RUNS[name]
     values = dict(name=name, success=(name,), positives=(name,), env_setup=tuple(_SETUP[name].items()), scale=scale,
-                  repeats=ss, sigma=alpha, itps_scale=itps, reset_poses=poses)
+                  repeats=ss, sigma=alpha, itps_scale=itps, loc_target=_LOC_TARGET[name], reset_poses=poses)
     return Target(**{**values, **overrides})
 
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from dynaguide_jax.demo.train import resize_frames
 from dynaguide_jax.envs import tabletop
+from dynaguide_jax.envs.expert import loc_target
 from dynaguide_jax.envs.reset_states import ADJUSTABLE_PARTS, BLOCK_XYZ
 from dynaguide_jax.guidance import encode_cameras, goals_from_trajectory_ends
 from experiments.spec import GOAL_BEHAVIOURS, Experiment, Target
@@ -116,9 +117,22 @@ def _side(behaviours, target: Target, pool_dir: str, quality: str, env, seed: in
     return _concat(parts)
 
 
+def itps_target(target: Target, env: tabletop.TabletopConfig | None) -> np.ndarray:
+    """``[3]`` the target's position-guidance target, the original's ``loc_target``: in the built-in world
+    (``env`` given) its part's location there (``envs.expert.loc_target``), on CALVIN (None) the value the
+    target carries from the original's experiment JSON."""
+    if env is not None:
+        return loc_target(target.success[0])
+    if target.loc_target is None:
+        raise ValueError(f"target {target.name!r}: ITPS on CALVIN needs its loc_target (the original's experiment "
+                         "JSON gives it)")
+    return np.asarray(target.loc_target, np.float32)
+
+
 def target_goals(target: Target, pool_dir: str, models, encoder_size: int, gc_goal_size: int | None, quality: str,
                  env: tabletop.TabletopConfig | None, seed: int) -> dict:
-    """One target's goal arrays (unpadded): ``gc_images [K, g, g, 3]``, ``xyz [3]`` (mean final tcp, ITPS),
+    """One target's goal arrays (unpadded): ``gc_images [K, g, g, 3]``, ``xyz [3]`` (``itps_target``, for
+    targets with an ``itps_scale``),
     ``images``, ``pos_n`` / ``neg_n`` (set sizes) and, when ``models.dynamics`` is given, ``pos_dyn [K, F]``
     (the dynamics model's prediction at the goal trajectories' ends), ``pos_features [K, P, D]`` (encoder
     patches, GPC) and, with negatives, ``neg_dyn [J, F]``."""
@@ -140,8 +154,9 @@ def target_goals(target: Target, pool_dir: str, models, encoder_size: int, gc_go
                 out["pos_features"] = np.asarray(patches)
         if side == "pos":
             out["gc_images"] = resize_frames(g["images"], gc_goal_size or g["images"].shape[-2])
-            out["xyz"] = np.asarray(g["proprio"], np.float32)[:, :3].mean(0)
             out["images"] = g["images"]
+    if target.itps_scale is not None:
+        out["xyz"] = itps_target(target, env)
     return out
 
 
@@ -163,7 +178,11 @@ def stack_target_goals(per_target: list[dict]) -> dict:
                                    for g in per_target])
     if "neg_dyn" not in out:
         out.pop("neg_mask", None)
-    out["xyz"] = np.stack([g["xyz"] for g in per_target])
+    with_xyz = ["xyz" in g for g in per_target]
+    if any(with_xyz) and not all(with_xyz):
+        raise ValueError("every target or none must have an ITPS target (itps_scale)")
+    if any(with_xyz):
+        out["xyz"] = np.stack([g["xyz"] for g in per_target])
     return out
 
 

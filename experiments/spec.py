@@ -11,6 +11,7 @@ experiment is built, so a bad config fails before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from dynaguide_jax.envs.reset_states import check_env_setup
 from dynaguide_jax.eval.behaviours import BEHAVIOURS
@@ -54,6 +55,9 @@ class Target:
     goals_per_behaviour: int = 20  # the goal files' size (the original's *_20.hdf5; *_lift_80 for blocks)
     max_examples: int | None = None  # --max_examples: the first N positive goals only
     itps_scale: float | None = None  # position guidance --scale (None: no ITPS run for this target)
+    # position guidance's target on CALVIN (the JSON's loc_target, world frame); the built-in world uses its
+    # part's location (envs.expert.loc_target)
+    loc_target: tuple[float, float, float] | None = None
     gpc_samples: int = 5  # --num_samples
     policy_fraction: float | None = None  # base policy trained with ``reduced`` cut to this fraction
     reduced: str | None = None
@@ -83,6 +87,12 @@ class Target:
             raise ValueError(f"{where}: goals_per_behaviour and max_examples must be >= 1")
         if self.itps_scale is not None and self.itps_scale < 0:
             raise ValueError(f"{where}: itps_scale must be >= 0")
+        if isinstance(self.loc_target, list):  # as the experiment JSONs write it
+            object.__setattr__(self, "loc_target", tuple(self.loc_target))
+        loc = self.loc_target
+        if loc is not None and (not isinstance(loc, tuple) or len(loc) != 3 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in loc)):
+            raise ValueError(f"{where}: loc_target must be 3 finite numbers (x, y, z), got {self.loc_target!r}")
         if (self.policy_fraction is None) != (self.reduced is None):
             raise ValueError(f"{where}: policy_fraction and reduced go together")
         if self.policy_fraction is not None:

@@ -179,9 +179,12 @@ class TabletopBackend:
             models.update(dynamics=_stage_key(self.prep, "dynamics"), features=_stage_key(self.prep, "features"))
         key = {"method": method, "models": models, "eval": eval_fields(self.cfg), "seed": self.cfg.seed,
                "horizon": self.horizon(method), "env_setup": list(cell.env_setup), **self._poses_key(cell)}
-        if method != "base":  # what of the target the method reads
-            key.update(goal_pool=self.pool_key, goal_quality=self.experiment.goal_quality,
-                       target=dataclasses.asdict(t), **sigma_key(method, t, self.models.dynamics))
+        if method != "base":  # what of the target the method reads (the world has its own ITPS target)
+            target = {k: v for k, v in dataclasses.asdict(t).items() if k != "loc_target"}
+            key.update(goal_pool=self.pool_key, goal_quality=self.experiment.goal_quality, target=target,
+                       **sigma_key(method, t, self.models.dynamics))
+        if method == "itps":
+            key["itps_target"] = np.asarray(self.goals["xyz"][cell.target_index]).round(6).tolist()
         return key
 
     def cell_poses(self, cell: Cell):

@@ -20,6 +20,6 @@ _RUNS = {"button_on": (1.6, 4, 20.0, 5), "button_off": (1.6, 4, 20.0, 5), "switc
 EXPERIMENT = Experiment(
     name="underspecified_objectives", title="UnderspecifiedObjectives",
     targets=tuple(dataclasses.replace(articulated_target(n), scale=s, repeats=ss, sigma=a, gpc_samples=k,
-                                      itps_scale=None) for n, (s, ss, a, k) in _RUNS.items()),
+                                      itps_scale=None, loc_target=None) for n, (s, ss, a, k) in _RUNS.items()),
     methods=("base", "dynaguide", "gc", "gpc"), goal_quality="underspecified",
     source="paper_experiments/calvin_underspecified_objectives.sh, experiment_3_partialgoals_graphs.py")

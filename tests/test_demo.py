@@ -198,6 +198,8 @@ def test_tiny_demo_writes_every_artefact_and_reuses_its_stages(tiny_demo, tmp_pa
             assert sum(r["distribution"].values()) == pytest.approx(1.0)
     assert results["config"]["rollouts"] == 2 and "encoder_description" in results["config"]
     assert results["config"]["sigma"] == 30.0 and results["config"]["sigma_applied"] == 3.75  # 4 patches at 28 px
+    from dynaguide_jax.envs.expert import loc_target  # ITPS steers toward the part, as the original's loc_target
+    assert all(results["config"]["itps_targets"][t] == pytest.approx(loc_target(t).tolist()) for t in targets)
     assert "sigma 30 on the original's scale, 3.75 applied (4 x 384 predicted features)" in out
     # results written before a setting existed read back at its off value (what was built then)
     old = {**results, "config": {k: v for k, v in results["config"].items() if k != "dynamics_noised"}}
@@ -447,16 +449,10 @@ def test_experiment_in_the_real_calvin_simulator(tiny_demo, tmp_path):
 def test_guidance_effect_scores_base_gpc_and_guided_chunks(tiny_demo, tmp_path):
     """benchmarks/guidance_effect.py on the tiny demo: with scale 0 and one repeat the guided sampler draws the
     base chunk of the same key (nothing moved, the same d); a scale moves it; bad input exits 2."""
-    import importlib.util
-
     from dynaguide_jax.demo.pipeline import TARGETS
 
     out_dir, _ = tiny_demo
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
-                        "guidance_effect.py")
-    spec = importlib.util.spec_from_file_location("guidance_effect", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _benchmark("guidance_effect")
     rows = module.guidance_effect(str(out_dir), [0.0, 50.0], samples=2, repeats=1, log=lambda *_: None)
     assert [r["target"] for r in rows] == list(TARGETS)
     for r in rows:
@@ -468,3 +464,83 @@ def test_guidance_effect_scores_base_gpc_and_guided_chunks(tiny_demo, tmp_path):
     assert module.main(["--demo-dir", str(tmp_path), "--samples", "1"]) == 2  # no demo there
     assert module.main(["--demo-dir", str(out_dir), "--samples", "0"]) == 2
     assert module.main(["--demo-dir", str(out_dir), "--sigma", "0"]) == 2
+
+
+def _benchmark(name: str):
+    """The module ``benchmarks/<name>.py`` (a script folder, not a package)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_oracle_steering_picks_chunks_by_their_true_outcome():
+    """benchmarks/oracle_steering.py's oracle: of scripted chunks executed in a copy of the world, the one that
+    does the target wins; one that does another behaviour loses to doing nothing; with reach, the one that
+    approaches the part wins among those that do nothing; one sample is the policy's own draw."""
+    from jax.flatten_util import ravel_pytree
+
+    from dynaguide_jax.envs import tabletop
+    from dynaguide_jax.eval.behaviours import BEHAVIOURS
+
+    oracle = _benchmark("oracle_steering")
+    env = tabletop.TabletopConfig.small()
+    s0 = tabletop.reset(jax.random.key(0), env)
+    robot, scene = tabletop.robot_obs(s0), tabletop.scene_obs(s0).at[0].set(0.0)  # the door closed (right)
+    handle = tabletop.door_handle(jnp.float32(0.0))
+
+    def state_at(xyz):
+        return tabletop.reset(jax.random.key(0), env, robot_obs=robot.at[:3].set(xyz), scene_obs=scene)
+
+    def move(axis, sign):  # 16 actions at full speed along one axis, gripper open
+        return jnp.zeros((16, 7)).at[:, axis].set(sign).at[:, 6].set(1.0)
+
+    left, up, still, forward = move(0, -1.0), move(2, 1.0), jnp.zeros((16, 7)).at[:, 6].set(1.0), move(1, 1.0)
+
+    def choose(state, chunks, target, score, samples=8):
+        options = jnp.stack(chunks)
+
+        def sample_fn(obs_stack, key):  # a scripted "policy": one of the options, by key
+            return options[jax.random.randint(key, (), 0, len(chunks))][None]
+
+        flat, unravel = ravel_pytree(state)
+        fn = oracle.oracle_fn(sample_fn, env, BEHAVIOURS.index(target), tabletop.PARTS.index(target.split("_")[0]),
+                              unravel, samples=samples, first=1, executed=14, score=score)
+        key = jax.random.key(3)
+        return np.asarray(fn({"world": flat[None, None]}, key)[0]), np.asarray(sample_fn(None, key)[0])
+
+    at_handle = state_at(handle)
+    for score in oracle.SCORES:
+        picked, _ = choose(at_handle, [up, left, still], "door_left", score)
+        np.testing.assert_array_equal(picked, left)  # drags the door left: the target
+        picked, _ = choose(at_handle, [left, up], "door_right", score)
+        np.testing.assert_array_equal(picked, up)  # door_left would end the rollout: doing nothing is better
+    in_front = state_at(handle - jnp.asarray([0.0, 0.06, 0.0]))  # 6 cm in front of the handle
+    picked, _ = choose(in_front, [up, still, forward], "door_left", "outcome+reach")
+    np.testing.assert_array_equal(picked, forward)  # nothing happens in any; forward reaches the handle
+    picked, own = choose(in_front, [up, still, forward], "door_left", "outcome", samples=1)
+    np.testing.assert_array_equal(picked, own)  # K = 1: the policy's own draw
+    with pytest.raises(ValueError, match="score must be one of"):
+        oracle.oracle_fn(None, env, 0, 0, None, samples=2, first=1, executed=14, score="reward")
+
+
+@pytest.mark.slow
+def test_oracle_steering_with_one_sample_is_the_base_policy(tiny_demo, tmp_path):
+    """On the tiny demo the oracle with K = 1 replays the base policy's rollouts (the same starts and keys),
+    more samples give a table; bad input exits 2."""
+    from dynaguide_jax.demo.pipeline import TARGETS
+
+    out_dir, _ = tiny_demo
+    oracle = _benchmark("oracle_steering")
+    rows = oracle.oracle_steering(str(out_dir), [1, 3], "outcome+reach", log=lambda *_: None)
+    base = json.loads((out_dir / "results.json").read_text())["methods"]["base"]["per_target"]
+    for t in TARGETS:
+        assert rows[0]["per_target"][t]["success"] == base[t]["success"], t
+        assert rows[0]["per_target"][t]["distribution"] == pytest.approx(base[t]["distribution"]), t
+    assert rows[1]["samples"] == 3 and all(r["n"] == 2 for r in rows[1]["per_target"].values())
+    assert "| best of 3 (outcome+reach) |" in oracle.format_table(rows)
+    assert oracle.main(["--demo-dir", str(tmp_path), "--samples", "1"]) == 2  # no demo there
+    assert oracle.main(["--demo-dir", str(out_dir), "--samples", "0"]) == 2

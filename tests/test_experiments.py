@@ -6,6 +6,7 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -92,6 +93,45 @@ def test_every_run_has_the_original_settings():
         assert (t.scale, t.repeats, t.sigma, dict(t.env_setup), t.reduced) == (1.5, 4, 30.0, {"switch": 0.0},
                                                                                "switch_on")
     assert all(e.control_reset_poses == "right_side_midpoint" for e in EXPERIMENTS.values())
+
+
+# calvin_exp_configs_examples/<target>.json "loc_target" (CALVIN's world frame), as the JSON writes it
+LOC_TARGET = {"button_on": (-0.1183045814461375, -0.1144538267241942, 0.4960556833337702),
+              "button_off": (-0.11221751715334842, -0.11465078614523619, 0.4966200809334477),
+              "switch_on": (0.27980308053048975, 0.023739273400879772, 0.5706737502343485),
+              "switch_off": (0.28656671011999846, 0.033852440810362, 0.5942648442738185),
+              "drawer_open": (0.1466070830462435, -0.21110382831263355, 0.4031764058751014),
+              "drawer_close": (0.17575515911256404, -0.403465742582764, 0.4150294248365599),
+              "door_left": (0.023575963314403398, -0.015964984296046963, 0.5407074009828797),
+              "door_right": (-0.22173902228443118, -0.024977345601772248, 0.5462262406195053)}
+
+
+def test_position_guidance_targets_the_part_as_the_original_loc_target():
+    """ITPS steers toward the part (the JSON's loc_target), not toward where the goal frames' tcp ended: on
+    CALVIN the JSON's value, in the built-in world its own part location, within 3.5 cm of CALVIN's per axis."""
+    from experiments.goals import itps_target
+
+    art = get_experiment("articulated_parts")
+    for name, loc in LOC_TARGET.items():
+        t = art.target(name)
+        np.testing.assert_allclose(itps_target(t, None), loc, atol=1e-4)  # CALVIN: the original's value
+        world = itps_target(t, tabletop.TabletopConfig.small())
+        assert np.abs(world - np.asarray(loc)).max() < 0.035, name  # per axis
+    np.testing.assert_allclose(itps_target(art.target("door_left"), tabletop.TabletopConfig.small()),
+                               np.asarray(tabletop.door_handle(jnp.float32(0.0))))  # the handle, door closed
+    opened = itps_target(art.target("drawer_close"), tabletop.TabletopConfig.small())
+    np.testing.assert_allclose(opened, np.asarray(tabletop.drawer_handle(jnp.float32(0.16))), atol=1e-7)
+    with pytest.raises(ValueError, match="needs its loc_target"):
+        itps_target(dataclasses.replace(art.target("door_left"), loc_target=None), None)
+    with pytest.raises(ValueError, match="part must be one of"):
+        tabletop.part_location("lid")
+    with pytest.raises(ValueError, match="articulated behaviours only"):
+        itps_target(get_experiment("movable_objects").targets[0], tabletop.TabletopConfig.small())
+    ok = dict(name="t", success=("switch_on",), positives=("switch_on",))
+    assert Target(**ok, loc_target=[0.1, 0.2, 0.3]).loc_target == (0.1, 0.2, 0.3)  # a JSON list
+    for bad in ((0.1, 0.2), (0.1, 0.2, float("nan")), (0.1, 0.2, "z"), 0.5):
+        with pytest.raises(ValueError, match="loc_target must be 3 finite numbers"):
+            Target(**ok, loc_target=bad)
 
 
 def test_bad_configs_fail_before_any_work_naming_the_problem():
@@ -224,6 +264,9 @@ def test_goal_sets_pad_with_masks_and_underspecified_goals_keep_only_the_target_
     assert s["neg_mask"].tolist() == [[True, False], [True, True]] and s["xyz"].shape == (2, 3)
     with pytest.raises(ValueError, match="every target or none"):
         stack_target_goals([a, {k: v for k, v in b.items() if k not in ("neg_dyn", "neg_n")}])
+    with pytest.raises(ValueError, match="every target or none must have an ITPS target"):
+        stack_target_goals([a, {k: v for k, v in b.items() if k != "xyz"}])
+    assert "xyz" not in stack_target_goals([{k: v for k, v in g.items() if k != "xyz"} for g in (a, b)])
     env = tabletop.TabletopConfig.small()
     states = [tabletop.reset(jax.random.key(i), env) for i in range(3)]
     scene = np.stack([np.asarray(tabletop.scene_obs(s)) for s in states])

@@ -26,6 +26,7 @@ from dynaguide_jax.diffusion import DDIMSchedule
 from dynaguide_jax.dynamics import DynamicsConfig
 from dynaguide_jax.encoders import DinoV2Config
 from dynaguide_jax.envs import tabletop
+from dynaguide_jax.envs.expert import loc_target
 from dynaguide_jax.envs.reset_states import load_reset_poses, sample_reset_pose, sample_scene_setup
 from dynaguide_jax.eval import methods
 from dynaguide_jax.eval.behaviours import detect_behaviours
@@ -55,7 +56,7 @@ class TargetGoals(NamedTuple):
     features: np.ndarray  # [T, K, P, D] encoder patches of the goal frames (GPC)
     images: np.ndarray  # [T, K, H, W, 3] the goal frames
     gc_images: np.ndarray  # [T, K, g, g, 3] the goal frames at the GC policy's goal size
-    xyz: np.ndarray  # [T, 3] mean tcp position at the goal frames (ITPS target)
+    xyz: np.ndarray  # [T, 3] the ITPS target: the part's location (``itps_targets``)
     counts: dict  # {target: K_t}
 
 
@@ -71,12 +72,14 @@ def _read_goal_sets(goal_dir: str, targets) -> list[dict]:
     return sets
 
 
-def _itps_target(goal_set: dict) -> np.ndarray:
-    return np.asarray(goal_set["proprio"], np.float32)[:, :3].mean(0)
+def itps_targets(targets) -> np.ndarray:
+    """``[T, 3]`` each target's position-guidance target: its part's location with the part where the
+    target's reset puts it (``envs.expert.loc_target``, the original's ``loc_target``)."""
+    return np.stack([loc_target(t) for t in targets])
 
 
 def _summary(targets, sets: list[dict]) -> tuple[dict, np.ndarray]:
-    return {t: int(len(s["images"])) for t, s in zip(targets, sets)}, np.stack([_itps_target(s) for s in sets])
+    return {t: int(len(s["images"])) for t, s in zip(targets, sets)}, itps_targets(targets)
 
 
 def goal_summary(goal_dir: str, targets) -> tuple[dict, np.ndarray]:

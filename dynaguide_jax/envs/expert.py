@@ -228,6 +228,17 @@ _START = {"button_on": ("green_light", 0.0), "button_off": ("green_light", 1.0),
           "door_left": ("door", tt.DOOR_RANGE[0]), "door_right": ("door", tt.DOOR_RANGE[1])}
 
 
+def loc_target(behaviour: str) -> np.ndarray:
+    """``[3]`` the position-guidance (ITPS) target of an articulated ``behaviour``, as the original's
+    experiment JSON gives it (``loc_target``): where the tcp acts on the behaviour's part with the part
+    at the start of its range, as the behaviour's experiment resets it (``tabletop.part_location``)."""
+    if behaviour not in _START:
+        raise ValueError(f"no position target for {behaviour!r}: articulated behaviours only ({list(_START)})")
+    field, start = _START[behaviour]
+    part = {"green_light": "button", "switch": "switch", "drawer": "drawer", "door": "door"}[field]
+    return np.asarray(tt.part_location(part, start), np.float32)
+
+
 def with_start_condition(state: tt.TabletopState, behaviour) -> tt.TabletopState:
     """``state`` with the part ``behaviour`` acts on at the start of its range (e.g. the green
     light off for ``button_on``, the door at 0 for ``door_left``); blocks are left as they are.

@@ -296,6 +296,26 @@ def switch_lever(switch):
     return jnp.stack([jnp.full_like(switch, x), jnp.full_like(switch, y), z + SWITCH_GAIN * switch])
 
 
+PARTS = ("button", "switch", "drawer", "door")
+
+
+def part_location(part: str, value=0.0):
+    """``[3]``: where the tcp acts on ``part`` (one of ``PARTS``) with the part's state at ``value``
+    (scene_obs units; ignored for the button): the top of the button's cap, the switch lever, the
+    drawer or door handle. The built-in world's counterpart of the original's ``loc_target`` (the
+    position-guidance target in its experiment JSONs: CALVIN's handles, within 3.5 cm of these on each axis)."""
+    value = jnp.asarray(value, jnp.float32)
+    if part == "button":
+        return jnp.asarray([*BUTTON_XY, BUTTON_TOP], jnp.float32)
+    if part == "switch":
+        return switch_lever(value)
+    if part == "drawer":
+        return drawer_handle(value)
+    if part == "door":
+        return door_handle(value)
+    raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+
+
 def _in_zone(p, centre, half):
     return jnp.all(jnp.abs(p - centre) < jnp.asarray(half, jnp.float32))
 
