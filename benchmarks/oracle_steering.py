@@ -1,24 +1,26 @@
-"""How far can steering the demo's base policy get, with perfect knowledge of what each chunk does?
+"""What does choosing well among the demo's base-policy chunks get, knowing what each chunk does?
 
-An upper-bound diagnostic for the closed-loop demo (not a method of the paper): at every replan the
-base policy draws ``--samples`` K chunks (as GPC does), each is executed in a copy of the world from
-the rollout's true current state (the built-in world is pure JAX, so this is exact: the chosen chunk
-then does in the rollout exactly what it did in the copy), and the ORACLE picks one:
+A reference point for the closed-loop demo (not a method of the paper, and not a bound on gradient
+steering, which is not limited to the base policy's samples or to one chunk ahead): at every replan
+the base policy draws ``--samples`` K chunks (as GPC does), each is executed in a copy of the world from
+the rollout's true current state (the built-in world is pure JAX: the chosen chunk then does the same
+in the rollout, up to float rounding, ~1e-7 m), and the ORACLE picks one:
 
 - ``--score outcome``: a chunk whose executed actions complete the target (the original's detection
-  rules, counted from the chunk's start) first, then one that does nothing, last one that completes
+  rules, counted from the chunk's start; the rollout counts from its first state, so changes below a
+  threshold may add up differently) first, then one that does nothing, last one that completes
   another behaviour (which would end the rollout as a failure); ties go to the first sample, i.e. the
-  base policy's own draw. This is GPC with a perfect one-chunk dynamics model and an exact metric.
+  base policy's own draw. GPC with a one-chunk world model and the true outcome as its score.
 - ``--score outcome+reach`` (default): the same, ties broken by the tcp's closest approach to the
   target part's contact point (the handle, lever or cap where the part is now,
-  ``tabletop.part_location``); prior knowledge of where the part is, as ITPS has.
+  ``tabletop.part_location``): knowledge of where the part is, which ITPS is given too (it steers
+  open-loop toward the part's start location).
 
 Everything else is the demo's evaluation: its models, start states, rollout keys, horizon and the
-first behaviour detected as the outcome. If this oracle stays far below a success rate, no chunk-level
-steering of this base policy (DynaGuide's gradient, GPC's ranking) reaches it: the base policy's
-chunks are what limits it. JSON lines for scripts, a markdown table for people::
+first behaviour detected as the outcome; K = 1 replays the base policy. JSON lines for scripts, a
+markdown table for people::
 
-    python benchmarks/oracle_steering.py --demo-dir runs/demo --samples 5 16
+    python benchmarks/oracle_steering.py --demo-dir runs/demo --samples 1 5 16
 """
 from __future__ import annotations
 
@@ -95,6 +97,8 @@ def world_env(env_cfg, one_state):
 
 
 def oracle_steering(demo_dir: str, samples_list, score: str = "outcome+reach", log=print) -> list[dict]:
+    """One row per K in ``samples_list``: ``{"samples", "score", "mean_success", "per_target": {target:
+    {"success", "n", "distribution", "detected": [behaviour index per rollout (eval.behaviours.BEHAVIOURS)]}}}``."""
     import numpy as np
 
     import jax
@@ -116,7 +120,7 @@ def oracle_steering(demo_dir: str, samples_list, score: str = "outcome+reach", l
         raise FileNotFoundError(f"{results} is missing: run `dynaguide demo --out-dir {demo_dir}` first")
     cfg = DemoConfig.from_results(results)
     st = Stages(cfg, demo_dir, log=lambda *_: None)
-    for stage in ("features", "goals", "policy"):
+    for stage in ("features", "goals", "policy", "gc", "dynamics"):  # eval_context loads them all
         if not st.done(stage):
             raise FileNotFoundError(f"{demo_dir}: the {stage} stage is not finished with this code's settings: "
                                     f"rerun `dynaguide demo --out-dir {demo_dir}`")
@@ -138,7 +142,8 @@ def oracle_steering(demo_dir: str, samples_list, score: str = "outcome+reach", l
 
         index = np.asarray(jax.jit(jax.vmap(one_target))(ctx.starts.states, ctx.starts.keys, goals, parts))
         per_target = {t: {"success": float(np.mean(index[i] == BEHAVIOURS.index(t))), "n": int(index.shape[1]),
-                          "distribution": behaviour_distribution(index[i])} for i, t in enumerate(TARGETS)}
+                          "distribution": behaviour_distribution(index[i]), "detected": index[i].tolist()}
+                      for i, t in enumerate(TARGETS)}
         row = {"samples": samples, "score": score, "mean_success": float(np.mean(
             [v["success"] for v in per_target.values()])), "per_target": per_target}
         rows.append(row)

@@ -28,7 +28,7 @@ from dynaguide_jax.eval import methods as M
 from dynaguide_jax.eval.behaviours import detect_behaviours
 from dynaguide_jax.eval.rollout import LoopConfig
 from experiments import goals as G
-from experiments.policies import Settings, method_policy_fn, sigma_key
+from experiments.policies import Settings, method_policy_fn, sigma_key, target_key
 from experiments.runner import (Cell, cell_reset_poses, eval_fields, method_horizon, path_fingerprint,
                                 rollout_seed_key, stack_keys)
 
@@ -171,7 +171,8 @@ class CalvinBackend:
                "seed": self.cfg.seed, "horizon": self.horizon(cell.method), "env_setup": list(cell.env_setup),
                "poses": cell_reset_poses(self.experiment, cell)}
         if cell.method != "base":
-            key.update(target=dataclasses.asdict(t), goals=f["goals_dir"], goal_quality=self.experiment.goal_quality,
+            key.update(goals=f["goals_dir"], goal_quality=self.experiment.goal_quality,
+                       **target_key(cell.method, t, self.goals, cell.target_index),
                        **sigma_key(cell.method, t, self.models.dynamics))
         return key
 

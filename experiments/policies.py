@@ -2,7 +2,10 @@
 an experiment's models, the target's goal arrays (``experiments.goals``) and its traced settings."""
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
+
+import numpy as np
 
 import jax
 
@@ -43,6 +46,17 @@ def method_policy_fn(method: str, models: DemoModels, params, goals: dict, s: Se
         return M.itps_fn(m.policy, params, m.schedule, goals["xyz"], scale=s.itps_scale, repeats=repeats,
                          action_shape=shape)
     raise ValueError(f"unknown method {method!r}; choose from {M.METHODS}")
+
+
+def target_key(method: str, target, goals: dict, index: int) -> dict:
+    """A cell key's entries for what of ``target`` (row ``index`` of the stacked ``goals``) a non-base method
+    reads: its settings without ``loc_target``, and for ITPS the point it steers toward as applied
+    (``goals["xyz"]``: the built-in world's part location or CALVIN's ``loc_target``), so that only ITPS
+    cells follow that point."""
+    out = {"target": {k: v for k, v in dataclasses.asdict(target).items() if k != "loc_target"}}
+    if method == "itps":
+        out["itps_target"] = np.asarray(goals["xyz"][index], np.float64).round(6).tolist()
+    return out
 
 
 def sigma_key(method: str, target, dynamics) -> dict:

@@ -29,7 +29,7 @@ from dynaguide_jax.eval import methods as M
 from dynaguide_jax.eval.behaviours import detect_behaviour
 from dynaguide_jax.eval.rollout import LoopConfig, closed_loop, tabletop_env
 from experiments import goals as G
-from experiments.policies import Settings, method_policy_fn, sigma_key
+from experiments.policies import Settings, method_policy_fn, sigma_key, target_key
 from experiments.runner import (Cell, cell_reset_poses, eval_fields, method_horizon, path_fingerprint,
                                 rollout_seed_key, stack_keys)
 
@@ -179,12 +179,10 @@ class TabletopBackend:
             models.update(dynamics=_stage_key(self.prep, "dynamics"), features=_stage_key(self.prep, "features"))
         key = {"method": method, "models": models, "eval": eval_fields(self.cfg), "seed": self.cfg.seed,
                "horizon": self.horizon(method), "env_setup": list(cell.env_setup), **self._poses_key(cell)}
-        if method != "base":  # what of the target the method reads (the world has its own ITPS target)
-            target = {k: v for k, v in dataclasses.asdict(t).items() if k != "loc_target"}
-            key.update(goal_pool=self.pool_key, goal_quality=self.experiment.goal_quality, target=target,
+        if method != "base":  # what of the target the method reads
+            key.update(goal_pool=self.pool_key, goal_quality=self.experiment.goal_quality,
+                       **target_key(method, t, self.goals, cell.target_index),
                        **sigma_key(method, t, self.models.dynamics))
-        if method == "itps":
-            key["itps_target"] = np.asarray(self.goals["xyz"][cell.target_index]).round(6).tolist()
         return key
 
     def cell_poses(self, cell: Cell):

@@ -127,6 +127,14 @@ def test_position_guidance_targets_the_part_as_the_original_loc_target():
         tabletop.part_location("lid")
     with pytest.raises(ValueError, match="articulated behaviours only"):
         itps_target(get_experiment("movable_objects").targets[0], tabletop.TabletopConfig.small())
+    from experiments.policies import target_key  # cell keys: only ITPS cells follow the point it steers to
+    goals = {"xyz": np.asarray([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]], np.float32)}
+    t = art.target("door_left")
+    for method in ("dynaguide", "gc", "gpc"):
+        key = target_key(method, t, goals, 1)
+        assert "loc_target" not in key["target"] and "itps_target" not in key
+        assert key == target_key(method, dataclasses.replace(t, loc_target=None), goals, 1)
+    assert target_key("itps", t, goals, 1)["itps_target"] == [0.4, 0.5, 0.6]
     ok = dict(name="t", success=("switch_on",), positives=("switch_on",))
     assert Target(**ok, loc_target=[0.1, 0.2, 0.3]).loc_target == (0.1, 0.2, 0.3)  # a JSON list
     for bad in ((0.1, 0.2), (0.1, 0.2, float("nan")), (0.1, 0.2, "z"), 0.5):
