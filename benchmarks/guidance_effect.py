@@ -10,7 +10,10 @@ and its spread over the K samples, d of the chunk GPC would pick among the K (it
 mean distance of ``z`` to the goal frames' encoder features), the best of the K by d, and
 DynaGuide's mean d and how far its chunks moved from the base chunks drawn with the same key
 (``|a_dg - a_base| / |a_base|``; with M > 1 the repeats' fresh noise moves them too: compare with
-scale 0). JSON lines for scripts, a markdown table for people::
+scale 0). A second table says where the chunks go: the cosine between a chunk's executed net tcp move
+and the direction from the tcp to the target's part (ITPS's target), for the base chunks, GPC's pick,
+ITPS's chunk (the demo's ITPS scale and M) and DynaGuide's. JSON lines for scripts, markdown tables for
+people::
 
     python benchmarks/guidance_effect.py --demo-dir runs/demo --scales 0 1.5 6 24 --samples 5
 """
@@ -30,6 +33,7 @@ def guidance_effect(demo_dir: str, scales, samples: int, repeats: int | None = N
 
     from dynaguide_jax.baselines.gpc import mean_goal_distance
     from dynaguide_jax.demo.config import DemoConfig
+    from dynaguide_jax.demo.evaluate import ACTION_HORIZON
     from dynaguide_jax.demo.pipeline import TARGETS, demo_encoder, eval_context
     from dynaguide_jax.demo.stages import Stages
     from dynaguide_jax.eval import methods
@@ -73,9 +77,19 @@ def guidance_effect(demo_dir: str, scales, samples: int, repeats: int | None = N
         gpc = mean_goal_distance(z.reshape(z.shape[0], -1), goal_features.reshape(goal_features.shape[0], -1), mask)
         return d, gpc
 
+    first = m.policy.config.obs_horizon - 1  # the executed actions: chunk[first:first + 14], as the demo runs them
+
+    def toward(actions, tcp, part):  # [N] cosine of the executed net tcp move with the direction to the part
+        move = np.clip(np.asarray(actions)[:, first:first + ACTION_HORIZON, :3], -1, 1).sum(1)
+        to_part = np.asarray(part)[None] - np.asarray(tcp)
+        return np.sum(move * to_part, -1) / (np.linalg.norm(move, axis=-1) * np.linalg.norm(to_part, axis=-1) + 1e-9)
+
+    itps = jax.jit(lambda stack, key, xyz: methods.itps_fn(m.policy, m.policy_params, m.schedule, xyz,
+                                                           scale=cfg.itps_scale, repeats=m_repeats)(stack, key))
     rows = []
     for i, target in enumerate(TARGETS):
         states = jax.tree.map(lambda x: x[i], ctx.starts.states)
+        tcp, part = np.asarray(states.tcp_pos), ctx.goals.xyz[i]  # the part's location: ITPS's target
         obs = jax.vmap(env.observe)(states)
         stack = stack_frames([obs] * m.policy.config.obs_horizon)
         goals = (jnp.asarray(ctx.goals.dynamics_goals[i]), jnp.asarray(ctx.goals.mask[i]))
@@ -88,14 +102,19 @@ def guidance_effect(demo_dir: str, scales, samples: int, repeats: int | None = N
                "sigma": m_sigma, "sigma_applied": float(paper_scaled_sigma(m_sigma, m.dynamics)),
                "d_base": float(d_base.mean()), "sd_over_samples": float(d_base.std(0).mean()),
                "d_gpc_pick": float(d_base[pick, np.arange(d_base.shape[1])].mean()),
-               "d_best_of_samples": float(d_base.max(0).mean()), "dynaguide": {}}
+               "d_best_of_samples": float(d_base.max(0).mean()), "dynaguide": {},
+               "toward_base": float(np.mean([toward(a, tcp, part) for a in a_base])),
+               "toward_gpc_pick": float(np.mean(np.stack([toward(a, tcp, part) for a in a_base])[
+                   pick, np.arange(len(pick))])),
+               "toward_itps": float(np.mean([toward(itps(stack, k, jnp.asarray(part)), tcp, part) for k in keys]))}
         for s in scales:
             a_dg = [guided(stack, k, *goals, jnp.float32(s)) for k in keys]
             d_dg = np.stack([np.asarray(score(stack, a, *goals, feats)[0]) for a in a_dg])
             moved = np.stack([np.linalg.norm(np.asarray(g - b).reshape(len(b), -1), axis=-1)
                               / np.linalg.norm(np.asarray(b).reshape(len(b), -1), axis=-1)
                               for g, b in zip(a_dg, a_base)])
-            row["dynaguide"][str(s)] = {"d": float(d_dg.mean()), "moved": float(moved.mean())}
+            row["dynaguide"][str(s)] = {"d": float(d_dg.mean()), "moved": float(moved.mean()),
+                                        "toward": float(np.mean([toward(a, tcp, part) for a in a_dg]))}
         rows.append(row)
         log(json.dumps(row))
     return rows
@@ -110,6 +129,23 @@ def format_table(rows, scales) -> str:
         lines.append(f"| {r['target']} | {r['d_base']:.3f} ({r['sd_over_samples']:.3f}) | {r['d_gpc_pick']:.3f} | "
                      f"{r['d_best_of_samples']:.3f} | " + " | ".join(dg) + " |")
     return "\n".join(lines)
+
+
+def format_toward(rows, scales) -> str:
+    head = ["target", "base", "GPC pick", "ITPS", *(f"DynaGuide s={s}" for s in scales)]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in rows + [_mean_row(rows, scales)]:
+        cells = [r["toward_base"], r["toward_gpc_pick"], r["toward_itps"],
+                 *(r["dynaguide"][str(s)]["toward"] for s in scales)]
+        lines.append(f"| {r['target']} | " + " | ".join(f"{c:+.2f}" for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _mean_row(rows, scales) -> dict:
+    mean = lambda f: sum(f(r) for r in rows) / len(rows)  # noqa: E731
+    return {"target": "**mean**", **{k: mean(lambda r, k=k: r[k]) for k in ("toward_base", "toward_gpc_pick",
+                                                                          "toward_itps")},
+            "dynaguide": {str(s): {"toward": mean(lambda r, s=s: r["dynaguide"][str(s)]["toward"])} for s in scales}}
 
 
 def main(argv=None) -> int:
@@ -134,6 +170,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_table(rows, a.scales))
+    print("\nwhere the chunks go: cosine of the executed net tcp move with the direction to the target's part\n")
+    print(format_toward(rows, a.scales))
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"scales": a.scales, "rows": rows}, f, indent=2)

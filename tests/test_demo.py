@@ -460,7 +460,11 @@ def test_guidance_effect_scores_base_gpc_and_guided_chunks(tiny_demo, tmp_path):
         assert r["dynaguide"]["0.0"]["moved"] < 1e-6
         assert r["dynaguide"]["0.0"]["d"] == pytest.approx(r["d_base"], abs=1e-5)
     assert any(r["dynaguide"]["50.0"]["moved"] > 1e-3 for r in rows)
+    for r in rows:  # where the chunks go: the same chunk at scale 0 goes the same way
+        assert r["dynaguide"]["0.0"]["toward"] == pytest.approx(r["toward_base"], abs=1e-5)
+        assert all(-1 - 1e-6 <= r[k] <= 1 + 1e-6 for k in ("toward_base", "toward_gpc_pick", "toward_itps"))
     assert "| target | d base (sd over samples) |" in module.format_table(rows, [0.0, 50.0])
+    assert "| **mean** |" in module.format_toward(rows, [0.0, 50.0])
     assert module.main(["--demo-dir", str(tmp_path), "--samples", "1"]) == 2  # no demo there
     assert module.main(["--demo-dir", str(out_dir), "--samples", "0"]) == 2
     assert module.main(["--demo-dir", str(out_dir), "--sigma", "0"]) == 2
