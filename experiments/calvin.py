@@ -109,6 +109,11 @@ class CalvinBackend:
         guided = any(m in GUIDED for m in methods)
         if guided:
             _need(sources.dynamics, "--dynamics", "the dynamics model of DynaGuide and GPC")
+        if "itps" in methods:
+            missing = [t.name for t in experiment.targets if t.loc_target is None]
+            if missing:
+                raise ValueError(f"itps on CALVIN steers toward each target's loc_target (the original's experiment "
+                                 f"JSON gives it); none for {', '.join(missing)}")
         if any(m != "base" for m in methods):
             goals_dir = _need(sources.goals_dir, "--goals-dir", "goals_<behaviour>.npz files")
             ood = experiment.goal_quality == "underspecified"

@@ -315,6 +315,13 @@ def test_calvin_runs_check_calvin_env_and_every_input_before_any_rollout(tmp_pat
     r = dynaguide("experiment", "underrepresented_behaviors", "--env", "calvin", "--policy", tmp_path / "p.pth",
                   "--out-dir", tmp_path / "o", check=False)
     assert r.returncode == 2 and "a base policy per data fraction" in r.stderr
+    from dynaguide_jax.demo import DemoConfig
+    from experiments.calvin import CalvinBackend, CalvinSources
+
+    art = get_experiment("articulated_parts")  # ITPS on CALVIN needs every target's loc_target, checked first
+    no_loc = dataclasses.replace(art, targets=(dataclasses.replace(art.target("door_left"), loc_target=None),))
+    with pytest.raises(ValueError, match="none for door_left"):
+        CalvinBackend(no_loc, ("itps",), DemoConfig.for_preset("tiny"), CalvinSources(policy=str(tmp_path / "p.pth")))
 
 
 def test_closed_loop_runners_apply_sigma_on_the_original_scale(monkeypatch):
