@@ -98,14 +98,14 @@ def guidance_effect(demo_dir: str, scales, samples: int, repeats: int | None = N
         a_base = [base(stack, k) for k in keys]
         d_base, gpc = map(np.stack, zip(*[map(np.asarray, score(stack, a, *goals, feats)) for a in a_base]))  # [K, N]
         pick = gpc.argmin(0)
+        toward_base = np.stack([toward(a, tcp, part) for a in a_base])  # [K, N]
         row = {"target": target, "rollouts": int(d_base.shape[1]), "samples": samples, "repeats": m_repeats,
                "sigma": m_sigma, "sigma_applied": float(paper_scaled_sigma(m_sigma, m.dynamics)),
                "d_base": float(d_base.mean()), "sd_over_samples": float(d_base.std(0).mean()),
                "d_gpc_pick": float(d_base[pick, np.arange(d_base.shape[1])].mean()),
                "d_best_of_samples": float(d_base.max(0).mean()), "dynaguide": {},
-               "toward_base": float(np.mean([toward(a, tcp, part) for a in a_base])),
-               "toward_gpc_pick": float(np.mean(np.stack([toward(a, tcp, part) for a in a_base])[
-                   pick, np.arange(len(pick))])),
+               "toward_base": float(toward_base.mean()),
+               "toward_gpc_pick": float(toward_base[pick, np.arange(len(pick))].mean()),
                "toward_itps": float(np.mean([toward(itps(stack, k, jnp.asarray(part)), tcp, part) for k in keys]))}
         for s in scales:
             a_dg = [guided(stack, k, *goals, jnp.float32(s)) for k in keys]

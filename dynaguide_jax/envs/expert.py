@@ -234,9 +234,8 @@ def loc_target(behaviour: str) -> np.ndarray:
     at the start of its range, as the behaviour's experiment resets it (``tabletop.part_location``)."""
     if behaviour not in _START:
         raise ValueError(f"no position target for {behaviour!r}: articulated behaviours only ({list(_START)})")
-    field, start = _START[behaviour]
-    part = {"green_light": "button", "switch": "switch", "drawer": "drawer", "door": "door"}[field]
-    return np.asarray(tt.part_location(part, start), np.float32)
+    _, start = _START[behaviour]
+    return np.asarray(tt.part_location(behaviour.split("_")[0], start), np.float32)  # button_on -> button, ...
 
 
 def with_start_condition(state: tt.TabletopState, behaviour) -> tt.TabletopState:
