@@ -148,3 +148,83 @@ def test_training_benchmark_flags_parse_sweeps():
     assert cfg.global_batch == (128, 256) and cfg.remat == (False, True)
     with pytest.raises(SystemExit):
         dynamics_training_parser().parse_args(["--remat", "maybe"])
+
+
+def _suite_step(name, code, **kw):
+    from dynaguide_jax.bench.suite import SuiteStep
+
+    return SuiteStep(name, code, **kw)
+
+
+def test_gpu_suite_bounds_every_step_and_keeps_what_finished(tmp_path):
+    from dynaguide_jax.bench.suite import run_suite
+
+    rows = "import json; [print(json.dumps({'bench': 'x', 'batch': b, 'latency_ms': 2.5 * b})) for b in (1, 64)]"
+    # a step that prints a row, starts a child that would outlive it, then hangs: the whole group is killed
+    hang = ("import json, subprocess, sys, time; print(json.dumps({'bench': 'y', 'chunks_per_s': 7.0}), flush=True); "
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); time.sleep(600)")
+    steps = [_suite_step("rows", rows, timeout_s=60), _suite_step("hangs", hang, timeout_s=4),
+             _suite_step("fails", "import sys; print('boom'); sys.exit(3)"),
+             _suite_step("needs_file", rows, needs="no/such/file.py"),
+             _suite_step("args", "import sys, json; print(json.dumps({'bench': 'z', 'dtype': sys.argv[1]}))",
+                         args=("bfloat16",), env=(("SUITE_TEST_VAR", "1"),)),
+             _suite_step("late", rows)]
+    messages = []
+    results = run_suite(steps, tmp_path / "out", budget_s=15, cwd=tmp_path, min_step_s=3.0,
+                        progress=messages.append)
+    status = {r["name"]: r["status"] for r in results}
+    assert status["rows"] == "ok" and status["hangs"] == "timeout" and status["fails"] == "failed"
+    assert status["needs_file"] == "skipped: no no/such/file.py" and status["args"] == "ok"
+    hangs = next(r for r in results if r["name"] == "hangs")
+    assert 3.5 < hangs["seconds"] < 12 and hangs["rows"] == [{"bench": "y", "chunks_per_s": 7.0}]  # output kept
+    assert next(r for r in results if r["name"] == "fails")["returncode"] == 3
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["log.txt", "results.jsonl", "summary.json", "summary.md"]
+    lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert [(x["suite_step"], x["bench"]) for x in lines[:4]] == [("rows", "x"), ("rows", "x"), ("hangs", "y"),
+                                                                 ("args", "z")]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["name"] for s in summary["steps"]] == [s.name for s in steps] and summary["budget_s"] == 15
+    md = (out / "summary.md").read_text()
+    assert "| rows | ok |" in md and "| hangs | timeout |" in md and "| latency_ms |" in md and "| 160 |" in md
+    assert "boom" in (out / "log.txt").read_text()
+    assert any("hangs" in m and "timeout" in m for m in messages)
+    with pytest.raises(ValueError, match="budget_s must be > 0"):
+        run_suite(steps, tmp_path / "o2", budget_s=0)
+
+
+def test_gpu_suite_budget_skips_what_no_longer_fits(tmp_path):
+    from dynaguide_jax.bench.suite import run_suite
+
+    steps = [_suite_step("slow", "import time; time.sleep(30)", timeout_s=60), _suite_step("next", "print(1)")]
+    results = run_suite(steps, tmp_path, budget_s=3, cwd=tmp_path, min_step_s=1.0, progress=lambda m: None)
+    assert [r["status"] for r in results] == ["timeout", "skipped: budget"]
+    assert results[0]["seconds"] < 10
+
+
+def test_gpu_suite_commands_parse_and_the_cli_runs_its_first_step(tmp_path):
+    from dynaguide_jax.bench.suite import GPU_STEPS, SuiteStep, select_steps
+    from dynaguide_jax.cli import bench
+
+    parsers = {"run_guided_inference": bench.guided_inference_parser, "run_dynamics_training":
+               bench.dynamics_training_parser, "run_input_pipeline": bench.input_pipeline_parser}
+    for step in GPU_STEPS:  # every benchmark step's flags are accepted by that benchmark's parser
+        entry = next((fn for fn in parsers if fn in step.code), None)
+        if entry is not None:
+            parsers[entry]().parse_args(list(step.args))
+    assert [s.name for s in select_steps(["unroll", "environment"])] == ["environment", "unroll"]
+    with pytest.raises(ValueError, match="unknown suite step"):
+        select_steps(["nope"])
+    with pytest.raises(ValueError, match="name must be"):
+        SuiteStep("bad name", "pass")
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "gpu_suite.py")
+    listed = subprocess.run([sys.executable, script, "--list"], capture_output=True, text=True, env=ENV)
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == len(GPU_STEPS)
+    bad = subprocess.run([sys.executable, script, "--budget-s", "-1"], capture_output=True, text=True, env=ENV)
+    assert bad.returncode == 2 and "--budget-s must be > 0" in bad.stderr
+    run = subprocess.run([sys.executable, script, "--steps", "environment", "--out", str(tmp_path)],
+                         capture_output=True, text=True, env=ENV, timeout=120)
+    assert run.returncode == 0, run.stderr
+    (env_row,) = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert env_row["bench"] == "environment" and env_row["platform"] == "cpu" and env_row["devices"] >= 1
+    assert "Device: " in (tmp_path / "summary.md").read_text()

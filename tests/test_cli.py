@@ -54,7 +54,7 @@ def test_help_everywhere(capsys):
     # every option of every (sub)command and benchmark: its allowed values and its default in --help
     parsers = [(" ".join(("dynaguide", *path)), p) for path, p in walk(build_parser())]
     parsers += [(name, make()) for name, make in bench.PARSERS.items()]
-    assert len(parsers) == 23  # dynaguide, 19 subcommands, 3 benchmarks
+    assert len(parsers) == 24  # dynaguide, 19 subcommands, 4 benchmarks
     for name, parser in parsers:
         text, formatter = parser.format_help(), parser._get_formatter()
         for action in parser._actions:

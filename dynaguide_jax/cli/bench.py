@@ -77,5 +77,43 @@ def run_input_pipeline(argv=None) -> int:
     return 0
 
 
+def gpu_suite_parser(prog: str | None = None):
+    import argparse
+
+    from dynaguide_jax.bench import suite
+
+    p = argparse.ArgumentParser(prog=prog, description=suite.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/bench_suite",
+                   help="folder for results.jsonl, log.txt, summary.json, summary.md (default: %(default)s)")
+    p.add_argument("--budget-s", type=float, default=540.0,
+                   help="seconds for the whole suite; each step also has its own limit (default: %(default)s)")
+    p.add_argument("--steps", nargs="+", choices=suite.STEP_NAMES, metavar="STEP",
+                   help="run only these steps, in the suite's order (default: all; --list shows their commands): "
+                   + ", ".join(suite.STEP_NAMES))
+    p.add_argument("--list", action="store_true", help="print the steps and their commands, run nothing")
+    return p
+
+
+def run_gpu_suite(argv=None) -> int:
+    """``python benchmarks/gpu_suite.py``: the README's GPU benchmark list in one bounded run."""
+    from dynaguide_jax.bench.suite import run_suite, select_steps
+
+    args = gpu_suite_parser().parse_args(argv)
+    if not args.budget_s > 0:
+        gpu_suite_parser().error(f"--budget-s must be > 0, got {args.budget_s}")
+    steps = select_steps(args.steps)
+    if args.list:
+        for s in steps:
+            env = " ".join(f"{k}={v}" for k, v in s.env)
+            print(f"{s.name} (at most {s.timeout_s:.0f} s): {env + ' ' if env else ''}python -c {s.code!r} "
+                  + " ".join(s.args))
+        return 0
+    results = run_suite(steps, args.out, budget_s=args.budget_s)
+    print(f"wrote {args.out}/summary.md: " + ", ".join(f"{r['name']} {r['status']}" for r in results))
+    return 0 if all(r["status"] in ("ok",) or r["status"].startswith("skipped") for r in results) else 1
+
+
+# every benchmark's parser, for the --help checks
 PARSERS = {"bench": guided_inference_parser, "dynamics_training": dynamics_training_parser,
-           "input_pipeline": input_pipeline_parser}  # every benchmark's parser, for the --help checks
+           "input_pipeline": input_pipeline_parser, "gpu_suite": gpu_suite_parser}
