@@ -53,6 +53,9 @@ def check_positive(name: str, value, allow_zero: bool = False) -> float:
     return v
 
 
-def check_dtype_name(name: str, value, allowed=("float32", "bfloat16", "float16")) -> None:
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+
+
+def check_dtype_name(name: str, value, allowed=DTYPE_NAMES) -> None:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")

@@ -302,6 +302,7 @@ def test_cli_build_cache_goals_and_train_from_rlds(tmp_path, capsys, monkeypatch
     p = subprocess.run([sys.executable, "-m", "dynaguide_jax.cli", "data", "build", "calvin", tmp_path / "raw",
                         tmp_path / "rlds"], capture_output=True, text=True, env=ENV, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
+    assert "Generating splits" in p.stderr  # TFDS's progress bars (--quiet hides them: the UMI test)
     ds = p.stdout.strip().split()[-1]
     assert ds.endswith("calvin_rlds/1.1.0")
     assert "(150, 16, 64)" in cli("data", "cache", ds, tmp_path / "feats", "--quiet")

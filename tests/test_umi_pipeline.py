@@ -118,10 +118,11 @@ def test_cli_builds_umi(tmp_path, capsys):
     from tests.test_cli import ENV
 
     write_umi(tmp_path / "dataset.zarr.zip")
-    p = subprocess.run([sys.executable, "-m", "dynaguide_jax.cli", "data", "build", "umi",
+    p = subprocess.run([sys.executable, "-m", "dynaguide_jax.cli", "data", "build", "umi", "--quiet",
                         str(tmp_path / "dataset.zarr.zip"), str(tmp_path / "rlds")], capture_output=True, text=True,
                        env=ENV, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
+    assert "Generating splits" not in p.stderr  # --quiet: no TFDS progress bars (without it they show: CALVIN's test)
     ds = p.stdout.strip().split()[-1]
     assert ds.endswith("umi_rlds/1.1.0")
     # the later commands in-process, through the command's entry point (one jax start-up, not three)

@@ -20,6 +20,8 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_pipelines.progress import tfds_progress
+
 from data_pipelines.calvin.raw import (CalvinFormatError, check_same_layout, episode_ranges, frame_path,
                                        language_by_frame, read_frame, scan_frame)
 from data_pipelines.calvin.segmentation import per_step_labels, segment_play
@@ -116,9 +118,10 @@ def split_labels(split_dir: str, ranges, layout=None):
     return seg, labels, layout
 
 
-def build_calvin(raw_dir: str, out_dir: str) -> str:
-    """Build (or reuse a finished) RLDS dataset; returns its directory."""
+def build_calvin(raw_dir: str, out_dir: str, progress: bool = True) -> str:
+    """Build (or reuse a finished) RLDS dataset; returns its directory. ``progress``: TFDS's bars."""
     builder = CalvinRlds(raw_dir=os.path.abspath(raw_dir), data_dir=os.path.abspath(out_dir))
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=os.path.abspath(raw_dir)))
+    with tfds_progress(progress):
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+            manual_dir=os.path.abspath(raw_dir)))
     return str(builder.data_path)

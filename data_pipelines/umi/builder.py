@@ -16,6 +16,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_pipelines.progress import tfds_progress
 from data_pipelines.umi.raw import UmiFormatError, open_replay_buffer, read_frames
 from dynaguide_jax.data.poses import pose_to_mat, relative, relative_actions, rot6d
 
@@ -77,9 +78,11 @@ class UmiRlds(tfds.core.GeneratorBasedBuilder):
             yield f"episode_{e}", {"steps": steps, "episode_metadata": {"episode": e}}
 
 
-def build_umi(zarr_path: str, out_dir: str) -> str:
+def build_umi(zarr_path: str, out_dir: str, progress: bool = True) -> str:
+    """Build (or reuse a finished) RLDS dataset; returns its directory. ``progress``: TFDS's bars."""
     if not os.path.isfile(zarr_path):
         raise UmiFormatError(f"{zarr_path} does not exist")
     builder = UmiRlds(zarr_path=os.path.abspath(zarr_path), data_dir=os.path.abspath(out_dir))
-    builder.download_and_prepare()
+    with tfds_progress(progress):
+        builder.download_and_prepare()
     return str(builder.data_path)

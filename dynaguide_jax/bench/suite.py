@@ -208,8 +208,8 @@ def run_suite(steps, out_dir, budget_s: float = 540.0, cwd=None, python: str = s
               min_step_s: float = 30.0, progress: Callable[[str], None] | None = None) -> list[dict]:
     """Run ``steps`` in order within ``budget_s`` seconds in all: each gets its own limit or what is
     left of the budget, whichever is less; a step is skipped once less than ``min_step_s`` is left
-    (or where the path it ``needs`` is missing under ``cwd``, by default the checkout's root). Writes the four files after every step;
-    returns the per-step results (``output`` holds each step's full output)."""
+    (or where the path it ``needs`` is missing under ``cwd``, by default the checkout's root). Writes
+    the four files after every step; returns the per-step results (``output``: each step's output)."""
     if not budget_s > 0:
         raise ValueError(f"budget_s must be > 0, got {budget_s!r}")
     out_dir = Path(out_dir)

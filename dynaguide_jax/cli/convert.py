@@ -22,7 +22,8 @@ def add_parser(sub) -> None:
     y.add_argument("out")
     y.add_argument("--num-heads", type=int, default=8)
     y.add_argument("--patches-per-camera", type=int, default=256)
-    y.add_argument("--encoder-num-heads", type=int, default=None)
+    y.add_argument("--encoder-num-heads", type=int, default=None,
+                   help="heads of the frozen encoder (default: its width / 64, as every released DinoV2)")
     y.set_defaults(func=run_dynamics)
 
 

@@ -13,6 +13,7 @@ def add_parser(sub) -> None:
     db.add_argument("format", choices=["calvin", "umi"])
     db.add_argument("raw", help="CALVIN: folder with training/ and validation/; UMI: dataset.zarr.zip")
     db.add_argument("out", help="TFDS data directory")
+    db.add_argument("--quiet", action="store_true", help="no progress bars")
     db.set_defaults(func=run_build)
     dc = dsub.add_parser("cache", help="encode every frame of a split once with DinoV2 (resumable)")
     dc.add_argument("rlds", help="prepared dataset directory (.../calvin_rlds/1.1.0)")
@@ -20,7 +21,8 @@ def add_parser(sub) -> None:
     dc.add_argument("--split", default="train")
     dc.add_argument("--camera", default="observation/rgb_static")
     dc.add_argument("--encoder", default=None, help="DinoV2 weights (default: the small random-weight ViT)")
-    dc.add_argument("--image-size", type=int, default=None)
+    dc.add_argument("--image-size", type=int, default=None,
+                    help="input size in px (default: the encoder's: 224 with --encoder, 56 for the random ViT)")
     dc.add_argument("--batch-size", type=int, default=64)
     dc.add_argument("--quiet", action="store_true")
     dc.set_defaults(func=run_cache)
@@ -58,11 +60,11 @@ def run_build(args) -> int:
     if args.format == "calvin":
         from data_pipelines.calvin.builder import build_calvin
 
-        path = build_calvin(args.raw, args.out)
+        path = build_calvin(args.raw, args.out, progress=not args.quiet)
     else:
         from data_pipelines.umi.builder import build_umi
 
-        path = build_umi(args.raw, args.out)
+        path = build_umi(args.raw, args.out, progress=not args.quiet)
     print(f"RLDS dataset ready at {path}")
     return 0
 

@@ -43,7 +43,8 @@ def add_parser(tsub) -> None:
     td.add_argument("--data-seed", type=int, default=0)
     td.add_argument("--encoder", default=None, help="DinoV2 weights (HF dir, hub .pth or converted dir)")
     td.add_argument("--out", default="runs/dynamics")
-    td.add_argument("--stop-after", type=int, default=None)
+    td.add_argument("--stop-after", type=int, default=None,
+                    help="stop (checkpointed, resumable) after this many steps (default: none, run all --steps)")
     td.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (multi-process runs)")
     td.add_argument("--num-processes", type=int, default=1)
     td.add_argument("--process-id", type=int, default=0)

@@ -131,7 +131,7 @@ def prepare_models(cfg: DemoConfig, fresh: bool = False, progress: bool = True, 
     def build(d):
         from data_pipelines.calvin.builder import build_calvin
 
-        path = build_calvin(raw, d)
+        path = build_calvin(raw, d, progress=progress)
         with open(os.path.join(d, RLDS_PATH_FILE), "w") as f:
             f.write(os.path.relpath(path, d))
     st.run("rlds", "RLDS dataset (TFDS CALVIN builder, behaviour segmentation)", build)

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from dynaguide_jax._checks import check_dtype_name, check_int, check_positive
+from dynaguide_jax._checks import DTYPE_NAMES, check_dtype_name, check_int, check_positive
 from dynaguide_jax.diffusion.schedule import DDIMSchedule, add_noise
 from dynaguide_jax.policy.diffusion_policy import DiffusionPolicy, PolicyNets
 from dynaguide_jax.training import CheckpointManager, EMAConfig, ema_update, make_optimizer
@@ -30,14 +30,16 @@ class PolicyTrainConfig:
     steps: int = 1000
     batch_size: int = 16
     learning_rate: float = 1e-4
-    optimizer: str = "adam"  # "adam" (robomimic) | "adamw"
-    lr_schedule: str = "constant"  # "constant" (robomimic) | "warmup_cosine"
+    # the defaults are robomimic's: Adam at a constant rate
+    optimizer: str = dataclasses.field(default="adam", metadata={"choices": OPTIMIZERS})
+    lr_schedule: str = dataclasses.field(default="constant", metadata={"choices": LR_SCHEDULES})
     weight_decay: float = 0.0  # robomimic's L2 = 0
     warmup_steps: int = 0  # warmup_cosine only
     ema_decay: float = 0.9999
     ema_warmup: bool = False
     ema_power: float = 0.75
-    compute_dtype: str = "float32"  # "bfloat16": mixed precision (fp32 params and optimizer)
+    # "bfloat16": mixed precision (fp32 params and optimizer)
+    compute_dtype: str = dataclasses.field(default="float32", metadata={"choices": DTYPE_NAMES})
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     log_every: int = 10

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 from tqdm.auto import tqdm
 
-from dynaguide_jax._checks import check_dtype_name, check_int, check_positive
+from dynaguide_jax._checks import DTYPE_NAMES, check_dtype_name, check_int, check_positive
 from dynaguide_jax.diffusion.schedule import DDIMSchedule
 from dynaguide_jax.dynamics.config import DynamicsConfig
 from dynaguide_jax.dynamics.fit import dynamics_update
@@ -39,7 +39,7 @@ class DynamicsTrainConfig:
     global_batch: int = 16
     learning_rate: float = 1e-4  # Adam, as the original
     fsdp: int = 1
-    compute_dtype: str = "float32"
+    compute_dtype: str = dataclasses.field(default="float32", metadata={"choices": DTYPE_NAMES})
     # the original's --noised action augmentation: opt-in there, and its CALVIN recipe (README) leaves it off
     noised: bool = False
     checkpoint_every: int = 500
