@@ -114,6 +114,19 @@ def test_demo_config_presets_and_bad_settings():
         DemoConfig.for_preset("huge")
 
 
+def test_verdict_reads_the_paper_claims_off_the_means():
+    from dynaguide_jax.demo.pipeline import verdict
+
+    def results(**means):
+        return {"methods": {k: {"mean_success": v} for k, v in means.items()}}
+
+    assert verdict(results(base=0.06, dynaguide=0.23, gpc=0.25)) == (
+        "DynaGuide 23% vs base 6%: 3.8x (paper: 70 %, 8.7x); DynaGuide NOT above gpc (25%)")
+    assert verdict(results(base=0.0, dynaguide=0.1)).startswith("DynaGuide 10% vs base 0%: base never succeeds")
+    assert verdict(results(base=0.0, dynaguide=0.0, gc=0.0)) == (
+        "DynaGuide 0% vs base 0%: neither succeeds (paper: 70 %, 8.7x); DynaGuide NOT above gc (0%)")
+
+
 def test_goal_frames_are_box_filtered_or_repeated():
     from dynaguide_jax.demo.train import resize_frames
 

@@ -311,8 +311,11 @@ def verdict(results: dict) -> str:
     m = {k: v["mean_success"] for k, v in results["methods"].items()}
     lines = []
     if "dynaguide" in m and "base" in m:
-        ratio = m["dynaguide"] / m["base"] if m["base"] > 0 else float("inf")
-        lines.append(f"DynaGuide {m['dynaguide']:.0%} vs base {m['base']:.0%}: {ratio:.1f}x (paper: 70 %, 8.7x)")
+        if m["base"] > 0:
+            ratio = f"{m['dynaguide'] / m['base']:.1f}x"
+        else:  # no ratio to a base policy that never succeeds
+            ratio = "base never succeeds" if m["dynaguide"] > 0 else "neither succeeds"
+        lines.append(f"DynaGuide {m['dynaguide']:.0%} vs base {m['base']:.0%}: {ratio} (paper: 70 %, 8.7x)")
     for other in ("gpc", "gc", "itps"):
         if other in m and "dynaguide" in m:
             lines.append(f"DynaGuide {'above' if m['dynaguide'] > m[other] else 'NOT above'} {other} "
