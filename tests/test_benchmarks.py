@@ -150,76 +150,156 @@ def test_training_benchmark_flags_parse_sweeps():
         dynamics_training_parser().parse_args(["--remat", "maybe"])
 
 
-def _suite_step(name, code, **kw):
-    from dynaguide_jax.bench.suite import SuiteStep
 
-    return SuiteStep(name, code, **kw)
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
 
 
-def test_gpu_suite_bounds_every_step_and_keeps_what_finished(tmp_path):
-    from dynaguide_jax.bench.suite import run_suite
+def _spawn_child_code(pid_file, ignore_term: bool) -> str:
+    """Python source: start a child that writes its pid to ``pid_file`` and sleeps (deaf to SIGTERM
+    if ``ignore_term``), wait until it has written."""
+    child = ("import os, signal, time; " + ("signal.signal(signal.SIGTERM, signal.SIG_IGN); " if ignore_term else "")
+             + f"open({str(pid_file)!r}, 'a').write(str(os.getpid()) + chr(10)); time.sleep(600)")
+    return (f"import os, subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}]); "
+            f"[time.sleep(0.05) for _ in range(200) if not os.path.exists({str(pid_file)!r})]; ")
 
+
+@pytest.fixture
+def quick_kills(monkeypatch):
+    from dynaguide_jax.bench import suite
+
+    monkeypatch.setattr(suite, "GRACE_S", 1.0)
+    return suite
+
+
+def test_suite_bounds_every_step_kills_what_it_started_and_keeps_what_finished(tmp_path, quick_kills):
+    from dynaguide_jax.bench.suite import SuiteStep, run_suite
+
+    pids = tmp_path / "pids"
     rows = "import json; [print(json.dumps({'bench': 'x', 'batch': b, 'latency_ms': 2.5 * b})) for b in (1, 64)]"
-    # a step that prints a row, starts a child that would outlive it, then hangs: the whole group is killed
-    hang = ("import json, subprocess, sys, time; print(json.dumps({'bench': 'y', 'chunks_per_s': 7.0}), flush=True); "
-            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); time.sleep(600)")
-    steps = [_suite_step("rows", rows, timeout_s=60), _suite_step("hangs", hang, timeout_s=4),
-             _suite_step("fails", "import sys; print('boom'); sys.exit(3)"),
-             _suite_step("needs_file", rows, needs="no/such/file.py"),
-             _suite_step("args", "import sys, json; print(json.dumps({'bench': 'z', 'dtype': sys.argv[1]}))",
-                         args=("bfloat16",), env=(("SUITE_TEST_VAR", "1"),)),
-             _suite_step("late", rows)]
+    # prints a row, leaves a child deaf to SIGTERM, hangs: the limit kills the whole group, SIGKILL after the grace
+    hang = (_spawn_child_code(pids, ignore_term=True) + "import json; print(json.dumps({'bench': 'y', "
+            "'chunks_per_s': 7.0}), flush=True); time.sleep(600)")
+    leaves_child = _spawn_child_code(pids, ignore_term=False) + "print('done')"  # exits 0, its child would live on
+    env_step = ("import json, os, sys; print(json.dumps({'bench': 'z', 'dtype': sys.argv[1], 'xla': os.environ["
+                "'XLA_FLAGS']})); print(json.dumps({'bench': 'on stderr'}), file=sys.stderr)")
+    steps = [SuiteStep("rows", rows, timeout_s=60), SuiteStep("hangs", hang, timeout_s=4),
+             SuiteStep("fails", "import sys; print('boom', file=sys.stderr); sys.exit(3)"),
+             SuiteStep("needs_file", rows, needs="no/such/file.py"), SuiteStep("leaves_child", leaves_child),
+             SuiteStep("args", env_step, args=("bfloat16",), env=(("XLA_FLAGS", "--extra_flag"),)),
+             SuiteStep("late", rows)]
     messages = []
-    results = run_suite(steps, tmp_path / "out", budget_s=15, cwd=tmp_path, min_step_s=3.0,
-                        progress=messages.append)
+    results = run_suite(steps, tmp_path / "out", budget_s=25, cwd=tmp_path, min_step_s=3.0, progress=messages.append)
     status = {r["name"]: r["status"] for r in results}
-    assert status["rows"] == "ok" and status["hangs"] == "timeout" and status["fails"] == "failed"
-    assert status["needs_file"] == "skipped: no no/such/file.py" and status["args"] == "ok"
-    hangs = next(r for r in results if r["name"] == "hangs")
-    assert 3.5 < hangs["seconds"] < 12 and hangs["rows"] == [{"bench": "y", "chunks_per_s": 7.0}]  # output kept
-    assert next(r for r in results if r["name"] == "fails")["returncode"] == 3
+    assert status == {"rows": "ok", "hangs": "timeout", "fails": "failed", "needs_file": "skipped: no no/such/file.py",
+                      "leaves_child": "ok", "args": "ok", "late": "ok"}
+    child_pids = [int(p) for p in pids.read_text().split()]
+    assert len(child_pids) == 2 and not any(_alive(p) for p in child_pids)  # both children killed with their group
+    by_name = {r["name"]: r for r in results}
+    assert 3.5 < by_name["hangs"]["seconds"] < 15 and by_name["hangs"]["rows"] == [{"bench": "y", "chunks_per_s": 7.0}]
+    assert by_name["fails"]["returncode"] == 3
+    (z,) = by_name["args"]["rows"]  # stdout only: the line on stderr is logged, not a row
+    assert z["dtype"] == "bfloat16" and z["xla"] == os.environ["XLA_FLAGS"] + " --extra_flag"  # appended
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == ["log.txt", "results.jsonl", "summary.json", "summary.md"]
     lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
-    assert [(x["suite_step"], x["bench"]) for x in lines[:4]] == [("rows", "x"), ("rows", "x"), ("hangs", "y"),
-                                                                 ("args", "z")]
+    assert [(x["suite_step"], x["bench"]) for x in lines] == [("rows", "x"), ("rows", "x"), ("hangs", "y"),
+                                                             ("args", "z"), ("late", "x"), ("late", "x")]
     summary = json.loads((out / "summary.json").read_text())
-    assert [s["name"] for s in summary["steps"]] == [s.name for s in steps] and summary["budget_s"] == 15
+    assert [s["name"] for s in summary["steps"]] == [s.name for s in steps] and summary["budget_s"] == 25
     md = (out / "summary.md").read_text()
     assert "| rows | ok |" in md and "| hangs | timeout |" in md and "| latency_ms |" in md and "| 160 |" in md
-    assert "boom" in (out / "log.txt").read_text()
+    log = (out / "log.txt").read_text()
+    assert "boom" in log and "XLA_FLAGS=--extra_flag python -c" in log and '"bench": "on stderr"' in log
     assert any("hangs" in m and "timeout" in m for m in messages)
     with pytest.raises(ValueError, match="budget_s must be > 0"):
         run_suite(steps, tmp_path / "o2", budget_s=0)
 
 
-def test_gpu_suite_budget_skips_what_no_longer_fits(tmp_path):
-    from dynaguide_jax.bench.suite import run_suite
+def test_suite_budget_skips_what_no_longer_fits(tmp_path, quick_kills):
+    from dynaguide_jax.bench.suite import SuiteStep, run_suite
 
-    steps = [_suite_step("slow", "import time; time.sleep(30)", timeout_s=60), _suite_step("next", "print(1)")]
-    results = run_suite(steps, tmp_path, budget_s=3, cwd=tmp_path, min_step_s=1.0, progress=lambda m: None)
+    steps = [SuiteStep("slow", "import time; time.sleep(30)", timeout_s=60), SuiteStep("next", "print(1)")]
+    results = run_suite(steps, tmp_path, budget_s=4, cwd=tmp_path, min_step_s=1.0, progress=lambda m: None)
     assert [r["status"] for r in results] == ["timeout", "skipped: budget"]
     assert results[0]["seconds"] < 10
 
 
-def test_gpu_suite_commands_parse_and_the_cli_runs_its_first_step(tmp_path):
-    from dynaguide_jax.bench.suite import GPU_STEPS, SuiteStep, select_steps
-    from dynaguide_jax.cli import bench
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_suite_stopped_from_outside_kills_the_running_step_and_records_it(tmp_path, sig):
+    import signal
+    import time
 
-    parsers = {"run_guided_inference": bench.guided_inference_parser, "run_dynamics_training":
-               bench.dynamics_training_parser, "run_input_pipeline": bench.input_pipeline_parser}
-    for step in GPU_STEPS:  # every benchmark step's flags are accepted by that benchmark's parser
-        entry = next((fn for fn in parsers if fn in step.code), None)
-        if entry is not None:
-            parsers[entry]().parse_args(list(step.args))
-    assert [s.name for s in select_steps(["unroll", "environment"])] == ["environment", "unroll"]
+    pids, started = tmp_path / "pids", tmp_path / "started"
+    hang = _spawn_child_code(pids, ignore_term=True) + f"open({str(started)!r}, 'w').close(); time.sleep(600)"
+    driver = ("import sys; from dynaguide_jax.bench.suite import SuiteStep, run_suite; "
+              f"run_suite([SuiteStep('first', 'print(1)'), SuiteStep('hangs', {hang!r}, timeout_s=300)], "
+              f"{str(tmp_path / 'out')!r}, budget_s=300, min_step_s=1.0)")
+    proc = subprocess.Popen([sys.executable, "-c", driver], env=ENV, stderr=subprocess.PIPE, text=True)
+    for _ in range(600):
+        if started.exists():
+            break
+        time.sleep(0.05)
+    assert started.exists(), proc.stderr.read() if proc.poll() is not None else "the step did not start"
+    step_pid = int(pids.read_text().split()[0])
+    proc.send_signal(getattr(signal, sig))
+    assert proc.wait(timeout=30) != 0
+    assert not _alive(step_pid)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [(s["name"], s["status"]) for s in summary["steps"]] == [("first", "ok"), ("hangs", "interrupted")]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["log.txt", "results.jsonl", "summary.json",
+                                                                    "summary.md"]  # no scratch left
+
+
+def test_gpu_suite_steps_are_valid_benchmark_commands_and_the_cli_runs_its_first_step(tmp_path):
+    from dynaguide_jax._checks import DTYPE_NAMES
+    from dynaguide_jax.bench.dynamics_training import TrainBenchConfig
+    from dynaguide_jax.bench.guided_inference import BenchConfig
+    from dynaguide_jax.bench.input_pipeline import InputBenchConfig
+    from dynaguide_jax.bench.suite import SuiteStep
+    from dynaguide_jax.cli import bench
+    from dynaguide_jax.cli import gpu_suite as gs
+    from dynaguide_jax.cli.dataclass_args import dataclass_from_args
+    from dynaguide_jax.dynamics.config import PALLAS_MODES
+    from dynaguide_jax.dynamics.context import MODES
+    from dynaguide_jax.layers import ATTENTION_IMPLEMENTATIONS
+
+    checked = 0
+    for step in gs.GPU_STEPS:  # every benchmark step's flags parse to a config with allowed values
+        if step.code == gs.GUIDED:
+            cfg = dataclass_from_args(BenchConfig, bench.guided_inference_parser().parse_args(list(step.args)))
+            assert set(cfg.attention) <= set(ATTENTION_IMPLEMENTATIONS) and set(cfg.pallas) <= set(PALLAS_MODES)
+            assert set(cfg.precompute) <= {"none", *MODES} and set(cfg.dtypes) <= set(DTYPE_NAMES), step.name
+            assert cfg.stand_in or cfg.policy
+        elif step.code == gs.TRAINING:
+            cfg = dataclass_from_args(TrainBenchConfig, bench.dynamics_training_parser().parse_args(list(step.args)))
+            assert set(cfg.attention) <= {"torch", "fused", "pallas"} and set(cfg.modes) <= {"features", "pixels"}
+            assert set(cfg.dtypes) <= set(DTYPE_NAMES), step.name
+        elif step.code == gs.INPUT:
+            dataclass_from_args(InputBenchConfig, bench.input_pipeline_parser().parse_args(list(step.args)))
+        else:
+            continue
+        checked += 1
+    assert checked == len(gs.GPU_STEPS) - 2  # all but the environment and the compiled-kernel tests
+    with pytest.raises(SystemExit) as exit_info:  # a benchmark with nothing to time is refused
+        bench.run_guided_inference(["--stand-in", "false", "--policy", "false"])
+    assert exit_info.value.code == 2
+    assert [s.name for s in gs.select_steps(["unroll", "environment"])] == ["environment", "unroll"]
     with pytest.raises(ValueError, match="unknown suite step"):
-        select_steps(["nope"])
+        gs.select_steps(["nope"])
     with pytest.raises(ValueError, match="name must be"):
         SuiteStep("bad name", "pass")
+    # the suite's own process never imports JAX (a backend it started would hold the accelerator's memory)
+    no_jax = ("import sys; from dynaguide_jax.cli.gpu_suite import run_gpu_suite; run_gpu_suite(['--list']); "
+              "assert not [m for m in sys.modules if m == 'jax' or m.startswith('jax.')], 'jax imported'")
+    listed = subprocess.run([sys.executable, "-c", no_jax], capture_output=True, text=True, env=ENV)
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == len(gs.GPU_STEPS), listed.stderr
     script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "gpu_suite.py")
-    listed = subprocess.run([sys.executable, script, "--list"], capture_output=True, text=True, env=ENV)
-    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == len(GPU_STEPS)
     bad = subprocess.run([sys.executable, script, "--budget-s", "-1"], capture_output=True, text=True, env=ENV)
     assert bad.returncode == 2 and "--budget-s must be > 0" in bad.stderr
     run = subprocess.run([sys.executable, script, "--steps", "environment", "--out", str(tmp_path)],

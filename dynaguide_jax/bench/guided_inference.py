@@ -47,6 +47,8 @@ class BenchConfig:
     attention: tuple[str, ...] = ("xla", "cudnn", "pallas")
     quick: bool = False
     preset: str = "paper"  # "small": tiny models, to check the pipeline in seconds
+    stand_in: bool = dataclasses.field(default=True, metadata={
+        "help": "time the guidance machinery with the Gaussian-mixture stand-in policy"})
     policy: bool = True  # also time the image diffusion policy (unguided chunk, training step)
     train_batch: int = 16
     precompute: tuple[str, ...] = dataclasses.field(

@@ -33,7 +33,9 @@ def run_guided_inference(argv=None, prog: str | None = None) -> int:
     if jax.devices()[0].platform == "cpu" and args.batch_sizes == list(BenchConfig.batch_sizes):
         # a batch-64 guided chunk is ~60 TFLOP: minutes per repetition on a laptop-class CPU
         cfg = dataclasses.replace(cfg, batch_sizes=(1, 4))
-    rows = run_benchmark(cfg)
+    if not (cfg.stand_in or cfg.policy):
+        guided_inference_parser(prog).error("--stand-in false --policy false leaves nothing to time")
+    rows = run_benchmark(cfg) if cfg.stand_in else []
     if cfg.policy:
         rows += run_policy_benchmark(cfg)
     if args.out:
@@ -78,40 +80,9 @@ def run_input_pipeline(argv=None) -> int:
 
 
 def gpu_suite_parser(prog: str | None = None):
-    import argparse
+    from dynaguide_jax.cli.gpu_suite import parser
 
-    from dynaguide_jax.bench import suite
-
-    p = argparse.ArgumentParser(prog=prog, description=suite.__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/bench_suite",
-                   help="folder for results.jsonl, log.txt, summary.json, summary.md (default: %(default)s)")
-    p.add_argument("--budget-s", type=float, default=540.0,
-                   help="seconds for the whole suite; each step also has its own limit (default: %(default)s)")
-    p.add_argument("--steps", nargs="+", choices=suite.STEP_NAMES, metavar="STEP",
-                   help="run only these steps, in the suite's order (default: all; --list shows their commands): "
-                   + ", ".join(suite.STEP_NAMES))
-    p.add_argument("--list", action="store_true", help="print the steps and their commands, run nothing")
-    return p
-
-
-def run_gpu_suite(argv=None) -> int:
-    """``python benchmarks/gpu_suite.py``: the README's GPU benchmark list in one bounded run."""
-    from dynaguide_jax.bench.suite import run_suite, select_steps
-
-    args = gpu_suite_parser().parse_args(argv)
-    if not args.budget_s > 0:
-        gpu_suite_parser().error(f"--budget-s must be > 0, got {args.budget_s}")
-    steps = select_steps(args.steps)
-    if args.list:
-        for s in steps:
-            env = " ".join(f"{k}={v}" for k, v in s.env)
-            print(f"{s.name} (at most {s.timeout_s:.0f} s): {env + ' ' if env else ''}python -c {s.code!r} "
-                  + " ".join(s.args))
-        return 0
-    results = run_suite(steps, args.out, budget_s=args.budget_s)
-    print(f"wrote {args.out}/summary.md: " + ", ".join(f"{r['name']} {r['status']}" for r in results))
-    return 0 if all(r["status"] in ("ok",) or r["status"].startswith("skipped") for r in results) else 1
+    return parser(prog)
 
 
 # every benchmark's parser, for the --help checks
