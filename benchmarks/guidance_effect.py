@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 
@@ -32,27 +31,15 @@ def guidance_effect(demo_dir: str, scales, samples: int, repeats: int | None = N
     import numpy as np
 
     from dynaguide_jax.baselines.gpc import mean_goal_distance
-    from dynaguide_jax.demo.config import DemoConfig
     from dynaguide_jax.demo.evaluate import ACTION_HORIZON
-    from dynaguide_jax.demo.pipeline import TARGETS, demo_encoder, eval_context
-    from dynaguide_jax.demo.stages import Stages
+    from dynaguide_jax.demo.pipeline import TARGETS, finished_demo_context
     from dynaguide_jax.eval import methods
     from dynaguide_jax.eval.rollout import stack_frames, tabletop_env
     from dynaguide_jax.guidance import DynaGuide, GoalSet, guidance_metric, paper_scaled_sigma
 
-    results = os.path.join(demo_dir, "results.json")
-    if not os.path.exists(results):
-        raise FileNotFoundError(f"{results} is missing: run `dynaguide demo --out-dir {demo_dir}` first")
-    cfg = DemoConfig.from_results(results)
-    st = Stages(cfg, demo_dir, log=lambda *_: None)
-    for stage in ("features", "goals", "policy", "dynamics"):
-        if not st.done(stage):
-            raise FileNotFoundError(f"{demo_dir}: the {stage} stage is not finished with this code's settings: "
-                                    f"rerun `dynaguide demo --out-dir {demo_dir}`")
+    cfg, ctx = finished_demo_context(demo_dir)
     m_repeats = cfg.repeats if repeats is None else repeats
     m_sigma = cfg.sigma if sigma is None else sigma
-    enc, enc_params, _ = demo_encoder(cfg)
-    ctx = eval_context(cfg, st, enc, enc_params)
     m, env = ctx.models, tabletop_env(ctx.env)
     guide = DynaGuide(dynamics=m.dynamics, encoder=m.encoder, image_size=cfg.encoder_size)
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 SCORES = ("outcome", "outcome+reach")
@@ -104,10 +103,8 @@ def oracle_steering(demo_dir: str, samples_list, score: str = "outcome+reach", l
     import jax
     import jax.numpy as jnp
 
-    from dynaguide_jax.demo.config import DemoConfig
     from dynaguide_jax.demo.evaluate import ACTION_HORIZON
-    from dynaguide_jax.demo.pipeline import TARGETS, demo_encoder, eval_context
-    from dynaguide_jax.demo.stages import Stages
+    from dynaguide_jax.demo.pipeline import TARGETS, finished_demo_context
     from dynaguide_jax.envs import tabletop
     from dynaguide_jax.eval import methods
     from dynaguide_jax.eval.behaviours import BEHAVIOURS, behaviour_distribution, detect_behaviours
@@ -115,17 +112,7 @@ def oracle_steering(demo_dir: str, samples_list, score: str = "outcome+reach", l
 
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-    results = os.path.join(demo_dir, "results.json")
-    if not os.path.exists(results):
-        raise FileNotFoundError(f"{results} is missing: run `dynaguide demo --out-dir {demo_dir}` first")
-    cfg = DemoConfig.from_results(results)
-    st = Stages(cfg, demo_dir, log=lambda *_: None)
-    for stage in ("features", "goals", "policy", "gc", "dynamics"):  # eval_context loads them all
-        if not st.done(stage):
-            raise FileNotFoundError(f"{demo_dir}: the {stage} stage is not finished with this code's settings: "
-                                    f"rerun `dynaguide demo --out-dir {demo_dir}`")
-    enc, enc_params, _ = demo_encoder(cfg)
-    ctx = eval_context(cfg, st, enc, enc_params)
+    cfg, ctx = finished_demo_context(demo_dir)
     m = ctx.models
     env, unravel = world_env(ctx.env, jax.tree.map(lambda x: x[0, 0], ctx.starts.states))
     loop = LoopConfig(horizon=cfg.horizon, obs_horizon=m.policy.config.obs_horizon, action_horizon=ACTION_HORIZON)

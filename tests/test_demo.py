@@ -127,6 +127,16 @@ def test_verdict_reads_the_paper_claims_off_the_means():
         "DynaGuide 0% vs base 0%: neither succeeds (paper: 70 %, 8.7x); DynaGuide NOT above gc (0%)")
 
 
+def test_replaying_an_unfinished_demo_names_what_to_rerun(tmp_path):
+    from dynaguide_jax.demo.pipeline import finished_demo_context
+
+    with pytest.raises(FileNotFoundError, match="results.json is missing: run `dynaguide demo --out-dir"):
+        finished_demo_context(str(tmp_path))
+    (tmp_path / "results.json").write_text(json.dumps({"config": DemoConfig().to_dict()}))
+    with pytest.raises(FileNotFoundError, match="the features stage is not finished with this code's settings"):
+        finished_demo_context(str(tmp_path))
+
+
 def test_goal_frames_are_box_filtered_or_repeated():
     from dynaguide_jax.demo.train import resize_frames
 

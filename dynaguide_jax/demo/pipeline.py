@@ -222,6 +222,23 @@ def eval_context(cfg: DemoConfig, st: Stages, enc, enc_params) -> EvalContext:
         cfg.seed, TARGETS, cfg.rollouts, env, load_demo_reset_poses(st.dir("goals"))), env)
 
 
+def finished_demo_context(demo_dir: str) -> tuple[DemoConfig, EvalContext]:
+    """``(config, eval_context)`` of a finished ``dynaguide demo`` run in ``demo_dir`` (its ``results.json``
+    settings), for scripts that replay its evaluation; FileNotFoundError naming what to rerun when the
+    run or a stage the evaluation loads is missing."""
+    results = os.path.join(demo_dir, "results.json")
+    if not os.path.exists(results):
+        raise FileNotFoundError(f"{results} is missing: run `dynaguide demo --out-dir {demo_dir}` first")
+    cfg = DemoConfig.from_results(results)
+    st = Stages(cfg, demo_dir, log=lambda *_: None)
+    for stage in ("features", "goals", "policy", "gc", "dynamics"):  # what eval_context loads
+        if not st.done(stage):
+            raise FileNotFoundError(f"{demo_dir}: the {stage} stage is not finished with this code's settings: "
+                                    f"rerun `dynaguide demo --out-dir {demo_dir}`")
+    enc, enc_params, _ = demo_encoder(cfg)
+    return cfg, eval_context(cfg, st, enc, enc_params)
+
+
 def _method_file(eval_dir: str, method: str) -> str:
     return os.path.join(eval_dir, "methods", f"{method}.npy")
 
