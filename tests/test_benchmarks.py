@@ -180,12 +180,13 @@ def quick_kills(monkeypatch):
 def test_suite_bounds_every_step_kills_what_it_started_and_keeps_what_finished(tmp_path, quick_kills):
     from dynaguide_jax.bench.suite import SuiteStep, run_suite
 
-    pids = tmp_path / "pids"
+    pid_files = [tmp_path / "pid_hangs", tmp_path / "pid_leaves_child"]  # one per step: each waits for its own
     rows = "import json; [print(json.dumps({'bench': 'x', 'batch': b, 'latency_ms': 2.5 * b})) for b in (1, 64)]"
     # prints a row, leaves a child deaf to SIGTERM, hangs: the limit kills the whole group, SIGKILL after the grace
-    hang = (_spawn_child_code(pids, ignore_term=True) + "import json; print(json.dumps({'bench': 'y', "
+    hang = (_spawn_child_code(pid_files[0], ignore_term=True) + "import json; print(json.dumps({'bench': 'y', "
             "'chunks_per_s': 7.0}), flush=True); time.sleep(600)")
-    leaves_child = _spawn_child_code(pids, ignore_term=False) + "print('done')"  # exits 0, its child would live on
+    # exits 0, its child would live on
+    leaves_child = _spawn_child_code(pid_files[1], ignore_term=False) + "print('done')"
     env_step = ("import json, os, sys; print(json.dumps({'bench': 'z', 'dtype': sys.argv[1], 'xla': os.environ["
                 "'XLA_FLAGS']})); print(json.dumps({'bench': 'on stderr'}), file=sys.stderr)")
     steps = [SuiteStep("rows", rows, timeout_s=60), SuiteStep("hangs", hang, timeout_s=4),
@@ -198,7 +199,7 @@ def test_suite_bounds_every_step_kills_what_it_started_and_keeps_what_finished(t
     status = {r["name"]: r["status"] for r in results}
     assert status == {"rows": "ok", "hangs": "timeout", "fails": "failed", "needs_file": "skipped: no no/such/file.py",
                       "leaves_child": "ok", "args": "ok", "late": "ok"}
-    child_pids = [int(p) for p in pids.read_text().split()]
+    child_pids = [int(f.read_text()) for f in pid_files]
     assert len(child_pids) == 2 and not any(_alive(p) for p in child_pids)  # both children killed with their group
     by_name = {r["name"]: r for r in results}
     assert 3.5 < by_name["hangs"]["seconds"] < 15 and by_name["hangs"]["rows"] == [{"bench": "y", "chunks_per_s": 7.0}]
